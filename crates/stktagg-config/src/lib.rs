@@ -1,0 +1,1 @@
+//! The stktagg configuration language (see `docs/configuration.md`).

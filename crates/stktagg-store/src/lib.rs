@@ -1,0 +1,1 @@
+//! Per-source contributions and aggregated outputs of stick tables.

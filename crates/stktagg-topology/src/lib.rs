@@ -1,0 +1,1 @@
+//! Resolves a configuration into the plan the daemon runs.

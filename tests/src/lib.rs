@@ -1,0 +1,1 @@
+//! Harness for tests that run real `haproxy` processes and stktagg daemons on loopback.
