@@ -1,1 +1,31 @@
-//! Harness for tests that run real `haproxy` processes and stktagg daemons on loopback.
+//! Harness for tests that run real `haproxy` processes (and, later, stktagg daemons)
+//! on loopback.
+//!
+//! It is what the wire evidence tests (`tests/tests/`), the daemon's end-to-end
+//! tests and `cargo xtask topo-test` build on: start an HAProxy 2.6 with a given
+//! configuration, talk to its runtime API, and speak the peers protocol to it through
+//! the `stktagg-wire` codec with a small blocking mock peer. Everything is bounded by
+//! timeouts and uses ports picked by the kernel, so tests run in parallel. A missing
+//! `haproxy` fails the test with an install hint; nothing skips silently.
+//!
+//! # Layout
+//! - `error`: `HarnessError`, the one error type.
+//! - `eventually`: bounded polling.
+//! - `ports`: free loopback ports, listeners and scratch directories.
+//! - `haproxy`: `HaproxyConfig` (builder) and `Haproxy` (process handle, killed by
+//!   PID on drop, log tail printed on failure); `require_haproxy`.
+//! - `runtime`: `RuntimeApi`, a stats socket client (one command per connection).
+//! - `show_table`: parsers for `show table` and `show table <name>`.
+
+pub mod error;
+pub mod eventually;
+pub mod haproxy;
+pub mod ports;
+pub mod runtime;
+pub mod show_table;
+
+pub use error::{HarnessError, Result};
+pub use eventually::eventually;
+pub use haproxy::{Haproxy, HaproxyConfig, PeerDecl, PeersSection, require_haproxy};
+pub use runtime::RuntimeApi;
+pub use show_table::{Entry, Field, TableDump, TableInfo};
