@@ -39,17 +39,18 @@ pub fn haproxy_binary() -> String {
 /// `CI=true` the message says that CI needs haproxy; elsewhere it says how to
 /// install it.
 pub fn require_haproxy() -> Result<String> {
-    let binary = haproxy_binary();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    check_haproxy(&haproxy_binary(), ci)
+}
+
+/// `require_haproxy` for a given binary and CI flag.
+pub fn check_haproxy(binary: &str, ci: bool) -> Result<String> {
     let missing = |source| HarnessError::HaproxyMissing {
-        binary: binary.clone(),
-        hint: if std::env::var("CI").is_ok_and(|v| v == "true") {
-            CI_HINT
-        } else {
-            INSTALL_HINT
-        },
+        binary: binary.to_owned(),
+        hint: if ci { CI_HINT } else { INSTALL_HINT },
         source,
     };
-    let out = Command::new(&binary).arg("-v").output().map_err(missing)?;
+    let out = Command::new(binary).arg("-v").output().map_err(missing)?;
     if !out.status.success() {
         return Err(missing(std::io::Error::other(format!(
             "`{binary} -v` exited with {}",

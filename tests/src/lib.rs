@@ -11,6 +11,8 @@
 //! # Layout
 //! - `error`: `HarnessError`, the one error type.
 //! - `eventually`: bounded polling.
+//! - `frame`: a codec-independent message splitter and hex helpers, so captures
+//!   are exactly HAProxy's bytes.
 //! - `ports`: free loopback ports, listeners and scratch directories.
 //! - `haproxy`: `HaproxyConfig` (builder) and `Haproxy` (process handle, killed by
 //!   PID on drop, log tail printed on failure); `require_haproxy`.
@@ -19,6 +21,7 @@
 
 pub mod error;
 pub mod eventually;
+pub mod frame;
 pub mod haproxy;
 pub mod ports;
 pub mod runtime;

@@ -1,0 +1,6 @@
+//! Evidence that the harness and the `stktagg-wire` codec work against a real
+//! HAProxy 2.6. Each test starts its own `haproxy` on 127.0.0.1 with kernel-picked
+//! ports, so tests run in parallel. Without `haproxy` every test fails with an
+//! install hint (never skips).
+
+mod harness;
