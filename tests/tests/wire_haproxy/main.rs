@@ -3,4 +3,8 @@
 //! ports, so tests run in parallel. Without `haproxy` every test fails with an
 //! install hint (never skips).
 
+// Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
+// functions are test code too.
+#![allow(clippy::unwrap_used)]
+
 mod harness;
