@@ -61,6 +61,9 @@ pub enum HarnessError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The codec rejected a message we tried to send, or a hello.
+    #[error("codec: {0}")]
+    Wire(#[from] stktagg_wire::WireError),
     /// The peer closed the connection while the harness expected more.
     #[error("peer closed the connection ({context})")]
     Closed {

@@ -16,6 +16,9 @@
 //! - `ports`: free loopback ports, listeners and scratch directories.
 //! - `haproxy`: `HaproxyConfig` (builder) and `Haproxy` (process handle, killed by
 //!   PID on drop, log tail printed on failure); `require_haproxy`.
+//! - `mock_peer`: `MockPeer`, a blocking peers-protocol client (dial or accept)
+//!   that does HAProxy's required duties (heartbeat, resync answers, acks).
+//! - `lab`: `PeerLab`, one haproxy whose peers section declares the mock.
 //! - `runtime`: `RuntimeApi`, a stats socket client (one command per connection).
 //! - `show_table`: parsers for `show table` and `show table <name>`.
 
@@ -23,6 +26,8 @@ pub mod error;
 pub mod eventually;
 pub mod frame;
 pub mod haproxy;
+pub mod lab;
+pub mod mock_peer;
 pub mod ports;
 pub mod runtime;
 pub mod show_table;
@@ -30,5 +35,7 @@ pub mod show_table;
 pub use error::{HarnessError, Result};
 pub use eventually::eventually;
 pub use haproxy::{Haproxy, HaproxyConfig, PeerDecl, PeersSection, require_haproxy};
+pub use lab::PeerLab;
+pub use mock_peer::{Duties, MockPeer, Received};
 pub use runtime::RuntimeApi;
 pub use show_table::{Entry, Field, TableDump, TableInfo};
