@@ -174,8 +174,8 @@ pub struct MockPeer {
     last_tx: Instant,
     /// Every message received so far, in order.
     pub log: Vec<Received>,
-    /// Every message sent so far, in order (duties included).
-    pub sent: Vec<Message>,
+    /// Every message sent so far with its encoding, in order (duties included).
+    pub sent: Vec<(Message, bytes::Bytes)>,
 }
 
 impl MockPeer {
@@ -295,7 +295,7 @@ impl MockPeer {
         let mut buf = BytesMut::new();
         self.encoder.encode(msg, &mut buf)?;
         self.send_raw(&buf)?;
-        self.sent.push(msg.clone());
+        self.sent.push((msg.clone(), buf.freeze()));
         Ok(())
     }
 

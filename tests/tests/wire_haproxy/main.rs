@@ -2,9 +2,15 @@
 //! HAProxy 2.6. Each test starts its own `haproxy` on 127.0.0.1 with kernel-picked
 //! ports, so tests run in parallel. Without `haproxy` every test fails with an
 //! install hint (never skips).
+//!
+//! - `harness`: the harness itself (process, runtime API, parsers).
+//! - `handshake`: status codes for good and bad hellos; HAProxy's own hello.
+//! - `errors`: oversized messages, class 255, unknown messages.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod errors;
+mod handshake;
 mod harness;
