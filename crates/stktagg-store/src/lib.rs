@@ -1,1 +1,39 @@
 //! Per-source contributions and aggregated outputs of stick tables.
+//!
+//! HAProxy nodes (and lower-level aggregators) push their stick-table entries to
+//! stktagg; this crate keeps each source's latest values per key, combines them per
+//! data type (SPEC §4: saturating sums, rates evaluated at one instant and summed,
+//! maximum of tags, latest server), and tells each destination which keys changed,
+//! coalesced per destination. It also holds the relay tables received from up
+//! groups, and everything the runtime API and teach-back need.
+//!
+//! The crate is pure: no sockets, no tasks, no clock. The daemon passes its monotonic
+//! clock as `now` (ms) and drives time with [`Store::expire`] and
+//! [`Store::refresh_rates`]. A [`Store`] is `Send + Sync` and is shared behind an
+//! `Arc` by every peer session task; its locking is documented in `store`.
+//!
+//! # Layout
+//! - `rules`: the aggregation rules as pure functions (frequency counters: receipt,
+//!   HAProxy's read rule, the published shape of a sum; saturating sums; max; latest).
+//! - `layout`: how a table's values are packed into fixed-width records, and how an
+//!   input definition maps onto an output (by data type).
+//! - `store`: the [`Store`]: registrations, updates, resyncs, expiry, rate refresh,
+//!   relays, reads, teach-back and introspection.
+//! - `subscribe`: coalesced per-destination change tracking ([`Subscription`],
+//!   [`Waker`]).
+//! - `error`: [`StoreError`].
+
+pub mod error;
+pub mod layout;
+pub mod rules;
+pub mod store;
+pub mod subscribe;
+
+pub use error::StoreError;
+pub use layout::Mismatch;
+pub use store::{
+    Applied, ContributionDetail, InputHandle, OutputEntry, RelayHandle, SourceId, Store,
+    StoreOptions, StoreStats, TableId, TableInfo, TableKind, TableSummary, TaughtEntry,
+    TaughtTable,
+};
+pub use subscribe::{Subscription, SubscriptionFilter, Waker};

@@ -1,0 +1,237 @@
+//! Outbound change tracking, coalesced per destination.
+//!
+//! Each destination (a peer session that receives our tables) holds a
+//! [`Subscription`]. Every change to a matching table inserts `(TableId, Key)` into
+//! the subscription's dirty *set*: a key that changes a thousand times while the peer
+//! is slow is queued once, and the daemon reads its latest value when it sends it.
+//! Memory per subscription is therefore bounded by the number of keys, never by the
+//! number of updates.
+//!
+//! Locking: one `Mutex` per subscription guards its dirty set; it is only held to
+//! insert or pop, never while calling out. The registry of subscriptions is an
+//! `RwLock` taken for reading on every change and for writing only to subscribe or
+//! unsubscribe. [`Waker::wake`] is called with that read lock held, so it must be
+//! quick and must not call back into the store (tokio's `Notify::notify_one` is fine).
+
+use crate::store::{TableId, TableKind};
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use stktagg_wire::Key;
+
+/// Wakes the task that drains a subscription. The daemon implements it with tokio's
+/// `Notify`.
+pub trait Waker: Send + Sync {
+    /// Called when the subscription goes from empty to non-empty. Must not block and
+    /// must not call into the store.
+    fn wake(&self);
+}
+
+/// Which tables a subscription follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SubscriptionFilter {
+    /// Aggregated output tables (sent to sources and to up peers).
+    pub outputs: bool,
+    /// Relay tables (sent to sources only).
+    pub relays: bool,
+}
+
+impl SubscriptionFilter {
+    pub(crate) fn matches(self, kind: TableKind) -> bool {
+        match kind {
+            TableKind::Output => self.outputs,
+            TableKind::Relay { .. } => self.relays,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Dirty {
+    set: HashSet<(TableId, Key)>,
+    order: VecDeque<(TableId, Key)>,
+    tables: Vec<TableId>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.order.is_empty() && self.tables.is_empty()
+    }
+}
+
+pub(crate) struct SubShared {
+    id: u64,
+    pub(crate) filter: SubscriptionFilter,
+    dirty: Mutex<Dirty>,
+    waker: Arc<dyn Waker>,
+}
+
+impl SubShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dirty> {
+        // A poisoned set is still a valid set: a panic elsewhere cannot leave it half
+        // updated in a way that matters, so keep going.
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn mark<'a>(&self, table: TableId, keys: impl IntoIterator<Item = &'a Key>) {
+        let wake = {
+            let mut d = self.lock();
+            let was_empty = d.is_empty();
+            for k in keys {
+                let item = (table, k.clone());
+                if !d.set.contains(&item) {
+                    d.set.insert(item.clone());
+                    d.order.push_back(item);
+                }
+            }
+            was_empty && !d.is_empty()
+        };
+        if wake {
+            self.waker.wake();
+        }
+    }
+
+    pub(crate) fn new_table(&self, table: TableId) {
+        let wake = {
+            let mut d = self.lock();
+            let was_empty = d.is_empty();
+            d.tables.push(table);
+            was_empty
+        };
+        if wake {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The registry of live subscriptions.
+#[derive(Default)]
+pub(crate) struct SubRegistry {
+    subs: RwLock<Vec<Arc<SubShared>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl SubRegistry {
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        filter: SubscriptionFilter,
+        waker: Arc<dyn Waker>,
+        tables: Vec<TableId>,
+    ) -> Subscription {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = Arc::new(SubShared {
+            id,
+            filter,
+            dirty: Mutex::new(Dirty {
+                tables,
+                ..Dirty::default()
+            }),
+            waker,
+        });
+        self.write().push(shared.clone());
+        Subscription {
+            shared,
+            registry: Arc::downgrade(self),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<SubShared>>> {
+        self.subs.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<SubShared>>> {
+        self.subs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks keys of one table dirty in every matching subscription.
+    pub(crate) fn mark<'a>(
+        &self,
+        table: TableId,
+        kind: TableKind,
+        keys: impl IntoIterator<Item = &'a Key> + Clone,
+    ) {
+        for sub in self.read().iter().filter(|s| s.filter.matches(kind)) {
+            sub.mark(table, keys.clone());
+        }
+    }
+
+    /// Tells every matching subscription about a new table.
+    pub(crate) fn new_table(&self, table: TableId, kind: TableKind) {
+        for sub in self.read().iter().filter(|s| s.filter.matches(kind)) {
+            sub.new_table(table);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+}
+
+/// One destination's coalesced set of pending changes. Dropping it unsubscribes.
+pub struct Subscription {
+    shared: Arc<SubShared>,
+    registry: Weak<SubRegistry>,
+}
+
+impl Subscription {
+    /// The tables this subscription follows.
+    pub fn filter(&self) -> SubscriptionFilter {
+        self.shared.filter
+    }
+
+    /// Takes the tables created since the last call (and, on the first call, every
+    /// matching table that existed when subscribing), in creation order. Call it
+    /// before [`Subscription::drain`]: a table's first changed key is never queued
+    /// before the table itself, so a DEFINE can always go out first.
+    pub fn drain_tables(&self) -> Vec<TableId> {
+        std::mem::take(&mut self.shared.lock().tables)
+    }
+
+    /// Takes up to `max` changed keys, oldest first. Each key appears once however
+    /// often it changed; read its current value with `Store::read`. The waker is only
+    /// called again when the set goes from empty to non-empty, so keep draining while
+    /// this returns `max` items.
+    pub fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
+        let mut d = self.shared.lock();
+        let n = max.min(d.order.len());
+        let out: Vec<(TableId, Key)> = d.order.drain(..n).collect();
+        for item in &out {
+            d.set.remove(item);
+        }
+        if d.order.is_empty() {
+            // Give back the memory a burst left behind.
+            d.set.shrink_to(64);
+            d.order.shrink_to(64);
+        }
+        out
+    }
+
+    /// The number of changed keys waiting.
+    pub fn pending(&self) -> usize {
+        self.shared.lock().order.len()
+    }
+
+    pub(crate) fn shared(&self) -> &SubShared {
+        &self.shared
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(reg) = self.registry.upgrade() {
+            let id = self.shared.id;
+            reg.write().retain(|s| s.id != id);
+        }
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.shared.id)
+            .field("filter", &self.shared.filter)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
