@@ -1,0 +1,292 @@
+//! The typed configuration: what `parse_str` returns once every check passed.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::{Span, Warning};
+
+/// A whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Settings of the `global` section(s), defaults where absent.
+    pub global: Global,
+    /// The `aggregations` sections, in file order.
+    pub sections: Vec<Aggregations>,
+    /// Things that are legal but probably not meant. The daemon logs them.
+    pub warnings: Vec<Warning>,
+}
+
+/// Process-wide settings. Several `global` sections merge into one, as in HAProxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// Where the first `global` header is; `None` when the file has none.
+    pub span: Option<Span>,
+    /// `stats socket` lines: runtime API listeners. Empty means no runtime API.
+    pub stats_sockets: Vec<StatsSocket>,
+    /// `prometheus <addr>:<port>`: the metrics listener. Default: none.
+    pub prometheus: Option<Listen>,
+    /// `log-level`. Default: `info`.
+    pub log_level: LogLevel,
+    /// `timeout hello`: how long a new session may take to complete the hello
+    /// exchange. Default: 5 s (HAProxy's peers `timeout client`).
+    pub hello_timeout: Duration,
+    /// `timeout connect`: TCP connect timeout when dialling a peer. Default: 1 s
+    /// (what HAProxy 2.6.5+ uses for peers).
+    pub connect_timeout: Duration,
+    /// `timeout idle`: a session that stays silent this long is closed. Default: 5 s
+    /// (HAProxy's own liveness window; it heartbeats every 3 s).
+    pub idle_timeout: Duration,
+    /// `tune.heartbeat`: we send a heartbeat after this long without sending
+    /// anything. Default: 2 s, well inside HAProxy's 5 s window.
+    pub heartbeat_interval: Duration,
+    /// `tune.reconnect-min`: first redial delay after a failure. Default: 500 ms.
+    pub reconnect_min: Duration,
+    /// `tune.reconnect-max`: the redial delay doubles up to this. Default: 5 s
+    /// (HAProxy's `PEER_RECONNECT_TIMEOUT`).
+    pub reconnect_max: Duration,
+    /// `tune.max-message-size`: largest peers message accepted, in bytes.
+    /// Default: 16384.
+    pub max_message_size: usize,
+    /// `tune.max-pending`: per-peer bound on keys waiting to be sent (coalesced,
+    /// latest value per key). Default: 100000.
+    pub max_pending: usize,
+}
+
+/// Defaults, named so that the docs and the daemon can quote them.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Default `timeout hello`.
+    pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `timeout connect`.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Default `timeout idle`.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `tune.heartbeat`.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+    /// Default `tune.reconnect-min`.
+    pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
+    /// Default `tune.reconnect-max`.
+    pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+    /// Default `tune.max-message-size`.
+    pub const MAX_MESSAGE_SIZE: usize = 16384;
+    /// Default `tune.max-pending`.
+    pub const MAX_PENDING: usize = 100_000;
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            span: None,
+            stats_sockets: Vec::new(),
+            prometheus: None,
+            log_level: LogLevel::Info,
+            hello_timeout: defaults::HELLO_TIMEOUT,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            reconnect_min: defaults::RECONNECT_MIN,
+            reconnect_max: defaults::RECONNECT_MAX,
+            max_message_size: defaults::MAX_MESSAGE_SIZE,
+            max_pending: defaults::MAX_PENDING,
+        }
+    }
+}
+
+/// `stats socket <path> [mode <octal>] [level <level>] [user <u>] [group <g>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    /// Unix socket path.
+    pub path: String,
+    /// File permissions, if given (octal in the file).
+    pub mode: Option<u32>,
+    /// What the socket may do. Default: `operator`, as in HAProxy.
+    pub level: AccessLevel,
+    /// Owner to set on the socket file.
+    pub user: Option<String>,
+    /// Group to set on the socket file.
+    pub group: Option<String>,
+    /// Where the line is.
+    pub span: Span,
+}
+
+/// A stats socket's access level, HAProxy's three levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLevel {
+    /// Read only, non-sensitive.
+    User,
+    /// Read all, harmless changes (HAProxy's default).
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+/// `log-level` values, the names `tracing` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default.
+    Info,
+    /// Verbose.
+    Debug,
+    /// Very verbose.
+    Trace,
+}
+
+impl LogLevel {
+    /// The lower-case name, as written in the configuration and as `tracing`
+    /// filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// A TCP listener address (`prometheus <addr>:<port>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The address.
+    pub addr: PeerAddr,
+    /// Where the line is.
+    pub span: Span,
+}
+
+/// `aggregations <name>`: one independent aggregation domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregations {
+    /// The section name.
+    pub name: String,
+    /// The `peer` lines, in file order (the `local` one among them).
+    pub peers: Vec<Peer>,
+    /// The `from ... to ...` rules, in file order (at least one).
+    pub rules: Vec<Rule>,
+    /// The `forward` lines, in file order.
+    pub forwards: Vec<Forward>,
+    /// Whether a source that asks us for a resync is taught back its own last
+    /// known entries (SPEC §5). `option teach-back` / `no option teach-back`.
+    /// Default: on.
+    pub teach_back: bool,
+    /// Where the header is.
+    pub span: Span,
+}
+
+impl Aggregations {
+    /// The `local` peer (there is exactly one once the configuration is checked).
+    pub fn local(&self) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.role == PeerRole::Local)
+    }
+}
+
+/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Peer name, as sent in the hello.
+    pub name: String,
+    /// Where to reach it. `None`: it only dials us, we never dial it.
+    pub addr: Option<PeerAddr>,
+    /// What it is to us.
+    pub role: PeerRole,
+    /// Where the line is.
+    pub span: Span,
+}
+
+/// A peer's role in its section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Us: the name we answer to and where we listen.
+    Local,
+    /// A HAProxy node (a leaf source). No role keyword.
+    Node,
+    /// `down`: a lower-level aggregator (a source).
+    Down,
+    /// `up`: an upper-level aggregator (a destination).
+    Up {
+        /// `group <n>`: replicas of one logical upstream.
+        group: Option<u32>,
+    },
+}
+
+/// `<host>:<port>`. The host is kept as written (less IPv6 brackets); the daemon
+/// resolves names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// IPv4 or IPv6 literal, or a host name. IPv6 without brackets.
+    pub host: String,
+    /// TCP port, 1..=65535.
+    pub port: u16,
+}
+
+impl PeerAddr {
+    /// The host as an IP address, when it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// A key that makes two spellings of one address equal (`::1` and
+    /// `0:0:0:0:0:0:0:1`, `Host` and `host`).
+    pub(crate) fn canonical(&self) -> (String, u16) {
+        match self.ip() {
+            Some(ip) => (ip.to_string(), self.port),
+            None => (self.host.to_ascii_lowercase(), self.port),
+        }
+    }
+}
+
+/// `host:port`, with brackets around IPv6: what `ToSocketAddrs` and tokio's
+/// `lookup_host` accept.
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `from <suffix> to <suffix>` or `from any to <suffix>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Which incoming tables are aggregated.
+    pub from: FromSpec,
+    /// The suffix of the output tables (starts with `.`).
+    pub to: String,
+    /// Where the line is.
+    pub span: Span,
+}
+
+/// The input side of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromSpec {
+    /// Tables named `<base><suffix>` (the suffix starts with `.`).
+    Suffix(String),
+    /// Every table from a source, whatever its name, except outputs and forwards.
+    Any,
+}
+
+impl fmt::Display for FromSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Suffix(s) => f.write_str(s),
+            Self::Any => f.write_str("any"),
+        }
+    }
+}
+
+/// `forward <suffix>`: tables `<base><suffix>` from up peers are relayed to sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The suffix (starts with `.`).
+    pub suffix: String,
+    /// Where the line is.
+    pub span: Span,
+}

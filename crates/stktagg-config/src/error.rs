@@ -1,0 +1,466 @@
+//! Diagnostics: where a problem is, what it is, and how it is shown.
+//!
+//! Every diagnostic carries a [`Span`] and a copy of the offending line, so that it
+//! renders on its own, rustc style:
+//!
+//! ```text
+//! aggr1.cfg:4:8: error: duplicate peer name `aggr1`
+//!     |
+//!   4 |   peer aggr1  192.168.56.111:11111 down
+//!     |        ^^^^^ already declared at line 2
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A position in a configuration file. Lines and columns count from 1; columns
+/// count characters, so a tab is one column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// The file name as given to the parser.
+    pub file: Arc<str>,
+    /// Line number, from 1. `0` means "the file as a whole".
+    pub line: u32,
+    /// Column number, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        }
+    }
+}
+
+/// What is wrong with a configuration. Each variant is one rule of the language.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file could not be read.
+    #[error("cannot read the configuration: {reason}")]
+    Read {
+        /// The operating system's explanation.
+        reason: String,
+    },
+    /// The file is not UTF-8.
+    #[error("the configuration is not valid utf-8")]
+    NotUtf8,
+    /// The grammar rejected the line.
+    #[error("unexpected {found}, expected {expected}")]
+    Syntax {
+        /// What was found at the position, quoted, or "end of line".
+        found: String,
+        /// What the grammar would have accepted there.
+        expected: String,
+    },
+    /// A line at column 0 that is not a section header.
+    #[error("unknown section `{name}` (sections are `global` and `aggregations <name>`)")]
+    UnknownSection {
+        /// The first word of the line.
+        name: String,
+    },
+    /// A keyword that starts at column 0: keywords must be indented.
+    #[error("`{keyword}` must be indented: only section headers start at column 0")]
+    KeywordNotIndented {
+        /// The keyword.
+        keyword: String,
+    },
+    /// A section header that is indented.
+    #[error("section header `{keyword}` must start at column 0")]
+    SectionIndented {
+        /// `global` or `aggregations`.
+        keyword: String,
+    },
+    /// An indented keyword that the language does not know.
+    #[error("unknown keyword `{keyword}`{}", suggestion_text(.suggestion))]
+    UnknownKeyword {
+        /// The keyword.
+        keyword: String,
+        /// A known keyword with a similar spelling.
+        suggestion: Option<&'static str>,
+    },
+    /// A keyword before any section header.
+    #[error("`{keyword}` appears before any section (`global` or `aggregations <name>`)")]
+    OutsideSection {
+        /// The keyword.
+        keyword: String,
+    },
+    /// A keyword that belongs to the other kind of section.
+    #[error("`{keyword}` is not allowed in section `{section}`, only in `{allowed}`")]
+    WrongSection {
+        /// The keyword.
+        keyword: String,
+        /// The section it appears in.
+        section: String,
+        /// The section it belongs to.
+        allowed: &'static str,
+    },
+    /// A keyword lacks an argument.
+    #[error("`{keyword}` needs {what}")]
+    MissingArgument {
+        /// The keyword.
+        keyword: &'static str,
+        /// A description of the missing argument.
+        what: &'static str,
+    },
+    /// `aggregations` without a name.
+    #[error("`aggregations` needs a section name")]
+    MissingSectionName,
+    /// Two `aggregations` sections with one name.
+    #[error("duplicate section name `{name}`")]
+    DuplicateSection {
+        /// The name.
+        name: String,
+    },
+    /// A peer or section name with a character HAProxy would reject.
+    #[error(
+        "invalid character `{ch}` in {what} `{name}` (allowed: letters, digits, `-`, `_`, `.`, `:`)"
+    )]
+    InvalidName {
+        /// "peer name" or "section name".
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The first bad character.
+        ch: char,
+    },
+    /// Two peers with one name in a section.
+    #[error("duplicate peer name `{name}`")]
+    DuplicatePeer {
+        /// The name.
+        name: String,
+    },
+    /// Two peers with one address in a section.
+    #[error("peer `{name}` uses address {addr}, already used by peer `{other}`")]
+    DuplicateAddress {
+        /// The peer declared second.
+        name: String,
+        /// The address.
+        addr: String,
+        /// The peer declared first.
+        other: String,
+    },
+    /// Two sections listen on one address.
+    #[error("listener {addr} is already used by section `{other}`")]
+    DuplicateListener {
+        /// The address.
+        addr: String,
+        /// The section declared first.
+        other: String,
+    },
+    /// A section has no `local` peer.
+    #[error(
+        "section `{section}` has no `local` peer (exactly one peer must be `local`: it names us and our listener)"
+    )]
+    NoLocal {
+        /// The section.
+        section: String,
+    },
+    /// A section has two `local` peers.
+    #[error(
+        "second `local` peer `{name}` in section `{section}` (exactly one peer must be `local`)"
+    )]
+    TwoLocals {
+        /// The second local peer.
+        name: String,
+        /// The section.
+        section: String,
+    },
+    /// A `local` peer without an address: we would not know where to listen.
+    #[error("the `local` peer `{name}` needs an address to listen on")]
+    LocalWithoutAddress {
+        /// The peer.
+        name: String,
+    },
+    /// `group` on a peer that is not `up`.
+    #[error("`group` is only valid after `up`{}", role_text(.role))]
+    GroupWithoutUp {
+        /// The role the peer has instead, if any.
+        role: Option<&'static str>,
+    },
+    /// A group number that is not a number in range.
+    #[error("invalid group `{value}` (expected an integer from 0 to 4294967295)")]
+    InvalidGroup {
+        /// The text found.
+        value: String,
+    },
+    /// An address without a port.
+    #[error("missing port in address `{addr}` (expected `<host>:<port>`)")]
+    MissingPort {
+        /// The address as written.
+        addr: String,
+    },
+    /// An address without a host.
+    #[error("missing host in address `{addr}` (expected `<host>:<port>`)")]
+    MissingHost {
+        /// The address as written.
+        addr: String,
+    },
+    /// An IPv6 address without brackets.
+    #[error("ipv6 addresses must be written in brackets, as `[{host}]:<port>`")]
+    Ipv6WithoutBrackets {
+        /// The address as written, less the port if one was recognised.
+        host: String,
+    },
+    /// A bracketed host that is not an IPv6 address.
+    #[error("invalid ipv6 address `{host}`")]
+    InvalidIpv6 {
+        /// The text between the brackets.
+        host: String,
+    },
+    /// A host name with characters no resolver accepts.
+    #[error("invalid host `{host}`")]
+    InvalidHost {
+        /// The host as written.
+        host: String,
+    },
+    /// A port that is not a number.
+    #[error("invalid port `{port}` (expected a number from 1 to 65535)")]
+    InvalidPort {
+        /// The text found.
+        port: String,
+    },
+    /// A port outside 1..=65535.
+    #[error("port {port} out of range (expected 1 to 65535)")]
+    PortOutOfRange {
+        /// The text found.
+        port: String,
+    },
+    /// A suffix that does not start with `.`.
+    #[error("suffix `{suffix}` must start with `.`")]
+    SuffixWithoutDot {
+        /// The suffix.
+        suffix: String,
+    },
+    /// A suffix that is only a dot.
+    #[error("suffix `{suffix}` is empty after the `.`")]
+    EmptySuffix {
+        /// The suffix.
+        suffix: String,
+    },
+    /// `from X to X`.
+    #[error("`from` and `to` are both `{suffix}`: a table would be aggregated into itself")]
+    FromEqualsTo {
+        /// The suffix.
+        suffix: String,
+    },
+    /// A suffix used twice where it must be unique.
+    #[error("suffix `{suffix}` is already used as {first_use} at line {line}")]
+    SuffixReused {
+        /// The suffix.
+        suffix: String,
+        /// How it was used first (for example "`to` suffix").
+        first_use: &'static str,
+        /// Where it was used first.
+        line: u32,
+    },
+    /// One suffix ends with another, so a table name would match both.
+    #[error("suffix `{suffix}` ends with `{other}` (line {line}): table names would match both")]
+    SuffixOverlap {
+        /// The longer suffix.
+        suffix: String,
+        /// The shorter suffix.
+        other: String,
+        /// Where the other suffix is used.
+        line: u32,
+    },
+    /// Two `from any` rules in one section.
+    #[error("second `from any` rule in this section")]
+    TwoFromAny,
+    /// A section without any `from ... to ...` rule.
+    #[error(
+        "section `{section}` has no `from <suffix> to <suffix>` rule: it would aggregate nothing"
+    )]
+    NoRule {
+        /// The section.
+        section: String,
+    },
+    /// A value that is not in the keyword's list.
+    #[error("invalid {what} `{value}` (expected one of {expected})")]
+    InvalidChoice {
+        /// What the value is.
+        what: &'static str,
+        /// The value found.
+        value: String,
+        /// The accepted values.
+        expected: &'static str,
+    },
+    /// A duration that does not parse.
+    #[error(
+        "invalid duration `{value}` (expected a number with an optional unit: us, ms, s, m, h, d; no unit means ms)"
+    )]
+    InvalidDuration {
+        /// The text found.
+        value: String,
+    },
+    /// A number that does not parse or is out of range.
+    #[error("invalid {what} `{value}` (expected {expected})")]
+    InvalidNumber {
+        /// What the number is.
+        what: &'static str,
+        /// The text found.
+        value: String,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// A socket mode that is not octal.
+    #[error("invalid mode `{value}` (expected octal permissions such as 600 or 0660)")]
+    InvalidMode {
+        /// The text found.
+        value: String,
+    },
+    /// A directive that may appear once, appearing again.
+    #[error("`{keyword}` is already set at line {line}")]
+    Duplicate {
+        /// The directive.
+        keyword: String,
+        /// Where it was set first.
+        line: u32,
+    },
+    /// `tune.reconnect-min` above `tune.reconnect-max`.
+    #[error("`tune.reconnect-min` is greater than `tune.reconnect-max`")]
+    ReconnectRange,
+}
+
+fn suggestion_text(suggestion: &Option<&'static str>) -> String {
+    suggestion.map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+}
+
+fn role_text(role: &Option<&'static str>) -> String {
+    role.map_or_else(String::new, |r| format!(", not on a `{r}` peer"))
+}
+
+/// Something legal that an operator probably did not mean.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// `forward` without any `up` peer: nothing sends forwarded tables.
+    #[error("`forward {suffix}` has no effect: no peer in this section is `up`")]
+    ForwardWithoutUp {
+        /// The suffix.
+        suffix: String,
+    },
+    /// `up` peers but no `forward`: their sums are never relayed down.
+    #[error("peer `{name}` is `up` but the section has no `forward` rule: its tables are ignored")]
+    UpWithoutForward {
+        /// The first up peer.
+        name: String,
+    },
+    /// A section with no source: nothing to aggregate.
+    #[error("section `{section}` has no source peer (plain or `down`): nothing will be aggregated")]
+    NoSource {
+        /// The section.
+        section: String,
+    },
+    /// A group with a single member is no different from a plain `up`.
+    #[error("group {group} has a single member")]
+    SingleMemberGroup {
+        /// The group number.
+        group: u32,
+    },
+    /// A section header with nothing in it.
+    #[error("section `{section}` is empty")]
+    EmptySection {
+        /// The section.
+        section: String,
+    },
+    /// `option teach-back` given twice; the last one wins.
+    #[error("teach-back is already set at line {line}; this line wins")]
+    TeachBackRepeated {
+        /// The earlier line.
+        line: u32,
+    },
+}
+
+/// Where a diagnostic points and what it quotes. Shared by errors and warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The position of the first character pointed at.
+    pub span: Span,
+    /// How many characters the caret underlines (at least 1).
+    pub width: u32,
+    /// The offending line, without its line terminator. Empty when `span.line` is 0.
+    pub line_text: String,
+    /// A second message printed after the caret, such as "already declared at line 2".
+    pub note: Option<String>,
+}
+
+/// One configuration error, with its position and the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(&self.location, "error", &self.kind.to_string()))]
+pub struct ConfigError {
+    /// What is wrong.
+    pub kind: ErrorKind,
+    /// Where.
+    pub location: Location,
+}
+
+/// One configuration warning, with its position and the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(&self.location, "warning", &self.kind.to_string()))]
+pub struct Warning {
+    /// What is suspicious.
+    pub kind: WarningKind,
+    /// Where.
+    pub location: Location,
+}
+
+/// Every error found in a configuration (never empty), and the warnings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigErrors {
+    /// The errors, in file order.
+    pub errors: Vec<ConfigError>,
+    /// The warnings, in file order.
+    pub warnings: Vec<Warning>,
+}
+
+impl ConfigErrors {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for e in &self.errors {
+            out.push_str(&e.to_string());
+            out.push('\n');
+        }
+        for w in &self.warnings {
+            out.push_str(&w.to_string());
+            out.push('\n');
+        }
+        let n = self.errors.len();
+        out.push_str(&format!(
+            "{n} error{} in the configuration",
+            if n == 1 { "" } else { "s" }
+        ));
+        out
+    }
+}
+
+/// Renders one diagnostic:
+/// `file:line:col: <severity>: <message>`, the line, and a caret under the span.
+fn render(loc: &Location, severity: &str, message: &str) -> String {
+    let mut out = format!("{}: {severity}: {message}", loc.span);
+    if loc.span.line == 0 {
+        return out;
+    }
+    let num = loc.span.line.to_string();
+    let pad = " ".repeat(num.len());
+    // Tabs are shown as one space each so the caret lines up with the column count.
+    let shown: String = loc
+        .line_text
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
+    let indent = " ".repeat(loc.span.column.saturating_sub(1) as usize);
+    let carets = "^".repeat(loc.width.max(1) as usize);
+    out.push_str(&format!(
+        "\n {pad} |\n {num} | {shown}\n {pad} | {indent}{carets}"
+    ));
+    if let Some(note) = &loc.note {
+        out.push(' ');
+        out.push_str(note);
+    }
+    out
+}

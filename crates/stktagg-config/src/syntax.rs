@@ -1,0 +1,518 @@
+//! The pest grammar (`config.pest`) and its output: one [`Line`] per physical line.
+//!
+//! Each line is parsed on its own so that a syntax error on one line does not hide
+//! the errors on the following ones. Values are kept as text tokens with their
+//! column here; `check` gives them meaning.
+
+use pest::Parser;
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+
+use crate::error::ErrorKind;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "config.pest"]
+struct LineParser;
+
+/// A piece of a line: its text and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tok {
+    /// The text.
+    pub(crate) text: String,
+    /// Column of its first character, from 1.
+    pub(crate) col: u32,
+    /// Length in characters.
+    pub(crate) width: u32,
+}
+
+/// `<host>:<port>` as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddrTok {
+    /// The whole address.
+    pub(crate) whole: Tok,
+    /// The part before the first `:` (or the bracketed part).
+    pub(crate) host: Tok,
+    /// The part after the `:`, if there was a `:`.
+    pub(crate) port: Option<Tok>,
+}
+
+/// The input side of a `from` rule as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FromTok {
+    /// `from any`.
+    Any(Tok),
+    /// `from <suffix>`.
+    Suffix(Tok),
+}
+
+/// What one line says, before any meaning is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stmt {
+    /// Blank or comment only.
+    Blank,
+    /// `global`.
+    GlobalHeader,
+    /// `aggregations [<name>]`.
+    AggregationsHeader { name: Option<Tok> },
+    /// A column-0 word that is not a section header.
+    UnknownSection,
+    /// An indented word that is not a keyword.
+    UnknownKeyword,
+    /// `stats socket ...`.
+    StatsSocket {
+        path: Option<Tok>,
+        options: Vec<(Tok, Option<Tok>)>,
+    },
+    /// `prometheus ...`.
+    Prometheus { addr: Option<AddrTok> },
+    /// `log-level ...`.
+    LogLevel { value: Option<Tok> },
+    /// `timeout <kind> ...`.
+    Timeout { kind: Tok, value: Option<Tok> },
+    /// `tune.<name> ...`.
+    Tune { value: Option<Tok> },
+    /// `peer ...`.
+    Peer {
+        name: Option<Tok>,
+        addr: Option<AddrTok>,
+        role: Option<Tok>,
+        /// The `group` keyword and its value.
+        group: Option<(Tok, Option<Tok>)>,
+    },
+    /// `from ... [to ...]`.
+    From {
+        from: Option<FromTok>,
+        to_kw: Option<Tok>,
+        to: Option<Tok>,
+    },
+    /// `forward ...`.
+    Forward { suffix: Option<Tok> },
+    /// `[no] option teach-back`.
+    TeachBack { on: bool },
+}
+
+/// One physical line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Line {
+    /// Line number, from 1.
+    pub(crate) number: u32,
+    /// The text, without its terminator.
+    pub(crate) text: String,
+    /// The first word (the keyword), if the line has one.
+    pub(crate) keyword: Option<Tok>,
+    /// What it says.
+    pub(crate) stmt: Stmt,
+}
+
+/// A syntax error on one line: where, how wide, what, and the keyword's usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyntaxError {
+    pub(crate) number: u32,
+    pub(crate) text: String,
+    pub(crate) col: u32,
+    pub(crate) width: u32,
+    pub(crate) kind: ErrorKind,
+    pub(crate) usage: Option<&'static str>,
+}
+
+/// Splits `text` into lines (LF or CRLF) and parses each one.
+pub(crate) fn parse_lines(text: &str) -> Vec<Result<Line, Box<SyntaxError>>> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // A final terminator does not start one more line.
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            parse_line(raw, number)
+        })
+        .collect()
+}
+
+fn col_of(text: &str, byte: usize) -> u32 {
+    let byte = byte.min(text.len());
+    // `byte` comes from pest and is on a char boundary; fall back to the count of
+    // whole characters before it if it ever were not.
+    let count = text.char_indices().take_while(|(i, _)| *i < byte).count();
+    u32::try_from(count + 1).unwrap_or(u32::MAX)
+}
+
+fn tok(text: &str, pair: &Pair<'_, Rule>) -> Tok {
+    let span = pair.as_span();
+    Tok {
+        text: span.as_str().to_owned(),
+        col: col_of(text, span.start()),
+        width: u32::try_from(span.as_str().chars().count()).unwrap_or(u32::MAX),
+    }
+}
+
+/// The first word of a line and where it is.
+fn first_word(text: &str) -> Option<Tok> {
+    let start = text.find(|c: char| c != ' ' && c != '\t')?;
+    let rest = &text[start..];
+    if rest.starts_with('#') {
+        return None;
+    }
+    let end = rest
+        .find([' ', '\t', '#'])
+        .map_or(text.len(), |e| start + e);
+    let word = &text[start..end];
+    Some(Tok {
+        text: word.to_owned(),
+        col: col_of(text, start),
+        width: u32::try_from(word.chars().count()).unwrap_or(u32::MAX),
+    })
+}
+
+fn parse_line(text: &str, number: u32) -> Result<Line, Box<SyntaxError>> {
+    let keyword = first_word(text);
+    let mut pairs = LineParser::parse(Rule::line, text)
+        .map_err(|e| Box::new(syntax_error(text, number, keyword.as_ref(), &e)))?;
+    let stmt = match pairs.next() {
+        Some(pair) => stmt_of(text, pair),
+        None => Stmt::Blank,
+    };
+    Ok(Line {
+        number,
+        text: text.to_owned(),
+        keyword,
+        stmt,
+    })
+}
+
+fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
+    let rule = pair.as_rule();
+    let inner: Vec<Pair<'_, Rule>> = pair.into_inner().collect();
+    let find = |r: Rule| {
+        inner
+            .iter()
+            .find(|p| p.as_rule() == r)
+            .map(|p| tok(text, p))
+    };
+    match rule {
+        Rule::global_header => Stmt::GlobalHeader,
+        Rule::aggregations_header => Stmt::AggregationsHeader {
+            name: find(Rule::section_name),
+        },
+        Rule::unknown_section => Stmt::UnknownSection,
+        Rule::unknown_keyword => Stmt::UnknownKeyword,
+        Rule::stats_socket => {
+            let options = inner
+                .iter()
+                .filter(|p| p.as_rule() == Rule::socket_option)
+                .filter_map(|opt| opt.clone().into_inner().next())
+                .map(|opt| {
+                    let value = opt
+                        .clone()
+                        .into_inner()
+                        .find(|p| p.as_rule() == Rule::option_value)
+                        .map(|p| tok(text, &p));
+                    let kw = opt.as_str().split([' ', '\t']).next().unwrap_or("");
+                    let kw_tok = Tok {
+                        text: kw.to_owned(),
+                        col: col_of(text, opt.as_span().start()),
+                        width: u32::try_from(kw.chars().count()).unwrap_or(u32::MAX),
+                    };
+                    (kw_tok, value)
+                })
+                .collect();
+            Stmt::StatsSocket {
+                path: find(Rule::socket_path),
+                options,
+            }
+        }
+        Rule::prometheus => Stmt::Prometheus {
+            addr: inner
+                .iter()
+                .find(|p| p.as_rule() == Rule::address)
+                .map(|p| addr_of(text, p)),
+        },
+        Rule::log_level => Stmt::LogLevel {
+            value: find(Rule::log_level_value),
+        },
+        Rule::timeout => match find(Rule::timeout_kind) {
+            Some(kind) => Stmt::Timeout {
+                kind,
+                value: find(Rule::duration),
+            },
+            // The grammar requires the kind; keep a harmless fallback anyway.
+            None => Stmt::UnknownKeyword,
+        },
+        Rule::tune => Stmt::Tune {
+            value: find(Rule::tune_value),
+        },
+        Rule::peer => Stmt::Peer {
+            name: find(Rule::peer_name),
+            addr: inner
+                .iter()
+                .find(|p| p.as_rule() == Rule::address)
+                .map(|p| addr_of(text, p)),
+            role: find(Rule::role),
+            group: inner.iter().find(|p| p.as_rule() == Rule::group).map(|g| {
+                let value = g
+                    .clone()
+                    .into_inner()
+                    .find(|p| p.as_rule() == Rule::group_id)
+                    .map(|p| tok(text, &p));
+                let kw = Tok {
+                    text: "group".to_owned(),
+                    col: col_of(text, g.as_span().start()),
+                    width: 5,
+                };
+                (kw, value)
+            }),
+        },
+        Rule::from_rule => {
+            let from = inner
+                .iter()
+                .find(|p| p.as_rule() == Rule::from_spec)
+                .and_then(|p| p.clone().into_inner().next())
+                .map(|p| match p.as_rule() {
+                    Rule::from_any => FromTok::Any(tok(text, &p)),
+                    _ => FromTok::Suffix(tok(text, &p)),
+                });
+            Stmt::From {
+                from,
+                to_kw: find(Rule::to_kw),
+                to: find(Rule::suffix),
+            }
+        }
+        Rule::forward => Stmt::Forward {
+            suffix: find(Rule::suffix),
+        },
+        Rule::teach_back => Stmt::TeachBack {
+            on: find(Rule::no_kw).is_none(),
+        },
+        _ => Stmt::Blank,
+    }
+}
+
+fn addr_of(text: &str, pair: &Pair<'_, Rule>) -> AddrTok {
+    let whole = tok(text, pair);
+    let mut host = None;
+    let mut port = None;
+    for p in pair.clone().into_inner() {
+        match p.as_rule() {
+            Rule::host => host = Some(tok(text, &p)),
+            Rule::port => port = Some(tok(text, &p)),
+            _ => {}
+        }
+    }
+    let host = host.unwrap_or_else(|| Tok {
+        text: String::new(),
+        col: whole.col,
+        width: 0,
+    });
+    AddrTok { whole, host, port }
+}
+
+/// How a keyword is written, shown under a syntax error.
+fn usage(keyword: &str) -> Option<&'static str> {
+    Some(match keyword {
+        "stats" => {
+            "usage: stats socket <path> [mode <octal>] [level user|operator|admin] [user <name>] [group <name>]"
+        }
+        "prometheus" => "usage: prometheus <host>:<port>",
+        "log-level" => "usage: log-level error|warn|info|debug|trace",
+        "timeout" => "usage: timeout hello|connect|idle <duration>",
+        "peer" => "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]]",
+        "from" => "usage: from <suffix>|any to <suffix>",
+        "forward" => "usage: forward <suffix>",
+        "option" | "no" => "usage: [no] option teach-back",
+        "global" => "usage: global",
+        "aggregations" => "usage: aggregations <name>",
+        k if k.starts_with("tune.") => {
+            "usage: tune.heartbeat|tune.reconnect-min|tune.reconnect-max <duration>, tune.max-message-size|tune.max-pending <number>"
+        }
+        _ => return None,
+    })
+}
+
+/// What a grammar rule stands for, in an "expected ..." list.
+fn describe(rule: Rule) -> &'static [&'static str] {
+    match rule {
+        Rule::eol | Rule::EOI => &["end of line"],
+        Rule::socket_kw => &["`socket`"],
+        Rule::socket_path => &["a socket path"],
+        Rule::socket_option
+        | Rule::socket_mode
+        | Rule::socket_level
+        | Rule::socket_user
+        | Rule::socket_group => &["`mode`", "`level`", "`user`", "`group`"],
+        Rule::option_value => &["a value"],
+        Rule::timeout_kind => &["`hello`", "`connect`", "`idle`"],
+        Rule::tune_value => &["a value"],
+        Rule::role | Rule::role_local | Rule::role_down | Rule::role_up => {
+            &["`local`", "`down`", "`up`"]
+        }
+        Rule::group => &["`group`"],
+        Rule::group_id => &["a group number"],
+        Rule::address | Rule::host | Rule::port => &["`<host>:<port>`"],
+        Rule::peer_name => &["a peer name"],
+        Rule::from_spec | Rule::from_any => &["a suffix", "`any`"],
+        Rule::suffix => &["a suffix"],
+        Rule::to_kw => &["`to`"],
+        Rule::option_kw => &["`option`"],
+        Rule::teach_back_kw => &["`teach-back`"],
+        Rule::section_name => &["a section name"],
+        _ => &["a keyword"],
+    }
+}
+
+fn syntax_error(
+    text: &str,
+    number: u32,
+    keyword: Option<&Tok>,
+    err: &pest::error::Error<Rule>,
+) -> SyntaxError {
+    let pos = match err.location {
+        InputLocation::Pos(p) | InputLocation::Span((p, _)) => p.min(text.len()),
+    };
+    let mut expected: Vec<&'static str> = Vec::new();
+    if let ErrorVariant::ParsingError { positives, .. } = &err.variant {
+        for r in positives {
+            for d in describe(*r) {
+                if !expected.contains(d) {
+                    expected.push(d);
+                }
+            }
+        }
+    }
+    // "end of line" reads best last: "expected `up`, `group` or end of line".
+    expected.sort_by_key(|d| *d == "end of line");
+    let rest = &text[pos..];
+    let found_len = rest.find([' ', '\t', '#']).unwrap_or(rest.len());
+    let found_word = &rest[..found_len];
+    let (found, width) = if found_word.is_empty() {
+        ("end of line".to_owned(), 1)
+    } else {
+        (
+            format!("`{found_word}`"),
+            u32::try_from(found_word.chars().count()).unwrap_or(u32::MAX),
+        )
+    };
+    let expected = match expected.as_slice() {
+        [] => "something else".to_owned(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    SyntaxError {
+        number,
+        text: text.to_owned(),
+        col: col_of(text, pos),
+        width,
+        kind: ErrorKind::Syntax { found, expected },
+        usage: keyword.and_then(|k| usage(&k.text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(line: &str) -> Stmt {
+        parse_line(line, 1).unwrap().stmt
+    }
+
+    fn err(line: &str) -> SyntaxError {
+        *parse_line(line, 1).unwrap_err()
+    }
+
+    #[test]
+    fn blank_and_comment_lines() {
+        assert_eq!(stmt(""), Stmt::Blank);
+        assert_eq!(stmt(" \t "), Stmt::Blank);
+        assert_eq!(stmt("# hello"), Stmt::Blank);
+        assert_eq!(stmt("   # indented comment"), Stmt::Blank);
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(stmt("global"), Stmt::GlobalHeader);
+        assert_eq!(stmt("global   # x"), Stmt::GlobalHeader);
+        match stmt("aggregations myl2") {
+            Stmt::AggregationsHeader { name: Some(n) } => {
+                assert_eq!(n.text, "myl2");
+                assert_eq!(n.col, 14);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(stmt("frontend x"), Stmt::UnknownSection);
+        assert_eq!(stmt("globalx"), Stmt::UnknownSection);
+    }
+
+    #[test]
+    fn peer_forms() {
+        match stmt("\t peer aggr3  192.168.56.113:11111 up group 1 # c") {
+            Stmt::Peer {
+                name,
+                addr,
+                role,
+                group,
+            } => {
+                assert_eq!(name.unwrap().text, "aggr3");
+                let addr = addr.unwrap();
+                assert_eq!(addr.host.text, "192.168.56.113");
+                assert_eq!(addr.port.unwrap().text, "11111");
+                assert_eq!(role.unwrap().text, "up");
+                assert_eq!(group.unwrap().1.unwrap().text, "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  peer hap1") {
+            Stmt::Peer { name, addr, .. } => {
+                assert_eq!(name.unwrap().text, "hap1");
+                assert!(addr.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  peer x [::1]:10000 local") {
+            Stmt::Peer { addr, role, .. } => {
+                assert_eq!(addr.unwrap().host.text, "[::1]");
+                assert_eq!(role.unwrap().text, "local");
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  peer x down") {
+            Stmt::Peer { addr, role, .. } => {
+                assert!(addr.is_none());
+                assert_eq!(role.unwrap().text, "down");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_word() {
+        let e = err("  peer a 1.2.3.4:5 lokal");
+        assert_eq!(e.col, 20);
+        assert_eq!(e.width, 5);
+        match e.kind {
+            ErrorKind::Syntax { found, expected } => {
+                assert_eq!(found, "`lokal`");
+                assert_eq!(expected, "`local`, `down`, `up`, `group` or end of line");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = err("  timeout foo 5s");
+        assert_eq!(e.col, 11);
+        assert_eq!(
+            e.kind,
+            ErrorKind::Syntax {
+                found: "`foo`".to_owned(),
+                expected: "`hello`, `connect` or `idle`".to_owned()
+            }
+        );
+        // A misspelt sub-keyword is pointed at as a whole word.
+        let e = err("  stats sockett /tmp/x");
+        assert_eq!((e.col, e.width), (9, 7));
+        let e = err("  no option teachback");
+        assert_eq!(e.col, 13);
+        let e = err("global extra");
+        assert_eq!(e.col, 8);
+    }
+}
