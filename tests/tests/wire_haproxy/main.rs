@@ -5,12 +5,17 @@
 //!
 //! - `harness`: the harness itself (process, runtime API, parsers).
 //! - `handshake`: status codes for good and bad hellos; HAProxy's own hello.
+//! - `decode`: what HAProxy sends decodes (every key type, data type, dict form,
+//!   timed resync), recorded as golden captures with `STKTAGG_RECORD=1`.
+//! - `capture`: the golden-file recorder / structural comparer.
 //! - `errors`: oversized messages, class 255, unknown messages.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod capture;
+mod decode;
 mod errors;
 mod handshake;
 mod harness;
