@@ -4,17 +4,62 @@
 //! and no clock: the daemon feeds it bytes and time. It is what stktagg uses to speak
 //! to stock HAProxy nodes and to other aggregators, and it can be reused on its own.
 //!
+//! A session is: the caller sends a [`Hello`], the acceptor checks it with a
+//! [`HelloParser`] and answers a [`StatusCode`]; then each side runs a [`Decoder`]
+//! for what it receives and an [`Encoder`] for what it sends. "Need more bytes" is
+//! always `Ok(None)`; every [`WireError`] says whose [`Fault`] it is.
+//!
 //! # Layout
+//! - `varint`: HAProxy's variable-length integer (not LEB128) and [`VarInt`].
+//! - `error`: [`WireError`], one variant per broken rule, and [`Fault`].
+//! - `hello`: the handshake: [`Hello`], [`Version`], [`StatusCode`], the
+//!   [`LineDecoder`], the acceptor's [`HelloParser`] and [`PeerDirectory`].
 //! - `data`: data types (HAProxy's `STKTABLE_DT_*`), their storage and values.
 //! - `key`: key types and keys.
 //! - `message`: the messages exchanged after the handshake.
+//! - `frame`: framing without interpretation ([`Frame`], [`frame::split_frame`]),
+//!   class and type constants, the size limit.
+//! - `decode`: [`Decoder`], the receive state (definitions, selected table, update
+//!   ids, dictionary cache).
+//! - `encode`: [`Encoder`], the transmit state, which refuses what a receiver would
+//!   reject.
+//! - `dict` and `tables` (private): the dictionary caches and the per-direction table
+//!   map shared by both sides.
+//! - `tokio_codec` (feature `tokio-codec`): `PeerCodec`, the tokio-util adapter.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod data;
+pub mod decode;
+mod dict;
+pub mod encode;
+pub mod error;
+pub mod frame;
+pub mod hello;
 pub mod key;
 pub mod message;
+mod tables;
+pub mod varint;
+
+#[cfg(feature = "tokio-codec")]
+pub mod tokio_codec;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod testutil;
 
 pub use data::{Aggregation, DataSpec, DataType, DictValue, FreqCtr, ParamKind, Storage, Value};
+pub use decode::Decoder;
+pub use dict::DICT_SLOTS;
+pub use encode::Encoder;
+pub use error::{Fault, WireError};
+pub use frame::Frame;
+pub use hello::{
+    Hello, HelloOutcome, HelloParser, LineDecoder, PeerDirectory, StatusCode, Version,
+};
 pub use key::{Key, KeyType};
 pub use message::{Message, TableDefinition, Update, UpdateKind};
+#[cfg(feature = "tokio-codec")]
+pub use tokio_codec::PeerCodec;
+pub use varint::VarInt;

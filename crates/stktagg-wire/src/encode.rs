@@ -1,0 +1,406 @@
+//! The transmit side of a session: [`Message`]s in, bytes out.
+//!
+//! [`Encoder`] remembers what the receiver has been told, so that it can refuse to
+//! send what the receiver would reject or misread: the definitions sent (an update
+//! is laid out by its table's definition), the table the receiver has selected, the
+//! last update id per table (an incremental update must be exactly the next one),
+//! and the dictionary transmit cache (round-robin slots; the full form the first
+//! time a name goes out, the short form after).
+//!
+//! Encoding is all or nothing: on error nothing is written and no state changes.
+//! Every error here is our own fault ([`crate::Fault::Local`]).
+
+use crate::data::{DataSpec, DictValue, FreqCtr, ParamKind, Storage, Value};
+use crate::dict::{TxDict, TxEntry};
+use crate::error::WireError;
+use crate::frame;
+use crate::key::{Key, KeyType};
+use crate::message::{Message, TableDefinition, Update, UpdateKind};
+use crate::tables::TableMap;
+use crate::varint;
+use bytes::{BufMut, BytesMut};
+
+/// HAProxy's largest array size (`STKTABLE_MAX_DT_ARRAY_SIZE`).
+pub const MAX_ARRAY_LEN: u32 = 100;
+
+/// The transmit state of one session. Create one per session, after the handshake.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    max_message_len: usize,
+    /// Last update id per table; `None` right after a definition, because the
+    /// receiver's own counter is then unknown to us (HAProxy keeps it per local
+    /// table, across sessions), so the first update after a definition must carry
+    /// its id, as HAProxy's own sender does.
+    tables: TableMap<Option<u32>>,
+    dict: TxDict,
+    scratch: BytesMut,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
+impl Encoder {
+    /// An encoder that refuses messages over 16384 bytes, HAProxy's default
+    /// `tune.bufsize`.
+    pub fn new() -> Self {
+        Encoder::with_max_message_len(frame::DEFAULT_MAX_MESSAGE_LEN)
+    }
+
+    /// An encoder with another size limit: the receiver's buffer size.
+    pub fn with_max_message_len(max_message_len: usize) -> Self {
+        Encoder {
+            max_message_len: max_message_len.max(frame::MIN_MAX_MESSAGE_LEN),
+            tables: TableMap::default(),
+            dict: TxDict::default(),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// The size limit.
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// The definition last sent for `table_id`.
+    pub fn definition(&self, table_id: u32) -> Option<&TableDefinition> {
+        self.tables.get(table_id).map(|t| &t.def)
+    }
+
+    /// The table the receiver has selected (last definition or switch sent).
+    pub fn selected_table(&self) -> Option<u32> {
+        self.tables.selected
+    }
+
+    /// The last update id sent for `table_id` since its definition.
+    pub fn last_update_id(&self, table_id: u32) -> Option<u32> {
+        self.tables.get(table_id).and_then(|t| t.last_update_id)
+    }
+
+    /// The most compact update kind that carries `update_id` for `table_id`: an
+    /// incremental form when it is exactly the next id, else a form with the id.
+    /// `timed` asks for the forms with an expire (never for a downgraded session).
+    pub fn update_kind(&self, table_id: u32, update_id: u32, timed: bool) -> UpdateKind {
+        let next = self.last_update_id(table_id).map(|l| l.wrapping_add(1));
+        match (next == Some(update_id), timed) {
+            (true, false) => UpdateKind::Incremental,
+            (true, true) => UpdateKind::IncrementalTimed,
+            (false, false) => UpdateKind::Full,
+            (false, true) => UpdateKind::Timed,
+        }
+    }
+
+    /// Appends the encoding of `msg` to `dst`.
+    ///
+    /// # Errors
+    /// A local-fault [`WireError`] if the message is invalid or does not fit the
+    /// session state (see the module documentation); `dst` is then untouched.
+    pub fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), WireError> {
+        use frame::*;
+        let (class, msg_type) = match msg {
+            Message::ResyncRequest => (CLASS_CONTROL, CTRL_RESYNC_REQUEST),
+            Message::ResyncFinished => (CLASS_CONTROL, CTRL_RESYNC_FINISHED),
+            Message::ResyncPartial => (CLASS_CONTROL, CTRL_RESYNC_PARTIAL),
+            Message::ResyncConfirm => (CLASS_CONTROL, CTRL_RESYNC_CONFIRM),
+            Message::Heartbeat => (CLASS_CONTROL, CTRL_HEARTBEAT),
+            Message::ProtocolError => (CLASS_ERROR, ERR_PROTOCOL),
+            Message::SizeLimit => (CLASS_ERROR, ERR_SIZE_LIMIT),
+            Message::Ignored { class, msg_type } => {
+                if !is_ignored(*class, *msg_type) {
+                    return Err(WireError::NotIgnorable {
+                        class: *class,
+                        msg_type: *msg_type,
+                    });
+                }
+                (*class, *msg_type)
+            }
+            Message::TableDefinition(def) => return self.encode_define(def, dst),
+            Message::TableSwitch { table_id } => {
+                if self.tables.get(*table_id).is_none() {
+                    return Err(WireError::UndefinedTable {
+                        table_id: *table_id,
+                    });
+                }
+                let mut body = BytesMut::new();
+                varint::encode(u64::from(*table_id), &mut body);
+                self.put(dst, STKT_SWITCH, &body)?;
+                self.tables.selected = Some(*table_id);
+                return Ok(());
+            }
+            Message::Ack {
+                table_id,
+                update_id,
+            } => {
+                let mut body = BytesMut::new();
+                varint::encode(u64::from(*table_id), &mut body);
+                body.put_u32(*update_id);
+                return self.put(dst, STKT_ACK, &body);
+            }
+            Message::Update(u) => return self.encode_update(u, dst),
+        };
+        put_frame(dst, class, msg_type, &[]);
+        Ok(())
+    }
+
+    /// Writes a stick-table frame after checking its size.
+    fn put(&self, dst: &mut BytesMut, msg_type: u8, body: &[u8]) -> Result<(), WireError> {
+        let len = frame::frame_len(msg_type, body.len());
+        if len > self.max_message_len {
+            return Err(WireError::Oversized {
+                len,
+                limit: self.max_message_len,
+            });
+        }
+        frame::put_frame(dst, frame::CLASS_STICK_TABLE, msg_type, body);
+        Ok(())
+    }
+
+    fn encode_define(
+        &mut self,
+        def: &TableDefinition,
+        dst: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        check_definition(def)?;
+        let mut body = std::mem::take(&mut self.scratch);
+        body.clear();
+        varint::encode(u64::from(def.table_id), &mut body);
+        varint::encode(def.name.len() as u64, &mut body);
+        body.put_slice(&def.name);
+        varint::encode(u64::from(def.key_type.id()), &mut body);
+        varint::encode(u64::from(def.key_len), &mut body);
+        varint::encode(def.bitfield(), &mut body);
+        // Always sent, as HAProxy does: it announces the parameter tail.
+        varint::encode(u64::from(def.expire_ms), &mut body);
+        for spec in &def.data {
+            let t = spec.data_type;
+            if t.params() != ParamKind::None {
+                varint::encode(u64::from(t.id()), &mut body);
+            }
+            if t.is_array() {
+                varint::encode(u64::from(spec.nbelem), &mut body);
+            }
+            if t.storage() == Storage::FreqCtr {
+                varint::encode(u64::from(spec.period_ms), &mut body);
+            }
+        }
+        let r = self.put(dst, frame::STKT_DEFINE, &body);
+        self.scratch = body;
+        r?;
+        self.tables.define(def.clone(), 0, |_| None);
+        Ok(())
+    }
+
+    fn encode_update(&mut self, u: &Update, dst: &mut BytesMut) -> Result<(), WireError> {
+        if u.kind.is_timed() != u.expire_ms.is_some() {
+            return Err(WireError::ExpireMismatch { kind: u.kind });
+        }
+        let table = self
+            .tables
+            .get(u.table_id)
+            .ok_or(WireError::UndefinedTable {
+                table_id: u.table_id,
+            })?;
+        if self.tables.selected != Some(u.table_id) {
+            return Err(WireError::TableNotSelected {
+                table_id: u.table_id,
+                selected: self.tables.selected,
+            });
+        }
+        if !u.kind.has_id() {
+            let expected = table.last_update_id.map(|l| l.wrapping_add(1));
+            if expected != Some(u.update_id) {
+                return Err(WireError::IncrementalIdMismatch {
+                    expected,
+                    got: u.update_id,
+                });
+            }
+        }
+        let def = &table.def;
+        check_key(&u.key, def.key_type, def.key_len)?;
+        check_values(&u.values, &def.data)?;
+
+        let mut body = std::mem::take(&mut self.scratch);
+        body.clear();
+        if u.kind.has_id() {
+            body.put_u32(u.update_id);
+        }
+        if let Some(expire) = u.expire_ms {
+            body.put_u32(expire);
+        }
+        put_key(&mut body, &u.key, def.key_type, def.key_len);
+        let mut dict_insert = None;
+        for v in &u.values {
+            put_value(&mut body, v, &self.dict, &mut dict_insert);
+        }
+        let msg_type = match u.kind {
+            UpdateKind::Full => frame::STKT_UPDATE,
+            UpdateKind::Incremental => frame::STKT_INCUPDATE,
+            UpdateKind::Timed => frame::STKT_UPDATE_TIMED,
+            UpdateKind::IncrementalTimed => frame::STKT_INCUPDATE_TIMED,
+        };
+        let r = self.put(dst, msg_type, &body);
+        self.scratch = body;
+        r?;
+        // Commit: the message is out.
+        if let Some(name) = dict_insert {
+            self.dict.insert(&name);
+        }
+        if let Some(t) = self.tables.get_mut(u.table_id) {
+            t.last_update_id = Some(u.update_id);
+        }
+        Ok(())
+    }
+}
+
+fn invalid(def: &TableDefinition, reason: &'static str) -> WireError {
+    WireError::InvalidDefinition {
+        table_id: def.table_id,
+        reason,
+    }
+}
+
+/// Checks a definition against what a receiver can take.
+fn check_definition(def: &TableDefinition) -> Result<(), WireError> {
+    if def.table_id == 0 {
+        // HAProxy uses 0 as "no id": switches and acks would be ambiguous.
+        return Err(invalid(def, "table id 0"));
+    }
+    if def.name.is_empty() {
+        return Err(invalid(def, "empty name"));
+    }
+    let key_len_ok = match def.key_type.fixed_len() {
+        Some(fixed) => def.key_len == fixed,
+        None => def.key_len >= 1,
+    };
+    if !key_len_ok {
+        return Err(invalid(def, "key length does not fit the key type"));
+    }
+    for pair in def.data.windows(2) {
+        if pair[0].data_type >= pair[1].data_type {
+            return Err(invalid(def, "data types not in strictly ascending order"));
+        }
+    }
+    for spec in &def.data {
+        let t = spec.data_type;
+        if t.is_array() {
+            if spec.nbelem == 0 || spec.nbelem > MAX_ARRAY_LEN {
+                return Err(invalid(def, "array size outside 1..=100"));
+            }
+        } else if spec.nbelem != 0 {
+            return Err(invalid(def, "array size on a non-array type"));
+        }
+        if t.storage() != Storage::FreqCtr && spec.period_ms != 0 {
+            return Err(invalid(def, "period on a type that is not a rate"));
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &Key, key_type: KeyType, key_len: u32) -> Result<(), WireError> {
+    let len = key.as_bytes().len();
+    let ok = match key_type {
+        KeyType::Sint | KeyType::Ipv4 | KeyType::Ipv6 => len as u64 == u64::from(key_len),
+        // HAProxy keeps key_len - 1 bytes and a NUL: a longer key would be cut.
+        KeyType::String => (len as u64) < u64::from(key_len),
+        // Shorter binary keys are zero-padded to the key length.
+        KeyType::Binary => len as u64 <= u64::from(key_len),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::InvalidKey {
+            key_type,
+            key_len,
+            len,
+        })
+    }
+}
+
+fn check_values(values: &[Value], data: &[DataSpec]) -> Result<(), WireError> {
+    if values.len() != data.len() {
+        return Err(WireError::ValueCount {
+            expected: data.len(),
+            got: values.len(),
+        });
+    }
+    for (index, (v, spec)) in values.iter().zip(data).enumerate() {
+        let t = spec.data_type;
+        let n = spec.nbelem as usize;
+        let ok = match (t.is_array(), t.storage(), v) {
+            (true, Storage::FreqCtr, Value::FreqArray(a)) => a.len() == n,
+            (true, Storage::Uint, Value::UintArray(a)) => a.len() == n,
+            (false, Storage::Sint, Value::Sint(_))
+            | (false, Storage::Uint, Value::Uint(_))
+            | (false, Storage::Ull, Value::Ull(_))
+            | (false, Storage::FreqCtr, Value::Freq(_))
+            | (false, Storage::Dict, Value::Dict(_)) => true,
+            _ => false,
+        };
+        if !ok {
+            return Err(WireError::ValueShape {
+                index,
+                data_type: t,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn put_key(body: &mut BytesMut, key: &Key, key_type: KeyType, key_len: u32) {
+    let b = key.as_bytes();
+    match key_type {
+        KeyType::String => {
+            varint::encode(b.len() as u64, body);
+            body.put_slice(b);
+        }
+        KeyType::Binary => {
+            body.put_slice(b);
+            body.put_bytes(0, (key_len as usize).saturating_sub(b.len()));
+        }
+        KeyType::Sint | KeyType::Ipv4 | KeyType::Ipv6 => body.put_slice(b),
+    }
+}
+
+fn put_freq(body: &mut BytesMut, f: &FreqCtr) {
+    varint::encode(u64::from(f.age), body);
+    varint::encode(u64::from(f.curr), body);
+    varint::encode(u64::from(f.prev), body);
+}
+
+/// Writes one value already checked against its data type. A dictionary name is
+/// looked up without changing the cache; the insertion is left to the caller.
+fn put_value(
+    body: &mut BytesMut,
+    v: &Value,
+    dict: &TxDict,
+    dict_insert: &mut Option<bytes::Bytes>,
+) {
+    match v {
+        // Sign-extend to 64 bits, as HAProxy does: -1 takes 10 bytes.
+        Value::Sint(i) => varint::encode(i64::from(*i) as u64, body),
+        Value::Uint(u) => varint::encode(u64::from(*u), body),
+        Value::Ull(u) => varint::encode(*u, body),
+        Value::Freq(f) => put_freq(body, f),
+        Value::UintArray(a) => a.iter().for_each(|u| varint::encode(u64::from(*u), body)),
+        Value::FreqArray(a) => a.iter().for_each(|f| put_freq(body, f)),
+        Value::Dict(DictValue::Absent) => varint::encode(0, body),
+        Value::Dict(DictValue::Name(name)) => match dict.peek(name) {
+            TxEntry::Short(id) => {
+                varint::encode(1, body);
+                varint::encode(u64::from(id), body);
+            }
+            TxEntry::Full(id) => {
+                let inner = varint::encoded_len(u64::from(id))
+                    + varint::encoded_len(name.len() as u64)
+                    + name.len();
+                varint::encode(inner as u64, body);
+                varint::encode(u64::from(id), body);
+                varint::encode(name.len() as u64, body);
+                body.put_slice(name);
+                *dict_insert = Some(name.clone());
+            }
+        },
+    }
+}
