@@ -8,6 +8,8 @@
 //! - `decode`: what HAProxy sends decodes (every key type, data type, dict form,
 //!   timed resync), recorded as golden captures with `STKTAGG_RECORD=1`.
 //! - `capture`: the golden-file recorder / structural comparer.
+//! - `encode`: what the codec encodes, HAProxy accepts (read back with `show table`,
+//!   acknowledged with our ids).
 //! - `errors`: oversized messages, class 255, unknown messages.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
@@ -16,6 +18,7 @@
 
 mod capture;
 mod decode;
+mod encode;
 mod errors;
 mod handshake;
 mod harness;
