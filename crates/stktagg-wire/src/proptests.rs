@@ -1088,7 +1088,7 @@ fn arb_session() -> impl Strategy<Value = Vec<Message>> {
                 .iter()
                 .map(|d| proptest::collection::vec(arb_update(d.clone()), 0..6))
                 .collect();
-            (Just(defs), per_table, proptest::collection::vec(0u8..10, 8))
+            (Just(defs), per_table, proptest::collection::vec(0u8..11, 8))
         })
         .prop_map(|(defs, updates, extras)| {
             let mut msgs = Vec::new();
@@ -1135,6 +1135,7 @@ fn arb_session() -> impl Strategy<Value = Vec<Message>> {
                         msg_type: 0x90,
                     },
                     7 => Message::ProtocolError,
+                    8 => Message::SizeLimit,
                     _ => Message::TableSwitch {
                         table_id: defs[0].table_id,
                     },
