@@ -37,3 +37,6 @@ pub use store::{
     TaughtTable,
 };
 pub use subscribe::{Subscription, SubscriptionFilter, Waker};
+
+#[cfg(test)]
+mod tests;

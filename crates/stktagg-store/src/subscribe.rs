@@ -22,8 +22,9 @@ use stktagg_wire::Key;
 /// Wakes the task that drains a subscription. The daemon implements it with tokio's
 /// `Notify`.
 pub trait Waker: Send + Sync {
-    /// Called when the subscription goes from empty to non-empty. Must not block and
-    /// must not call into the store.
+    /// Called when the subscription's set of changed keys goes from empty to
+    /// non-empty, when its list of new tables does, and on subscribing if tables
+    /// already exist. Must not block and must not call into the store.
     fn wake(&self);
 }
 
@@ -52,12 +53,6 @@ struct Dirty {
     tables: Vec<TableId>,
 }
 
-impl Dirty {
-    fn is_empty(&self) -> bool {
-        self.order.is_empty() && self.tables.is_empty()
-    }
-}
-
 pub(crate) struct SubShared {
     id: u64,
     pub(crate) filter: SubscriptionFilter,
@@ -75,7 +70,7 @@ impl SubShared {
     pub(crate) fn mark<'a>(&self, table: TableId, keys: impl IntoIterator<Item = &'a Key>) {
         let wake = {
             let mut d = self.lock();
-            let was_empty = d.is_empty();
+            let was_empty = d.order.is_empty();
             for k in keys {
                 let item = (table, k.clone());
                 if !d.set.contains(&item) {
@@ -83,7 +78,7 @@ impl SubShared {
                     d.order.push_back(item);
                 }
             }
-            was_empty && !d.is_empty()
+            was_empty && !d.order.is_empty()
         };
         if wake {
             self.waker.wake();
@@ -93,7 +88,7 @@ impl SubShared {
     pub(crate) fn new_table(&self, table: TableId) {
         let wake = {
             let mut d = self.lock();
-            let was_empty = d.is_empty();
+            let was_empty = d.tables.is_empty();
             d.tables.push(table);
             was_empty
         };
@@ -120,6 +115,7 @@ impl SubRegistry {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let wake_now = !tables.is_empty();
         let shared = Arc::new(SubShared {
             id,
             filter,
@@ -130,6 +126,9 @@ impl SubRegistry {
             waker,
         });
         self.write().push(shared.clone());
+        if wake_now {
+            shared.waker.wake();
+        }
         Subscription {
             shared,
             registry: Arc::downgrade(self),
