@@ -1348,21 +1348,28 @@ fn golden_resync_timed() {
         expire_ms: 30_000,
         data: vec![DataSpec::plain(DataType::Gpc0)],
     };
+    // The prelude is harmless when the capture carries the DEFINE itself.
     let msgs = golden("resync_timed", &[Message::TableDefinition(t)]);
     let ids: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {
-            Message::Update(u) => Some((u.kind, u.update_id, u.expire_ms)),
+            Message::Update(u) => Some((u.kind, u.update_id)),
             _ => None,
         })
         .collect();
     assert_eq!(
         ids,
         vec![
-            (UpdateKind::Timed, 1, Some(30_000)),
-            (UpdateKind::IncrementalTimed, 2, Some(30_000)),
-            (UpdateKind::IncrementalTimed, 3, Some(30_000)),
+            (UpdateKind::Timed, 1),
+            (UpdateKind::IncrementalTimed, 2),
+            (UpdateKind::IncrementalTimed, 3),
         ]
     );
+    // The remaining lifetime varies from run to run, within the 30 s expire.
+    for m in &msgs {
+        if let Message::Update(u) = m {
+            assert!(matches!(u.expire_ms, Some(1..=30_000)), "{u:?}");
+        }
+    }
     assert_eq!(msgs.last(), Some(&Message::ResyncFinished));
 }
