@@ -440,21 +440,32 @@ fn resync_teaches_with_timed_updates_then_finished() {
     assert_eq!(lesson.last().unwrap().message, Message::ResyncFinished);
     assert!(peer.sent.iter().any(|(m, _)| *m == Message::ResyncConfirm));
 
-    let frames: Vec<_> = peer.log[start..]
+    // The session's DEFINE of `/t` (from the live push) first, so that the capture
+    // decodes on its own, then the lesson.
+    let define = peer.log[..start]
         .iter()
-        .filter(|r| {
-            matches!(
-                r.message,
-                Message::TableDefinition(_) | Message::Update(_) | Message::ResyncFinished
-            )
-        })
-        .map(|r| &r.frame)
+        .find(|r| matches!(r.message, Message::TableDefinition(_)))
+        .map(|r| &r.frame);
+    let frames: Vec<_> = define
+        .into_iter()
+        .chain(
+            peer.log[start..]
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.message,
+                        Message::TableDefinition(_) | Message::Update(_) | Message::ResyncFinished
+                    )
+                })
+                .map(|r| &r.frame),
+        )
         .collect();
     record_or_compare(
         "resync_timed",
         "HAProxy 2.6.12 answer to our RESYNC REQUEST (00 00), after its live push was acknowledged:\n\
          table t type ip size 1k expire 30s store gpc0, entries 10.0.0.1 gpc0=1, 10.0.0.2 gpc0=2,\n\
-         10.0.0.3 gpc0=3 (update ids 1..3). No DEFINE (the live push already selected /t), 0x85 (id 1, remaining ms, key, gpc0) and\n\
+         10.0.0.3 gpc0=3 (update ids 1..3). First line: the DEFINE of /t from the earlier live push (the lesson itself\n\
+         has none, as /t was already selected), then 0x85 (id 1, remaining ms, key, gpc0) and\n\
          two 0x86 (ids 2, 3), then RESYNC FINISHED (00 01).",
         &frames,
     );
