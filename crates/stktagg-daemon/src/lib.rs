@@ -1,0 +1,139 @@
+//! The stktagg daemon: sockets, tasks and time around the sans-IO crates.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything else is here,
+//! as a library, so that tests can run a whole daemon in-process on port 0.
+//!
+//! # Layout
+//! - `load`: configuration files (or the embedded default) to a resolved plan.
+//! - `clock`: the one monotonic clock handed to the sans-IO crates.
+//! - `section`: one `aggregations` section at run time: its store, peers and groups.
+//! - `listener`: accepts TCP connections and runs the acceptor side of the handshake.
+//! - `peer`: one task per configured peer: dials, takes incoming sessions, applies the
+//!   collision rule (newest session wins) and reconnect backoff.
+//! - `session`: one established peer session: resyncs, updates, acks, heartbeats.
+//! - `api`: the runtime API on the `stats socket`.
+//! - `metrics`: Prometheus names and the exporter.
+//! - `logging`: tracing set-up.
+//! - `shutdown`: signals and the drain.
+
+pub mod api;
+pub mod clock;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod peer;
+pub mod section;
+pub mod session;
+pub mod shutdown;
+
+mod load;
+
+pub use load::{LoadError, Loaded, load, load_str};
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Run-time options that do not come from the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Prometheus listener, overriding the configuration's.
+    pub prometheus: Option<SocketAddr>,
+}
+
+/// A running daemon: its sections and where they listen.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The sections, in configuration order.
+    pub sections: Vec<Arc<section::Section>>,
+    /// The runtime API socket path, if any.
+    pub api_path: Option<std::path::PathBuf>,
+    /// The Prometheus listener, if any.
+    pub prometheus: Option<SocketAddr>,
+    tasks: tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Binds every listener and starts every task. Returns once all listeners are bound.
+    pub async fn start(loaded: Loaded, options: Options) -> Result<Daemon> {
+        let shutdown = CancellationToken::new();
+        let clock = clock::Clock::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut sections = Vec::new();
+        for plan in loaded.plan.sections.iter() {
+            let section = section::Section::new(plan.clone(), &loaded.tunables, clock);
+            let section = Arc::new(section);
+            let listener = listener::bind(&section)
+                .await
+                .with_context(|| format!("section `{}`", section.name))?;
+            section::start(&section, listener, &mut tasks, shutdown.clone());
+            sections.push(section);
+        }
+        let prometheus = options.prometheus.or(loaded.prometheus);
+        if let Some(addr) = prometheus {
+            metrics::install(addr)?;
+        }
+        let api_path = loaded.stats_socket.as_ref().map(|s| s.path.clone());
+        if let Some(sock) = &loaded.stats_socket {
+            let ctx = api::ApiContext::new(sections.clone(), clock);
+            api::start(sock, ctx, &mut tasks, shutdown.clone())
+                .await
+                .context("starting the runtime API")?;
+        }
+        Ok(Daemon {
+            sections,
+            api_path,
+            prometheus,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// The address each section listens on, in configuration order.
+    pub fn listen_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.sections
+            .iter()
+            .map(|s| (s.name.clone(), s.listen_addr()))
+            .collect()
+    }
+
+    /// A handle that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, flushes and closes sessions, and waits for every task, at most
+    /// `grace`.
+    pub async fn stop(mut self, grace: std::time::Duration) {
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace period elapsed, aborting remaining tasks");
+            self.tasks.abort_all();
+        }
+        if let Some(p) = &self.api_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains.
+pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
+    let daemon = Daemon::start(loaded, options).await?;
+    for (name, addr) in daemon.listen_addrs() {
+        tracing::info!(section = %name, %addr, "listening for peers");
+        println!("stktagg: section `{name}` listening for peers on {addr}");
+    }
+    if let Some(p) = &daemon.api_path {
+        println!("stktagg: runtime API on {}", p.display());
+    }
+    if let Some(p) = &daemon.prometheus {
+        println!("stktagg: Prometheus metrics on http://{p}/metrics");
+    }
+    shutdown::wait_for_signal().await?;
+    tracing::info!("shutting down");
+    daemon.stop(std::time::Duration::from_secs(5)).await;
+    Ok(())
+}

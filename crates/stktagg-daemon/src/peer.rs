@@ -1,0 +1,224 @@
+//! One task per configured peer: dialing, incoming sessions, collisions, backoff.
+//!
+//! Like HAProxy, both sides listen and dial, and there is one session per peer pair.
+//! The rule for collisions is HAProxy's: the newest session wins. When a session
+//! arrives while another is running, the old one is cancelled and the new one takes
+//! over. We only dial while we hold no session, after a randomised backoff, so that
+//! two daemons that dial each other at once settle quickly instead of killing each
+//! other's sessions in lockstep.
+
+use crate::section::{Incoming, Section, SessionState};
+use anyhow::{Context, Result, bail};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use stktagg_topology::PeerId;
+use stktagg_wire::hello::{Hello, LineDecoder, StatusCode, decode_status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    handle: JoinHandle<()>,
+    cancel: CancellationToken,
+}
+
+/// Runs the peer until shutdown.
+pub async fn run(
+    section: Arc<Section>,
+    id: PeerId,
+    mut incoming: mpsc::Receiver<Incoming>,
+    shutdown: CancellationToken,
+) {
+    let peer = &section.peers[id.0 as usize];
+    let mut running: Option<Running> = None;
+    let mut backoff = Backoff::new(
+        section.tunables.reconnect_min,
+        section.tunables.reconnect_max,
+    );
+    // Leave the peer a moment to dial us first: HAProxy nodes dial at start-up, and a
+    // session they open needs no collision.
+    let mut next_dial =
+        Instant::now() + jitter(Duration::from_millis(200), Duration::from_millis(800));
+    loop {
+        let can_dial = running.is_none() && peer.addr.is_some();
+        let dial_at = next_dial;
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Some(r) = running.take() {
+                    r.cancel.cancel();
+                    let _ = r.handle.await;
+                }
+                peer.stats.set_state(SessionState::Idle);
+                return;
+            }
+            Some(conn) = incoming.recv() => {
+                if let Some(old) = running.take() {
+                    peer.stats.collisions.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(section = %section.name, peer = %peer.name, "new incoming session replaces the running one");
+                    old.cancel.cancel();
+                    let _ = old.handle.await;
+                }
+                running = Some(spawn_session(&section, id, conn, &shutdown));
+                backoff.reset();
+            }
+            _ = async {
+                match running.as_mut() {
+                    Some(r) => { let _ = (&mut r.handle).await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                running = None;
+                peer.stats.set_state(SessionState::Idle);
+                next_dial = Instant::now() + backoff.next();
+            }
+            res = async {
+                tokio::time::sleep_until(dial_at).await;
+                dial(&section, id).await
+            }, if can_dial => {
+                match res {
+                    Ok(conn) => {
+                        running = Some(spawn_session(&section, id, conn, &shutdown));
+                        backoff.reset();
+                    }
+                    Err(e) => {
+                        peer.stats.set_state(SessionState::Idle);
+                        tracing::debug!(section = %section.name, peer = %peer.name, error = %format!("{e:#}"), "dial failed");
+                        *crate::section::lock(&peer.stats.last_error) = Some(format!("{e:#}"));
+                        next_dial = Instant::now() + backoff.next();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn spawn_session(
+    section: &Arc<Section>,
+    id: PeerId,
+    conn: Incoming,
+    shutdown: &CancellationToken,
+) -> Running {
+    let cancel = shutdown.child_token();
+    let handle = tokio::spawn(crate::session::run(
+        section.clone(),
+        id,
+        conn,
+        cancel.clone(),
+    ));
+    Running { handle, cancel }
+}
+
+/// Dials the peer and runs the connecting side of the handshake.
+async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
+    let peer = &section.peers[id.0 as usize];
+    let Some((host, port)) = peer.addr.as_ref() else {
+        bail!("peer has no address");
+    };
+    peer.stats.set_state(SessionState::Connecting);
+    let t = &section.tunables;
+    let mut stream = tokio::time::timeout(
+        t.connect_timeout,
+        TcpStream::connect((host.as_str(), *port)),
+    )
+    .await
+    .with_context(|| format!("connecting to {host}:{port} timed out"))?
+    .with_context(|| format!("connecting to {host}:{port}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut out = BytesMut::new();
+    Hello::new(
+        peer.name.clone(),
+        section.local_name.clone(),
+        std::process::id(),
+    )
+    .encode(&mut out)
+    .context("encoding the hello")?;
+    stream.write_all(&out).await.context("sending the hello")?;
+    let lines = LineDecoder::default();
+    let mut buf = BytesMut::with_capacity(64);
+    let status = tokio::time::timeout(t.hello_timeout, async {
+        loop {
+            if let Some(code) = decode_status(&lines, &mut buf)? {
+                return Ok::<_, anyhow::Error>(code);
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                bail!("connection closed before the status line");
+            }
+        }
+    })
+    .await
+    .context("waiting for the status line timed out")??;
+    if status != StatusCode::Succeeded {
+        bail!("peer answered {} ({})", status.code(), status);
+    }
+    Ok(Incoming {
+        stream,
+        leftover: buf,
+        downgraded: false,
+        dialed: true,
+    })
+}
+
+/// Exponential backoff with full jitter between `min` and `max`.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max: max.max(min),
+            current: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = jitter(self.current / 2, self.current);
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+}
+
+/// A pseudo-random duration in `[lo, hi]`. Randomness only spreads reconnects; it
+/// needs no quality, so the standard library's per-process random hasher keys do.
+fn jitter(lo: Duration, hi: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    let span = hi.saturating_sub(lo).as_millis() as u64;
+    let r = if span == 0 {
+        0
+    } else {
+        h.finish() % (span + 1)
+    };
+    lo + Duration::from_millis(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_in_bounds() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        for _ in 0..20 {
+            let d = b.next();
+            assert!(d <= Duration::from_secs(2), "{d:?}");
+        }
+        assert_eq!(b.current, Duration::from_secs(2));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,332 @@
+//! One `aggregations` section at run time.
+//!
+//! A section owns its store, its listener and one task per peer. Sections share
+//! nothing: each is an independent aggregation domain.
+
+use crate::clock::Clock;
+use crate::load::Tunables;
+use anyhow::{Context, Result, bail};
+use bytes::BytesMut;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use stktagg_store::{SourceId, Store, StoreOptions};
+use stktagg_topology::{PeerId, Role, SectionPlan};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Locks a mutex, ignoring poisoning: the data under our mutexes stays consistent
+/// whatever a panicking holder did (plain values replaced whole).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An established TCP connection whose handshake is done, on its way to its peer task.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Bytes read after the hello (the start of the message stream).
+    pub leftover: BytesMut,
+    /// The peer spoke version 2.0: never send it timed updates.
+    pub downgraded: bool,
+    /// We dialed this session (else the peer did).
+    pub dialed: bool,
+}
+
+/// A peer session's state, as shown by `show peers` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SessionState {
+    /// No session and no attempt in progress.
+    Idle = 0,
+    /// Dialing or in the handshake.
+    Connecting = 1,
+    /// Established.
+    Established = 2,
+}
+
+impl SessionState {
+    /// The word `show peers` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Idle => "IDLE",
+            SessionState::Connecting => "CONN",
+            SessionState::Established => "ESTA",
+        }
+    }
+}
+
+/// Counters and state of one peer, read by the runtime API and the metrics.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    state: AtomicU8,
+    /// Updates received.
+    pub updates_in: AtomicU64,
+    /// Updates sent.
+    pub updates_out: AtomicU64,
+    /// Full resyncs received from this peer (its FINISHED after our request).
+    pub resyncs_in: AtomicU64,
+    /// Full resyncs we taught this peer.
+    pub resyncs_out: AtomicU64,
+    /// Sessions established, after the first.
+    pub reconnects: AtomicU64,
+    /// Sessions established in all.
+    pub sessions: AtomicU64,
+    /// Sessions replaced by a newer one (collisions).
+    pub collisions: AtomicU64,
+    /// Sessions ended by bad input from the peer.
+    pub protocol_errors: AtomicU64,
+    /// Clock reading of the last established hello, 0 if never.
+    pub last_hello_ms: AtomicU64,
+    /// Clock reading of the last message received, 0 if never.
+    pub last_rx_ms: AtomicU64,
+    /// Clock reading of the last heartbeat received, 0 if never.
+    pub last_heartbeat_ms: AtomicU64,
+    /// The peer finished its last full resync to us (for `up` peers: can be active).
+    pub resynced: std::sync::atomic::AtomicBool,
+    /// Why the last session ended.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl PeerStats {
+    /// The session state.
+    pub fn state(&self) -> SessionState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => SessionState::Connecting,
+            2 => SessionState::Established,
+            _ => SessionState::Idle,
+        }
+    }
+
+    /// Sets the session state.
+    pub fn set_state(&self, s: SessionState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+}
+
+/// One configured peer of a section (never the `local` one).
+#[derive(Debug)]
+pub struct PeerRuntime {
+    /// Index in the section's peer list; also the store's source id.
+    pub id: PeerId,
+    /// The peer's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Where to dial it (host and port), if it has an address.
+    pub addr: Option<(String, u16)>,
+    /// Counters.
+    pub stats: PeerStats,
+    incoming_tx: mpsc::Sender<Incoming>,
+    incoming_rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    resync: Arc<tokio::sync::Notify>,
+}
+
+impl PeerRuntime {
+    /// Hands a freshly accepted session to the peer's task (newest session wins).
+    pub async fn hand_over(&self, incoming: Incoming) {
+        // The channel holds one pending session; a second one replaces nothing but
+        // waits, which is fine: the task takes sessions as fast as they come.
+        let _ = self.incoming_tx.send(incoming).await;
+    }
+
+    /// Asks the running session (or the next one) to request a full resync.
+    pub fn request_resync(&self) {
+        self.resync.notify_one();
+    }
+
+    /// What a session waits on for [`PeerRuntime::request_resync`].
+    pub fn resync_flag(&self) -> Arc<tokio::sync::Notify> {
+        self.resync.clone()
+    }
+
+    /// The store's id for this peer as a source.
+    pub fn source_id(&self) -> SourceId {
+        SourceId(self.id.0 as u16)
+    }
+
+    /// Whether this peer sends us input tables (a node or a `down` aggregator).
+    pub fn is_source(&self) -> bool {
+        matches!(self.role, Role::Source(_))
+    }
+
+    /// The `up` group of this peer, if it is an upstream.
+    pub fn group(&self) -> Option<u16> {
+        match self.role {
+            Role::Upstream { group } => Some(group.0 as u16),
+            Role::Source(_) => None,
+        }
+    }
+}
+
+/// Which member of each `up` group is relayed.
+#[derive(Debug, Default)]
+pub struct Groups {
+    /// Per group id, the active member (if any).
+    active: Mutex<std::collections::BTreeMap<u16, Option<PeerId>>>,
+    /// Member switches, all groups.
+    pub switches: AtomicU64,
+}
+
+/// One `aggregations` section.
+#[derive(Debug)]
+pub struct Section {
+    /// The section name.
+    pub name: String,
+    /// Our local peer name.
+    pub local_name: String,
+    /// The resolved plan.
+    pub plan: SectionPlan,
+    /// The tables.
+    pub store: Arc<Store>,
+    /// Tunables (timeouts, limits).
+    pub tunables: Tunables,
+    /// The clock.
+    pub clock: Clock,
+    /// Peers by id (never the local one).
+    pub peers: Vec<PeerRuntime>,
+    /// The `up` groups.
+    pub groups: Groups,
+    listen_addr: OnceLock<SocketAddr>,
+}
+
+impl Section {
+    /// Builds a section from its plan.
+    pub fn new(plan: SectionPlan, tunables: &Tunables, clock: Clock) -> Section {
+        let peers = plan
+            .peers
+            .iter()
+            .map(|p| {
+                let (tx, rx) = mpsc::channel(1);
+                PeerRuntime {
+                    id: p.id,
+                    name: p.name.clone(),
+                    role: p.role,
+                    addr: p.addr.as_ref().map(|a| (a.host.clone(), a.port)),
+                    stats: PeerStats::default(),
+                    incoming_tx: tx,
+                    incoming_rx: Mutex::new(Some(rx)),
+                    resync: Arc::default(),
+                }
+            })
+            .collect();
+        let groups = Groups::default();
+        for g in plan.groups.iter() {
+            lock(&groups.active).insert(g.id.0 as u16, None);
+        }
+        Section {
+            name: plan.name.clone(),
+            local_name: plan.local_name.clone(),
+            store: Arc::new(Store::new(StoreOptions::default())),
+            tunables: tunables.clone(),
+            clock,
+            peers,
+            groups,
+            listen_addr: OnceLock::new(),
+            plan,
+        }
+    }
+
+    /// The peer called `name`, if it is one of ours (the local peer is not).
+    pub fn peer_by_name(&self, name: &str) -> Option<usize> {
+        self.peers.iter().position(|p| p.name == name)
+    }
+
+    /// The configured listen address, resolved.
+    pub async fn configured_listen_addr(&self) -> Result<SocketAddr> {
+        let a = &self.plan.listener;
+        let mut addrs = tokio::net::lookup_host((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("resolving {}:{}", a.host, a.port))?;
+        match addrs.next() {
+            Some(addr) => Ok(addr),
+            None => bail!("{}:{} resolves to no address", a.host, a.port),
+        }
+    }
+
+    /// Records the address actually bound.
+    pub fn set_listen_addr(&self, addr: SocketAddr) {
+        let _ = self.listen_addr.set(addr);
+    }
+
+    /// The address the section listens on (after `bind`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+            .get()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The member of `group` currently relayed.
+    pub fn active_member(&self, group: u16) -> Option<PeerId> {
+        lock(&self.groups.active).get(&group).copied().flatten()
+    }
+
+    /// Re-elects the active member of `group`: the first member in configuration
+    /// order whose session is established and fully resynced. Returns the new active
+    /// member if it changed.
+    pub fn elect(&self, group: u16) -> Option<Option<PeerId>> {
+        let Some(g) = self.plan.groups.iter().find(|g| g.id.0 == group as usize) else {
+            return None;
+        };
+        let best = g.members.iter().copied().find(|m| {
+            let stats = &self.peers[m.0].stats;
+            stats.state() == SessionState::Established && stats.resynced.load(Ordering::Relaxed)
+        });
+        let mut active = lock(&self.groups.active);
+        let slot = active.entry(group).or_insert(None);
+        if *slot == best {
+            return None;
+        }
+        *slot = best;
+        drop(active);
+        self.groups.switches.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::group_switch(&self.name, group);
+        tracing::info!(section = %self.name, group, active = ?best.map(|m| self.peers[m.0].name.as_str()), "group active member changed");
+        Some(best)
+    }
+}
+
+/// Starts the section's tasks: listener, one task per peer, housekeeping.
+pub fn start(
+    section: &Arc<Section>,
+    listener: tokio::net::TcpListener,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+) {
+    tasks.spawn(crate::listener::run(
+        section.clone(),
+        listener,
+        shutdown.clone(),
+    ));
+    for peer in section.peers.iter() {
+        let Some(rx) = lock(&peer.incoming_rx).take() else {
+            continue;
+        };
+        tasks.spawn(crate::peer::run(
+            section.clone(),
+            peer.id,
+            rx,
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(housekeeping(section.clone(), shutdown));
+}
+
+/// Expires contributions and re-publishes decaying rates.
+async fn housekeeping(section: Arc<Section>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = section.clock.now_ms();
+        section.store.expire(now);
+        section.store.refresh_rates(now);
+        crate::metrics::table_sizes(&section);
+    }
+}
