@@ -26,8 +26,14 @@
 //! - `dict` and `tables` (private): the dictionary caches and the per-direction table
 //!   map shared by both sides.
 //! - `tokio_codec` (feature `tokio-codec`): `PeerCodec`, the tokio-util adapter.
+//!
+//! Tests live beside the code; `proptests` (test-only) holds the worked examples of
+//! the protocol notes, the golden HAProxy captures of `tests/captures/`, and the
+//! property tests. `fuzz/` (its own workspace) has a cargo-fuzz target:
+//! `cargo +nightly fuzz run decode` from this crate's directory.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+#![warn(missing_docs)]
 
 pub mod data;
 pub mod decode;
