@@ -547,3 +547,55 @@ pub(crate) fn zero_value(spec: &DataSpec) -> Value {
         Storage::Dict => Value::Dict(DictValue::Absent),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(data_type: DataType, period_ms: u32, nbelem: u32) -> DataSpec {
+        DataSpec {
+            data_type,
+            period_ms,
+            nbelem,
+        }
+    }
+
+    #[test]
+    fn a_typical_contribution_fits_in_48_bytes() {
+        // The fact sheet's table: gpc0, conn_cur, http_req_cnt, http_req_rate(10s).
+        let l = Layout::new(&[
+            spec(DataType::Gpc0, 0, 0),
+            spec(DataType::ConnCur, 0, 0),
+            spec(DataType::HttpReqCnt, 0, 0),
+            spec(DataType::HttpReqRate, 10_000, 0),
+        ])
+        .unwrap();
+        assert_eq!(l.stride * 4, 40);
+        assert_eq!(l.agg_len, 4);
+        assert_eq!(l.rate_values, 1);
+        assert!(!l.has_latest);
+        // "Latest" types add a sequence number.
+        let l = Layout::new(&[
+            spec(DataType::ServerId, 0, 0),
+            spec(DataType::BytesInCnt, 0, 0),
+        ])
+        .unwrap();
+        assert_eq!(l.stride, HDR + 2 + 2 + 2);
+        assert_eq!((l.slots[0].rec, l.slots[1].rec), (HDR + 2, HDR + 4));
+    }
+
+    #[test]
+    fn arrays_are_bounded() {
+        let err = Layout::new(&[spec(DataType::Gpc, 0, 101)]).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::ArrayTooLong {
+                data_type: DataType::Gpc,
+                nbelem: 101
+            }
+        );
+        let l = Layout::new(&[spec(DataType::GpcRate, 1000, 100)]).unwrap();
+        assert_eq!(l.stride, HDR + 300);
+        assert_eq!(l.rate_values, 100);
+    }
+}

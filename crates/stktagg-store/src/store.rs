@@ -802,7 +802,12 @@ impl Store {
                     let pos = records(&e.records, stride).position(|r| r[0] == c);
                     match pos {
                         Some(i) => e.records[i * stride..(i + 1) * stride].copy_from_slice(&rec),
-                        None => e.records.extend_from_slice(&rec),
+                        None => {
+                            // Grow by exactly one record: doubling would leave up to
+                            // half the contributions' memory unused.
+                            e.records.reserve_exact(stride);
+                            e.records.extend_from_slice(&rec);
+                        }
                     }
                     layout.aggregate(&e.records, now32, &mut after);
                     is_new || before != after
