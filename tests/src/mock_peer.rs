@@ -154,6 +154,8 @@ fn read_some(s: &mut TcpStream, buf: &mut BytesMut, deadline: Instant) -> Result
                 ReadOutcome::Data
             })
         }
+        // A signal delivered to this thread: just read again.
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(ReadOutcome::Data),
         // A reset after HAProxy closed on an error is an end of stream for us.
         Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(ReadOutcome::Eof),
         Err(e) => Err(HarnessError::io("reading from the peer", e)),
@@ -244,7 +246,7 @@ impl MockPeer {
         let mut s = loop {
             match listener.accept() {
                 Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                     if Instant::now() >= deadline {
                         return Err(HarnessError::Timeout {
                             what: "haproxy to dial the mock".into(),

@@ -48,15 +48,27 @@ fn settled(lab: &PeerLab) -> MockPeer {
     p
 }
 
-/// Waits for HAProxy's ACK of `(table_id, update_id)`.
-fn expect_ack(p: &mut MockPeer, table_id: u32, update_id: u32) {
+/// Waits until HAProxy has acknowledged every `(table_id, update_id)` of `want`.
+/// HAProxy acks at the end of each read pass, one ACK per table, in its own table
+/// order, so the acks may come in any order.
+fn expect_acks(p: &mut MockPeer, want: &[(u32, u32)]) {
+    let mut missing: Vec<(u32, u32)> = want.to_vec();
     p.recv_until(WAIT, |m| {
-        *m == Message::Ack {
+        if let Message::Ack {
             table_id,
             update_id,
+        } = m
+        {
+            missing.retain(|w| *w != (*table_id, *update_id));
         }
+        missing.is_empty()
     })
-    .unwrap_or_else(|e| panic!("no ack ({table_id}, {update_id}): {e}"));
+    .unwrap_or_else(|e| panic!("acks missing from {want:?}: {e}"));
+}
+
+/// Waits for HAProxy's ACK of `(table_id, update_id)`.
+fn expect_ack(p: &mut MockPeer, table_id: u32, update_id: u32) {
+    expect_acks(p, &[(table_id, update_id)]);
 }
 
 fn dump_with(lab: &PeerLab, table: &str, key: &str) -> TableDump {
@@ -151,9 +163,12 @@ fn every_key_type_is_accepted() {
         ))
         .unwrap();
     }
-    for (i, (id, ..)) in cases.iter().enumerate() {
-        expect_ack(&mut p, *id, 100 + i as u32);
-    }
+    let want: Vec<(u32, u32)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (id, ..))| (*id, 100 + i as u32))
+        .collect();
+    expect_acks(&mut p, &want);
     for (i, (_, name, _, _, _, shown)) in cases.iter().enumerate() {
         let d = dump_with(&lab, &lab.table(name), shown);
         assert_eq!(
@@ -261,8 +276,7 @@ fn counters_rates_arrays_and_server_fields_are_accepted() {
         ],
     ))
     .unwrap();
-    expect_ack(&mut p, 21, 2);
-    expect_ack(&mut p, 22, 7);
+    expect_acks(&mut p, &[(21, 2), (22, 7)]);
 
     // The dictionary went out in full form first, short form second.
     let ups: Vec<_> = p
