@@ -7,6 +7,11 @@
 //! coalesced per destination. It also holds the relay tables received from up
 //! groups, and everything the runtime API and teach-back need.
 //!
+//! Guarantees (property-tested): an output depends only on each source's latest
+//! snapshot per key, never on the order updates arrive in nor on replays of a
+//! snapshot (except `server_id`/`server_key`, whose rule is "most recent wins");
+//! sums saturate at their type's width.
+//!
 //! The crate is pure: no sockets, no tasks, no clock. The daemon passes its monotonic
 //! clock as `now` (ms) and drives time with [`Store::expire`] and
 //! [`Store::refresh_rates`]. A [`Store`] is `Send + Sync` and is shared behind an
