@@ -85,11 +85,11 @@ impl SlotKind {
 
     fn agg_words(self) -> usize {
         match self {
-            SlotKind::Sum32 | SlotKind::Max32 | SlotKind::LatestDict | SlotKind::Rate { .. } => 1,
-            SlotKind::Sum64 | SlotKind::LatestSint => 2,
-            SlotKind::SumArray { n } | SlotKind::MaxArray { n } | SlotKind::RateArray { n, .. } => {
-                n
-            }
+            SlotKind::Sum32 | SlotKind::Max32 | SlotKind::LatestDict => 1,
+            // A rate aggregates to its sum and the part of it in current periods.
+            SlotKind::Sum64 | SlotKind::LatestSint | SlotKind::Rate { .. } => 2,
+            SlotKind::SumArray { n } | SlotKind::MaxArray { n } => n,
+            SlotKind::RateArray { n, .. } => 2 * n,
         }
     }
 }
@@ -185,7 +185,10 @@ impl Layout {
                     out[a] = v.unwrap_or(0);
                 }
                 SlotKind::Rate { period } => {
-                    out[a] = rules::sum_rates(recs().filter_map(|x| freq_at(x, r)), period, now);
+                    let (s, c) =
+                        rules::sum_rates_split(recs().filter_map(|x| freq_at(x, r)), period, now);
+                    out[a] = s;
+                    out[a + 1] = c;
                 }
                 SlotKind::SumArray { n } => {
                     for i in 0..n {
@@ -199,26 +202,29 @@ impl Layout {
                 }
                 SlotKind::RateArray { n, period } => {
                     for i in 0..n {
-                        out[a + i] = rules::sum_rates(
+                        let (s, c) = rules::sum_rates_split(
                             recs().filter_map(|x| freq_at(x, r + 3 * i)),
                             period,
                             now,
                         );
+                        out[a + 2 * i] = s;
+                        out[a + 2 * i + 1] = c;
                     }
                 }
             }
         }
     }
 
-    /// The rate values of an aggregate, in slot order (scalars and array elements).
-    pub fn rates_of<'a>(&'a self, agg: &'a [u32]) -> impl Iterator<Item = (u32, u32)> + 'a {
+    /// The rate values of an aggregate, in slot order (scalars and array elements):
+    /// `(sum, current part, period)`.
+    pub fn rates_of<'a>(&'a self, agg: &'a [u32]) -> impl Iterator<Item = (u32, u32, u32)> + 'a {
         self.slots.iter().flat_map(move |s| {
             let (n, period) = match s.kind {
                 SlotKind::Rate { period } => (1, period),
                 SlotKind::RateArray { n, period } => (n, period),
                 _ => (0, 0),
             };
-            (0..n).map(move |i| (agg[s.agg + i], period))
+            (0..n).map(move |i| (agg[s.agg + 2 * i], agg[s.agg + 2 * i + 1], period))
         })
     }
 
@@ -234,14 +240,14 @@ impl Layout {
                     SlotKind::Sum64 => Value::Ull(get_u64(agg, a)),
                     SlotKind::LatestSint => Value::Sint(agg[a + 1] as i32),
                     SlotKind::LatestDict => Value::Dict(dict(agg[a])),
-                    SlotKind::Rate { .. } => Value::Freq(rules::publish_rate(agg[a])),
+                    SlotKind::Rate { .. } => Value::Freq(rules::publish_rate(agg[a], agg[a + 1])),
                     SlotKind::SumArray { n } | SlotKind::MaxArray { n } => {
                         Value::UintArray(agg[a..a + n].to_vec())
                     }
                     SlotKind::RateArray { n, .. } => Value::FreqArray(
-                        agg[a..a + n]
-                            .iter()
-                            .map(|&s| rules::publish_rate(s))
+                        agg[a..a + 2 * n]
+                            .chunks_exact(2)
+                            .map(|sc| rules::publish_rate(sc[0], sc[1]))
                             .collect(),
                     ),
                 }
@@ -571,7 +577,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(l.stride * 4, 40);
-        assert_eq!(l.agg_len, 4);
+        // A rate aggregates to two words: the sum and its current part.
+        assert_eq!(l.agg_len, 5);
         assert_eq!(l.rate_values, 1);
         assert!(!l.has_latest);
         // "Latest" types add a sequence number.

@@ -14,17 +14,25 @@
 //!
 //! # The published shape of a summed rate
 //!
-//! A sum `S` of rates evaluated at `now` is published as `age = 0, curr = 0,
-//! prev = S` ([`publish_rate`]). By the read rule, a receiver reads that counter as
-//! `⌊S·(P − t)/P⌋` at `t` ms after it received it (exactly `S` at `t = 0`, or flat `S`
-//! up to `t = P` when `S ≤ 1` because of the flapping correction) and as 0 from
-//! `t = P` on (from just after `P` when `S ≤ 1`). So a published sum never outlives one
-//! period: if the sources go quiet and the aggregator stops publishing, the nodes'
-//! copies decay to 0 by themselves within one period, like a native rate. The other
-//! natural shape (`curr = S, prev = 0`) would read a flat `S` for a whole period and
-//! then decay over a second one, overstating a falling rate for up to 2·P. The
-//! price of the chosen shape is that it must be re-published while the true sum is
-//! non-zero (see `Store::refresh_rates`).
+//! A sum `S` of rates evaluated at `now` is published as a counter whose period
+//! starts at the instant it is sent (`age = 0`), whose current count `C` is the sum of
+//! the sources' current-period counts at `now`, and whose previous count is the rest,
+//! `S − C` ([`publish_rate`]). By the read rule a receiver reads it as exactly `S` at
+//! `t = 0`, then as `C + ⌊(S − C)·(P − t)/P⌋`: the part of the sum that comes from the
+//! sources' previous periods fades out over one period, and the part counted in
+//! their current periods stays, then fades over the next period: the way the sum of
+//! the sources' own counters decays when traffic stops, up to each source's phase
+//! within its period. A multi-level tree therefore does not lose accuracy level after
+//! level: each level reads what the one below published as the same sum.
+//!
+//! Two simpler shapes were rejected. `curr = 0, prev = S` reads `S − 1` one
+//! millisecond after it is sent (the floor) and fades the whole sum over one period
+//! even while the sources' counts are current, so it understates every rate until the
+//! next publication, and the error compounds at every level of a tree.
+//! `curr = S, prev = 0` reads a flat `S` for a whole period and then fades over a
+//! second one, overstating a falling rate for up to 2·P. The published counter is
+//! re-published whenever what receivers read drifts from the true sum (see
+//! `Store::refresh_rates`), which bounds the error of any shape to one refresh.
 
 use stktagg_wire::FreqCtr;
 
@@ -115,20 +123,48 @@ pub fn read_rate(ctr: StoredFreq, period_ms: u32, now: u32) -> u32 {
     u32::try_from(total / period).unwrap_or(u32::MAX)
 }
 
-/// The counter that publishes a rate sum `sum` at the instant it is sent:
-/// `age = 0, curr = 0, prev = sum` (see the module documentation for why).
-pub fn publish_rate(sum: u32) -> FreqCtr {
+/// The counter that publishes a rate sum `sum` at the instant it is sent, where
+/// `curr` of it was counted in the sources' current periods: `age = 0`,
+/// `curr = min(curr, sum)`, `prev = sum − curr` (see the module documentation).
+pub fn publish_rate(sum: u32, curr: u32) -> FreqCtr {
+    let curr = curr.min(sum);
     FreqCtr {
         age: 0,
-        curr: 0,
-        prev: sum,
+        curr,
+        prev: sum - curr,
     }
 }
 
-/// What a receiver that got [`publish_rate`]`(sum)` at `published_at` reads at `now`.
-pub fn published_rate_at(sum: u32, published_at: u32, period_ms: u32, now: u32) -> u32 {
-    let stored = StoredFreq::on_receipt(publish_rate(sum), published_at);
+/// What a receiver that got [`publish_rate`]`(sum, curr)` at `published_at` reads at
+/// `now`.
+pub fn published_rate_at(sum: u32, curr: u32, published_at: u32, period_ms: u32, now: u32) -> u32 {
+    let stored = StoredFreq::on_receipt(publish_rate(sum, curr), published_at);
     read_rate(stored, period_ms, now)
+}
+
+/// The part of a counter's reading at `now` that was counted in its current period:
+/// its current count while that period lasts, 0 once the period is over.
+pub fn current_part(ctr: StoredFreq, period_ms: u32, now: u32) -> u32 {
+    if period_ms == 0 {
+        return ctr.curr;
+    }
+    let remain = ctr.tick.wrapping_add(period_ms).wrapping_sub(now) as i32;
+    if remain < 0 { 0 } else { ctr.curr }
+}
+
+/// The sum of rates at `now` (as [`sum_rates`]) and the part of it counted in the
+/// sources' current periods, both saturating.
+pub fn sum_rates_split(
+    ctrs: impl IntoIterator<Item = StoredFreq>,
+    period_ms: u32,
+    now: u32,
+) -> (u32, u32) {
+    ctrs.into_iter().fold((0u32, 0u32), |(s, c), x| {
+        (
+            s.saturating_add(read_rate(x, period_ms, now)),
+            c.saturating_add(current_part(x, period_ms, now)),
+        )
+    })
 }
 
 /// The sum of rates of several sources, each evaluated at the same instant `now`
@@ -269,7 +305,7 @@ mod tests {
     fn published_sum_reads_back_and_decays_within_one_period() {
         let s = 1000;
         let t0 = 50_000u32;
-        let at = |t: u32| published_rate_at(s, t0, P, t0 + t);
+        let at = |t: u32| published_rate_at(s, 0, t0, P, t0 + t);
         assert_eq!(at(0), 1000);
         assert_eq!(at(1), 999);
         assert_eq!(at(2500), 750);
@@ -280,13 +316,54 @@ mod tests {
         assert_eq!(at(25_000), 0);
         // A receiver whose clock is odd loses one millisecond to the lock bit, as
         // with HAProxy's own counters: the sum reads 1 ms into its decay.
-        assert_eq!(published_rate_at(s, t0 + 1, P, t0 + 1), 999);
-        assert_eq!(published_rate_at(s, t0 + 1, P, t0 + 1 + 5000), 499);
+        assert_eq!(published_rate_at(s, 0, t0 + 1, P, t0 + 1), 999);
+        assert_eq!(published_rate_at(s, 0, t0 + 1, P, t0 + 1 + 5000), 499);
         // At S ≤ 1 the flapping correction holds the value for the whole period.
-        assert_eq!(published_rate_at(1, t0, P, t0 + 9999), 1);
-        assert_eq!(published_rate_at(1, t0, P, t0 + 10_000), 1);
-        assert_eq!(published_rate_at(1, t0, P, t0 + 10_001), 0);
-        assert_eq!(published_rate_at(0, t0, P, t0), 0);
+        assert_eq!(published_rate_at(1, 0, t0, P, t0 + 9999), 1);
+        assert_eq!(published_rate_at(1, 0, t0, P, t0 + 10_000), 1);
+        assert_eq!(published_rate_at(1, 0, t0, P, t0 + 10_001), 0);
+        assert_eq!(published_rate_at(0, 0, t0, P, t0), 0);
+    }
+
+    #[test]
+    fn published_sum_keeps_its_current_part_for_a_period() {
+        let t0 = 50_000u32;
+        // 1000 in all, 600 of it counted in the sources' current periods.
+        let at = |t: u32| published_rate_at(1000, 600, t0, P, t0 + t);
+        assert_eq!(at(0), 1000);
+        assert_eq!(at(1), 999);
+        assert_eq!(at(5000), 800);
+        assert_eq!(at(9999), 600);
+        // Next period: the current part has become the previous one and fades.
+        assert_eq!(at(10_000), 600);
+        assert_eq!(at(15_000), 300);
+        assert_eq!(at(20_000), 0);
+        // A current part larger than the sum (cannot happen) is clamped.
+        assert_eq!(
+            publish_rate(5, 9),
+            FreqCtr {
+                age: 0,
+                curr: 5,
+                prev: 0
+            }
+        );
+    }
+
+    #[test]
+    fn split_sum_matches_the_sources_at_the_instant() {
+        // Source a: mid-period, curr 30, prev 100 (reads 80). Source b: its period
+        // ended 2 s ago, curr 10 becomes past (reads 8) and counts nothing current.
+        let a = StoredFreq {
+            tick: 995_000,
+            curr: 30,
+            prev: 100,
+        };
+        let b = StoredFreq {
+            tick: 988_000,
+            curr: 10,
+            prev: 50,
+        };
+        assert_eq!(sum_rates_split([a, b], P, 1_000_000), (88, 30));
     }
 
     #[test]
@@ -355,8 +432,8 @@ mod tests {
         #[test]
         fn published_rate_is_exact_then_falls_to_zero(s in 2u32..10_000_000, t0 in any::<u32>(), p in 1u32..100_000, t in 0u32..200_000) {
             let t0 = t0 & !1;
-            prop_assert_eq!(published_rate_at(s, t0, p, t0), s);
-            let v = published_rate_at(s, t0, p, t0.wrapping_add(t));
+            prop_assert_eq!(published_rate_at(s, 0, t0, p, t0), s);
+            let v = published_rate_at(s, 0, t0, p, t0.wrapping_add(t));
             if t >= p {
                 prop_assert_eq!(v, 0);
             } else {
@@ -364,7 +441,7 @@ mod tests {
                 prop_assert_eq!(u64::from(v), expect);
             }
             // Never increases over time.
-            let later = published_rate_at(s, t0, p, t0.wrapping_add(t + 1));
+            let later = published_rate_at(s, 0, t0, p, t0.wrapping_add(t + 1));
             prop_assert!(later <= v);
         }
     }

@@ -216,7 +216,8 @@ struct Entry {
     sched: u64,
     /// When the entry was last marked dirty.
     pub_at: u64,
-    /// The rate sums as of `pub_at` (what receivers were given), output tables only.
+    /// The rate sums and their current parts as of `pub_at` (what receivers were
+    /// given), two words per rate, output tables only.
     pub_rates: Box<[u32]>,
     /// Whether the key is in the table's rate-activity set.
     rate_active: bool,
@@ -248,7 +249,7 @@ impl Table {
             records: Vec::with_capacity(self.layout.stride),
             sched: 0,
             pub_at: 0,
-            pub_rates: vec![0; rates].into_boxed_slice(),
+            pub_rates: vec![0; 2 * rates].into_boxed_slice(),
             rate_active: false,
         }
     }
@@ -830,14 +831,17 @@ impl Store {
             if mark {
                 e.pub_at = now;
                 if !e.pub_rates.is_empty() {
-                    for (p, (s, _)) in e.pub_rates.iter_mut().zip(layout.rates_of(&after)) {
-                        *p = s;
+                    for (p, (s, c, _)) in
+                        e.pub_rates.chunks_exact_mut(2).zip(layout.rates_of(&after))
+                    {
+                        p[0] = s;
+                        p[1] = c;
                     }
                 }
             }
             if !e.pub_rates.is_empty()
                 && !e.rate_active
-                && layout.rates_of(&after).any(|(s, _)| s > 0)
+                && layout.rates_of(&after).any(|(s, _, _)| s > 0)
             {
                 e.rate_active = true;
                 table.rate_active.insert(stored_key.clone(), ());
@@ -1070,15 +1074,22 @@ impl Store {
                 let pub_at = e.pub_at as u32;
                 let mut differs = false;
                 let mut idle = true;
-                for (p, (s, period)) in e.pub_rates.iter().zip(table.layout.rates_of(&agg)) {
-                    let seen = crate::rules::published_rate_at(*p, pub_at, period, now32);
+                for (p, (s, _, period)) in
+                    e.pub_rates.chunks_exact(2).zip(table.layout.rates_of(&agg))
+                {
+                    let seen = crate::rules::published_rate_at(p[0], p[1], pub_at, period, now32);
                     differs |= seen != s;
                     idle &= seen == 0 && s == 0;
                 }
                 if differs {
                     e.pub_at = now;
-                    for (p, (s, _)) in e.pub_rates.iter_mut().zip(table.layout.rates_of(&agg)) {
-                        *p = s;
+                    for (p, (s, c, _)) in e
+                        .pub_rates
+                        .chunks_exact_mut(2)
+                        .zip(table.layout.rates_of(&agg))
+                    {
+                        p[0] = s;
+                        p[1] = c;
                     }
                     changed.push(key.clone());
                 } else if idle {

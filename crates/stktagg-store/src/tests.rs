@@ -180,7 +180,7 @@ fn every_data_type_combines_per_spec() {
             // Arrays element-wise: gpt max, gpc sum.
             Value::UintArray(vec![7, 1]),
             Value::UintArray(vec![2, 4, u32::MAX]),
-            Value::FreqArray(vec![rules::publish_rate(10), rules::publish_rate(1)]),
+            Value::FreqArray(vec![rules::publish_rate(10, 10), rules::publish_rate(1, 1)]),
         ]
     );
     // A later update from a wins "latest" back.
@@ -237,22 +237,24 @@ fn rates_are_summed_at_one_instant_and_published_to_decay() {
         .unwrap();
     let out = store.read(a.output(), &k, t0).unwrap();
     let f = published(&out.values[1]);
+    // 100 in all, 30 + 20 of it in the sources' current periods.
     assert_eq!(
         f,
         FreqCtr {
             age: 0,
-            curr: 0,
-            prev: 100
+            curr: 50,
+            prev: 50
         }
     );
     // Evaluate the published counter as a stock HAProxy would after receiving it at t0.
     let rx = StoredFreq::on_receipt(f, t0 as u32);
     for (t, want) in [
         (0, 100),
-        (1000, 90),
-        (5000, 50),
-        (9999, 0),
-        (10_000, 0),
+        (1000, 95),
+        (5000, 75),
+        (9999, 50),
+        (10_000, 50),
+        (15_000, 25),
         (30_000, 0),
     ] {
         assert_eq!(read_rate(rx, P, t0 as u32 + t), want, "at +{t} ms");
@@ -260,7 +262,14 @@ fn rates_are_summed_at_one_instant_and_published_to_decay() {
     // Read later, the sum is re-evaluated: a's counter decays (30 in the previous
     // period, 8 s left of it) and b keeps its 20 for the rest of its period.
     let later = store.read(a.output(), &k, t0 + 7000).unwrap();
-    assert_eq!(published(&later.values[1]).prev, 24 + 20);
+    assert_eq!(
+        published(&later.values[1]),
+        FreqCtr {
+            age: 0,
+            curr: 20,
+            prev: 24
+        }
+    );
 }
 
 #[test]
@@ -290,7 +299,8 @@ fn rates_with_another_period_are_excluded_and_reported() {
         .unwrap();
     let out = store.read(a.output(), &k, 50).unwrap();
     assert_eq!(uint(&out.values[0]), 3);
-    assert_eq!(published(&out.values[1]).prev, 7);
+    assert_eq!(published(&out.values[1]).curr, 7);
+    assert_eq!(published(&out.values[1]).prev, 0);
     // The excluded rate is still kept for teach-back.
     let taught = store.contributions_of(s(1), 50);
     assert_eq!(taught[0].entries[0].values[1], freq(0, 1000, 0));
@@ -689,30 +699,61 @@ fn refresh_rates_republishes_while_the_sum_differs_then_forgets() {
         .unwrap();
     let (sub, _) = sub(&store, true, false);
     let t0 = 100_000u64;
-    // A source that saw 50 requests in its current period, which started now.
+    // The fact sheet's counter: 5 s into its period, 30 now and 100 before (reads 80).
     store
-        .apply(&a, &ip(1), &[Value::Uint(50), freq(0, 50, 0)], None, t0)
+        .apply(
+            &a,
+            &ip(1),
+            &[Value::Uint(50), freq(5000, 30, 100)],
+            None,
+            t0,
+        )
         .unwrap();
     sub.drain(10);
     // Right away the published counter reads the true sum: nothing to do.
     assert_eq!(store.refresh_rates(t0), 0);
-    // 2 s later the published counter has decayed to 40 while the true rate is 50.
+    let e = store.read(a.output(), &ip(1), t0).unwrap();
+    assert_eq!(
+        published(&e.values[1]),
+        FreqCtr {
+            age: 0,
+            curr: 30,
+            prev: 50
+        }
+    );
+    // 2 s later the source reads 30 + 100·3/10 = 60, the published counter
+    // 30 + 50·8/10 = 70 (its phase differs): re-published as 30 + 30.
     assert_eq!(store.refresh_rates(t0 + 2000), 1);
     assert_eq!(sub.drain(10), vec![(a.output(), ip(1))]);
     let e = store.read(a.output(), &ip(1), t0 + 2000).unwrap();
-    assert_eq!(published(&e.values[1]).prev, 50);
-    // In the next period the source's 50 fade (40 at +12 s) while the counter
-    // published at +2 s has reached 0: re-published.
+    assert_eq!(
+        published(&e.values[1]),
+        FreqCtr {
+            age: 0,
+            curr: 30,
+            prev: 30
+        }
+    );
+    // At +12 s the source's 30 are in its previous period (9 left), while the
+    // counter published at +2 s still holds its 30 current: re-published.
     assert_eq!(store.refresh_rates(t0 + 12_000), 1);
     let e = store.read(a.output(), &ip(1), t0 + 12_000).unwrap();
-    assert_eq!(published(&e.values[1]).prev, 40);
+    assert_eq!(
+        published(&e.values[1]),
+        FreqCtr {
+            age: 0,
+            curr: 0,
+            prev: 9
+        }
+    );
     sub.drain(10);
     // Long after, both the true rate and the published counter are 0: nothing to
     // send, and the key is forgotten.
     assert_eq!(store.refresh_rates(t0 + 40_000), 0);
     assert_eq!(store.refresh_rates(t0 + 41_000), 0);
     assert_eq!(sub.pending(), 0);
-    // New activity brings it back.
+    // New activity brings it back; a counter whose period starts when it is
+    // published decays exactly as the source's: no re-publication is needed.
     store
         .apply(
             &a,
@@ -722,8 +763,11 @@ fn refresh_rates_republishes_while_the_sum_differs_then_forgets() {
             t0 + 50_000,
         )
         .unwrap();
+    assert_eq!(sub.drain(10), vec![(a.output(), ip(1))]);
     assert_eq!(store.refresh_rates(t0 + 55_000), 0);
-    assert_eq!(store.refresh_rates(t0 + 61_000), 1);
+    assert_eq!(store.refresh_rates(t0 + 61_000), 0);
+    assert_eq!(store.refresh_rates(t0 + 71_000), 0);
+    assert_eq!(sub.pending(), 0);
 }
 
 #[test]
