@@ -448,26 +448,24 @@ fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
             let _ = write!(o, " {n}={v}");
         }
         o.push('\n');
-        if detail {
-            if let Some(contribs) = s.store.detail(t.id, &k, now) {
-                for c in contribs {
-                    let peer = s
-                        .peers
-                        .get(c.source.0 as usize)
-                        .map(|p| p.name.as_str())
-                        .unwrap_or("?");
-                    let _ = write!(
-                        o,
-                        "    from={} table={} exp={}",
-                        peer,
-                        String::from_utf8_lossy(&c.input_name),
-                        c.expire_ms.unwrap_or(0)
-                    );
-                    for (n, v) in render_fields(&info.definition.data, &c.values, now) {
-                        let _ = write!(o, " {n}={v}");
-                    }
-                    o.push('\n');
+        if detail && let Some(contribs) = s.store.detail(t.id, &k, now) {
+            for c in contribs {
+                let peer = s
+                    .peers
+                    .get(c.source.0 as usize)
+                    .map(|p| p.name.as_str())
+                    .unwrap_or("?");
+                let _ = write!(
+                    o,
+                    "    from={} table={} exp={}",
+                    peer,
+                    String::from_utf8_lossy(&c.input_name),
+                    c.expire_ms.unwrap_or(0)
+                );
+                for (n, v) in render_fields(&info.definition.data, &c.values, now) {
+                    let _ = write!(o, " {n}={v}");
                 }
+                o.push('\n');
             }
         }
     }
@@ -571,7 +569,7 @@ fn parse_key(kt: KeyType, key_len: u32, s: &str) -> Result<Key, String> {
             Ok(Key::from_str_bytes(&b[..b.len().min(max)]))
         }
         KeyType::Binary => {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return Err("Invalid key".to_owned());
             }
             let mut v = Vec::with_capacity(key_len as usize);

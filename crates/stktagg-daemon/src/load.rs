@@ -14,6 +14,10 @@ pub enum LoadError {
     Invalid(String),
 }
 
+/// How long after start we may say PARTIAL to a resync request: HAProxy's own
+/// `PEER_RESYNC_TIMEOUT` is 5 s; we allow the sources twice that to dial in.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
 /// Timeouts and limits, from the `global` section.
 #[derive(Debug, Clone)]
 pub struct Tunables {
@@ -31,6 +35,9 @@ pub struct Tunables {
     pub reconnect_max: Duration,
     /// Largest message accepted.
     pub max_message_size: usize,
+    /// After start, how long we may answer PARTIAL to resync requests while our
+    /// sources have not all resynced to us.
+    pub startup_grace: Duration,
 }
 
 impl Default for Tunables {
@@ -44,6 +51,7 @@ impl Default for Tunables {
             reconnect_min: d::RECONNECT_MIN,
             reconnect_max: d::RECONNECT_MAX,
             max_message_size: d::MAX_MESSAGE_SIZE,
+            startup_grace: STARTUP_GRACE,
         }
     }
 }
@@ -171,6 +179,7 @@ fn finish(config: Config, name: &str) -> Result<Loaded, LoadError> {
         reconnect_min: g.reconnect_min,
         reconnect_max: g.reconnect_max,
         max_message_size: g.max_message_size,
+        startup_grace: STARTUP_GRACE,
     };
     let stats_socket = g.stats_sockets.first().map(api_socket);
     let prometheus = match &g.prometheus {

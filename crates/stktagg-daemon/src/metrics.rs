@@ -119,8 +119,8 @@ pub fn table_ignored(section: &str, peer: &str) {
 }
 
 /// A group's active member changed.
-pub fn group_switch(section: &str, group: u16) {
-    counter!("stktagg_group_switches_total", "section" => section.to_owned(), "group" => group.to_string())
+pub fn group_switch(section: &str, group: &str) {
+    counter!("stktagg_group_switches_total", "section" => section.to_owned(), "group" => group.to_owned())
         .increment(1);
 }
 
@@ -139,7 +139,7 @@ pub fn table_sizes(section: &Section) {
         let active = section.active_member(g.id.0 as u16);
         for m in g.members.iter() {
             let peer = &section.peers[m.0];
-            gauge!("stktagg_group_active_member", "section" => section.name.clone(), "group" => g.id.0.to_string(), "peer" => peer.name.clone())
+            gauge!("stktagg_group_active_member", "section" => section.name.clone(), "group" => section.group_number(g.id.0 as u16), "peer" => peer.name.clone())
                 .set(if active == Some(*m) { 1.0 } else { 0.0 });
         }
     }

@@ -34,7 +34,7 @@ pub async fn run(
     mut incoming: mpsc::Receiver<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let peer = &section.peers[id.0 as usize];
+    let peer = &section.peers[id.0];
     let mut running: Option<Running> = None;
     let mut backoff = Backoff::new(
         section.tunables.reconnect_min,
@@ -115,7 +115,7 @@ fn spawn_session(
 
 /// Dials the peer and runs the connecting side of the handshake.
 async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
-    let peer = &section.peers[id.0 as usize];
+    let peer = &section.peers[id.0];
     let Some((host, port)) = peer.addr.as_ref() else {
         bail!("peer has no address");
     };

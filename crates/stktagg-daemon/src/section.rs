@@ -84,7 +84,8 @@ pub struct PeerStats {
     pub last_rx_ms: AtomicU64,
     /// Clock reading of the last heartbeat received, 0 if never.
     pub last_heartbeat_ms: AtomicU64,
-    /// The peer finished its last full resync to us (for `up` peers: can be active).
+    /// The peer's last full resync to us ended with FINISHED (for `up` peers: it can
+    /// be the group's active member; for sources: we hold its data).
     pub resynced: std::sync::atomic::AtomicBool,
     /// Why the last session ended.
     pub last_error: Mutex<Option<String>>,
@@ -189,6 +190,8 @@ pub struct Section {
     pub peers: Vec<PeerRuntime>,
     /// The `up` groups.
     pub groups: Groups,
+    /// Clock reading at start.
+    pub started_ms: u64,
     listen_addr: OnceLock<SocketAddr>,
 }
 
@@ -224,6 +227,7 @@ impl Section {
             clock,
             peers,
             groups,
+            started_ms: clock.now_ms(),
             listen_addr: OnceLock::new(),
             plan,
         }
@@ -259,6 +263,32 @@ impl Section {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Whether we hold complete data ourselves: every source has finished a full
+    /// resync to us since we started, or the start-up grace period is over (a source
+    /// that never comes back must not keep us incomplete forever). A peer that asks
+    /// us for a resync is answered FINISHED when this holds, PARTIAL otherwise, as
+    /// HAProxy does with its own resync state; an aggregator below us then waits for
+    /// a FINISHED before it relays our tables.
+    pub fn up_to_date(&self) -> bool {
+        let grace = self.tunables.startup_grace.as_millis() as u64;
+        self.clock.now_ms().saturating_sub(self.started_ms) >= grace
+            || self
+                .peers
+                .iter()
+                .filter(|p| p.is_source())
+                .all(|p| p.stats.resynced.load(Ordering::Relaxed))
+    }
+
+    /// The number of `group` as written in the configuration, for logs and displays.
+    pub fn group_number(&self, group: u16) -> String {
+        self.plan
+            .groups
+            .get(group as usize)
+            .and_then(|g| g.number)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("#{group}"))
+    }
+
     /// The member of `group` currently relayed.
     pub fn active_member(&self, group: u16) -> Option<PeerId> {
         lock(&self.groups.active).get(&group).copied().flatten()
@@ -268,9 +298,7 @@ impl Section {
     /// order whose session is established and fully resynced. Returns the new active
     /// member if it changed.
     pub fn elect(&self, group: u16) -> Option<Option<PeerId>> {
-        let Some(g) = self.plan.groups.iter().find(|g| g.id.0 == group as usize) else {
-            return None;
-        };
+        let g = self.plan.groups.iter().find(|g| g.id.0 == group as usize)?;
         let best = g.members.iter().copied().find(|m| {
             let stats = &self.peers[m.0].stats;
             stats.state() == SessionState::Established && stats.resynced.load(Ordering::Relaxed)
@@ -283,8 +311,8 @@ impl Section {
         *slot = best;
         drop(active);
         self.groups.switches.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::group_switch(&self.name, group);
-        tracing::info!(section = %self.name, group, active = ?best.map(|m| self.peers[m.0].name.as_str()), "group active member changed");
+        crate::metrics::group_switch(&self.name, &self.group_number(group));
+        tracing::info!(section = %self.name, group = %self.group_number(group), active = ?best.map(|m| self.peers[m.0].name.as_str()), "group active member changed");
         Some(best)
     }
 }

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 const HIGH_WATER: usize = 64 * 1024;
 /// Entries taken from the dirty set or a teach queue per round.
 const BATCH: usize = 256;
+/// Delay before asking an upper aggregator again after it answered PARTIAL.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -126,6 +128,7 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         teach: None,
         teach_back: VecDeque::new(),
         awaiting_resync: false,
+        retry_resync_at: None,
         peer_end: None,
         out: BytesMut::with_capacity(16 * 1024),
         sub,
@@ -198,6 +201,8 @@ struct Session {
     teach_back: VecDeque<TeachBack>,
     /// We sent RESYNC REQUEST and wait for FINISHED or PARTIAL.
     awaiting_resync: bool,
+    /// When to ask an upper aggregator again after it answered PARTIAL.
+    retry_resync_at: Option<tokio::time::Instant>,
     /// The peer told us it closes (it sent an error message).
     peer_end: Option<End>,
     out: BytesMut,
@@ -267,6 +272,10 @@ impl Session {
                 _ = tick.tick() => {
                     if last_rx.elapsed() > t.idle_timeout {
                         return End::Silent;
+                    }
+                    if self.retry_resync_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.retry_resync_at = None;
+                        self.request_resync();
                     }
                     if self.last_tx.elapsed() >= t.heartbeat_interval && self.out.is_empty() {
                         self.push(&Message::Heartbeat);
@@ -476,8 +485,16 @@ impl Session {
         if finished || !peer.is_source() {
             self.section.store.end_resync(peer.source_id(), now);
         }
-        if let Some(group) = peer.group() {
+        if finished {
             peer.stats.resynced.store(true, Ordering::Relaxed);
+        }
+        if let Some(group) = peer.group() {
+            if !finished {
+                // An upper aggregator that is not complete yet (it has just started):
+                // not eligible; ask again shortly, as HAProxy does after a PARTIAL.
+                peer.stats.resynced.store(false, Ordering::Relaxed);
+                self.retry_resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+            }
             on_group_change(&self.section, group, Some(self.id));
         }
     }
@@ -500,7 +517,12 @@ impl Session {
                 let batch: Vec<_> = (0..BATCH).map_while(|_| queue.pop_front()).collect();
                 if batch.is_empty() {
                     self.teach = None;
-                    self.push(&Message::ResyncFinished);
+                    let end = if self.section.up_to_date() {
+                        Message::ResyncFinished
+                    } else {
+                        Message::ResyncPartial
+                    };
+                    self.push(&end);
                     continue;
                 }
                 for (table, key) in batch {
