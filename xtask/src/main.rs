@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod bench;
+mod deb;
 mod topo;
 
 fn main() -> Result<()> {
@@ -20,8 +21,9 @@ fn main() -> Result<()> {
         "ci" => ci(),
         "topo-test" => topo::main(&rest),
         "bench" => bench::main(&rest),
+        "deb" => deb::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|topo-test|bench>");
+            println!("usage: cargo xtask <ci|topo-test|bench|deb>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
