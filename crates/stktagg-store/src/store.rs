@@ -123,6 +123,9 @@ pub struct OutputEntry {
     /// Remaining lifetime in ms of the entry (the longest of its contributions),
     /// `None` when it never expires.
     pub expire_ms: Option<u32>,
+    /// Clock reading (the `now` of the call) when the entry was last marked for its
+    /// destinations, 0 if never: the start of its propagation to them.
+    pub changed_at: u64,
 }
 
 /// A table's identity and definition.
@@ -1247,10 +1250,10 @@ impl Store {
     pub fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry> {
         let t = self.table(table)?;
         let g = t.entries.get(key)?;
-        Some(self.entry_values(&t, &g.records, now))
+        Some(self.entry_values(&t, &g.records, g.pub_at, now))
     }
 
-    fn entry_values(&self, t: &Table, rs: &[u32], now: u64) -> OutputEntry {
+    fn entry_values(&self, t: &Table, rs: &[u32], changed_at: u64, now: u64) -> OutputEntry {
         let dict = |id| self.dict.name(id);
         let stride = t.layout.stride;
         let values = if t.is_relay() {
@@ -1266,6 +1269,7 @@ impl Store {
         OutputEntry {
             values,
             expire_ms: entry_remaining(rs, stride, now),
+            changed_at,
         }
     }
 
@@ -1285,7 +1289,12 @@ impl Store {
         };
         t.entries
             .iter()
-            .map(|r| (r.key().clone(), self.entry_values(&t, &r.records, now)))
+            .map(|r| {
+                (
+                    r.key().clone(),
+                    self.entry_values(&t, &r.records, r.pub_at, now),
+                )
+            })
             .collect()
     }
 
