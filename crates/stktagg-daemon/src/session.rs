@@ -540,29 +540,30 @@ impl Session {
         }
     }
 
-    /// Selects our table on the wire, sending its definition when needed.
-    fn select(&mut self, key: OutTable, def: impl FnOnce(u32) -> TableDefinition) -> u32 {
-        let (id, fresh) = match self.out_ids.get(&key) {
+    /// Selects our table on the wire, sending its definition when needed (`def` is
+    /// only called then), and returns our table id and the next update id for it.
+    fn select(
+        &mut self,
+        key: &OutTable,
+        def: impl FnOnce(u32) -> Option<TableDefinition>,
+    ) -> Option<(u32, u32)> {
+        let (id, fresh) = match self.out_ids.get(key) {
             Some((id, _)) => (*id, false),
-            None => {
-                let id = self.next_out_id;
-                self.next_out_id += 1;
-                self.out_ids.insert(key, (id, 0));
-                (id, true)
-            }
+            None => (self.next_out_id, true),
         };
         if fresh || self.selected != Some(id) {
             // HAProxy re-sends a full definition to change tables, and so do we.
-            self.push(&Message::TableDefinition(def(id)));
+            let def = def(id)?;
+            self.push(&Message::TableDefinition(def));
             self.selected = Some(id);
+            if fresh {
+                self.next_out_id += 1;
+                self.out_ids.insert(key.clone(), (id, 0));
+            }
         }
-        id
-    }
-
-    fn next_update_id(&mut self, key: OutTable) -> u32 {
-        let e = self.out_ids.entry(key).or_insert((0, 0));
+        let e = self.out_ids.get_mut(key)?;
         e.1 = e.1.wrapping_add(1);
-        e.1
+        Some((e.0, e.1))
     }
 
     fn send_entry(&mut self, table: TableId, key: Key, now: u64) {
@@ -570,14 +571,18 @@ impl Session {
             // Gone since it was marked (expired): there are no deletes on the wire.
             return;
         };
-        let Some(info) = self.section.store.table_info(table) else {
+        let changed_at = entry.changed_at;
+        // An Arc clone, so the closure does not borrow the session.
+        let store = self.section.store.clone();
+        let def = |id| {
+            store.table_info(table).map(|i| TableDefinition {
+                table_id: id,
+                ..i.definition
+            })
+        };
+        let Some((table_id, update_id)) = self.select(&OutTable::Store(table), def) else {
             return;
         };
-        let table_id = self.select(OutTable::Store(table), |id| TableDefinition {
-            table_id: id,
-            ..info.definition.clone()
-        });
-        let update_id = self.next_update_id(OutTable::Store(table));
         let kind = self.encoder.update_kind(table_id, update_id, false);
         self.push(&Message::Update(Update {
             kind,
@@ -590,6 +595,9 @@ impl Session {
         let peer = self.peer();
         peer.stats.updates_out.fetch_add(1, Ordering::Relaxed);
         crate::metrics::update_out(&self.section.name, &peer.name);
+        if changed_at > 0 {
+            crate::metrics::propagation(now.saturating_sub(changed_at));
+        }
     }
 
     fn send_teach_back(
@@ -601,12 +609,15 @@ impl Session {
         expire: Option<u32>,
     ) {
         let tkey = OutTable::TeachBack(name.clone());
-        let table_id = self.select(tkey.clone(), |id| TableDefinition {
-            table_id: id,
-            name: name.clone(),
-            ..def.clone()
-        });
-        let update_id = self.next_update_id(tkey);
+        let Some((table_id, update_id)) = self.select(&tkey, |id| {
+            Some(TableDefinition {
+                table_id: id,
+                name: name.clone(),
+                ..def.clone()
+            })
+        }) else {
+            return;
+        };
         let timed = !self.downgraded && def.expire_ms > 0 && expire.is_some();
         let kind = self.encoder.update_kind(table_id, update_id, timed);
         self.push(&Message::Update(Update {
