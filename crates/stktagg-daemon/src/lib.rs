@@ -22,6 +22,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
+pub mod ratelimit;
 pub mod section;
 pub mod session;
 pub mod shutdown;
@@ -40,6 +41,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     /// Prometheus listener, overriding the configuration's.
     pub prometheus: Option<SocketAddr>,
+    /// The configuration files the daemon was started with (re-read on SIGHUP);
+    /// empty for the embedded default.
+    pub config_files: Vec<std::path::PathBuf>,
 }
 
 /// A running daemon: its sections and where they listen.
@@ -119,8 +123,37 @@ impl Daemon {
     }
 }
 
+/// SIGHUP: re-reads and checks the configuration, but does not apply a change.
+///
+/// Applying peer additions and removals live needs the sections, stores and peer
+/// tasks to be rebuilt in place without dropping unchanged sessions; until that is
+/// built, a restart applies a new configuration and costs nothing but a resync (the
+/// sources' data is rebuilt from them at once, see `docs/decisions.md`). So SIGHUP
+/// says whether the files are valid and whether they differ from what runs, and
+/// never stops a running daemon.
+fn on_sighup(files: &[std::path::PathBuf], running: &stktagg_topology::Plan) {
+    match load(files) {
+        Err(LoadError::Invalid(msg)) => {
+            tracing::error!(
+                "SIGHUP: the configuration is invalid, keeping the running one:\n{msg}"
+            );
+        }
+        Ok(l) if &l.plan == running => {
+            tracing::info!("SIGHUP: the configuration is valid and unchanged");
+        }
+        Ok(_) => {
+            tracing::warn!(
+                "SIGHUP: the configuration changed, but live reload is not supported: \
+                 restart stktagg to apply it (peers resync at once)"
+            );
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then drains.
 pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
+    let files = options.config_files.clone();
+    let running_plan = loaded.plan.clone();
     let daemon = Daemon::start(loaded, options).await?;
     for (name, addr) in daemon.listen_addrs() {
         tracing::info!(section = %name, %addr, "listening for peers");
@@ -132,7 +165,7 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
     if let Some(p) = &daemon.prometheus {
         println!("stktagg: Prometheus metrics on http://{p}/metrics");
     }
-    shutdown::wait_for_signal().await?;
+    shutdown::wait_for_signal(|| on_sighup(&files, &running_plan)).await?;
     tracing::info!("shutting down");
     daemon.stop(std::time::Duration::from_secs(5)).await;
     Ok(())

@@ -86,7 +86,9 @@ async fn handshake(section: &Section, mut stream: TcpStream) -> Result<()> {
         HelloOutcome::Complete(hello) => hello,
         HelloOutcome::Reject(code) => {
             crate::metrics::hello_rejected(&section.name, code);
-            tracing::info!(section = %section.name, code = code.code(), "rejecting a hello");
+            if let Some(suppressed) = section.reject_log_limit.allow() {
+                tracing::warn!(section = %section.name, code = code.code(), suppressed, "rejecting a hello");
+            }
             let mut out = BytesMut::new();
             code.encode(&mut out);
             let _ = stream.write_all(&out).await;

@@ -73,7 +73,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         .thread_name("stktagg")
         .build()
         .context("starting the tokio runtime")?;
-    let mut options = stktagg_daemon::Options::default();
+    let mut options = stktagg_daemon::Options {
+        config_files: cli.config.clone(),
+        ..Default::default()
+    };
     if let Some(p) = cli.prometheus {
         options.prometheus = Some(p);
     }

@@ -87,6 +87,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         peer.stats.set_state(SessionState::Idle);
+                        // Dial failures are routine (a peer that is down): debug only.
                         tracing::debug!(section = %section.name, peer = %peer.name, error = %format!("{e:#}"), "dial failed");
                         *crate::section::lock(&peer.stats.last_error) = Some(format!("{e:#}"));
                         next_dial = Instant::now() + backoff.next();

@@ -89,6 +89,8 @@ pub struct PeerStats {
     pub resynced: std::sync::atomic::AtomicBool,
     /// Why the last session ended.
     pub last_error: Mutex<Option<String>>,
+    /// Limits this peer's warning lines (failed sessions, dial errors).
+    pub log_limit: crate::ratelimit::LogLimiter,
 }
 
 impl PeerStats {
@@ -192,6 +194,8 @@ pub struct Section {
     pub groups: Groups,
     /// Clock reading at start.
     pub started_ms: u64,
+    /// Limits warning lines about rejected hellos (they come from anyone).
+    pub reject_log_limit: crate::ratelimit::LogLimiter,
     listen_addr: OnceLock<SocketAddr>,
 }
 
@@ -228,6 +232,7 @@ impl Section {
             peers,
             groups,
             started_ms: clock.now_ms(),
+            reject_log_limit: crate::ratelimit::LogLimiter::default(),
             listen_addr: OnceLock::new(),
             plan,
         }

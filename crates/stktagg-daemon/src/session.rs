@@ -138,20 +138,21 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
     let end = s.run(conn, cancel).await;
     peer.stats.set_state(SessionState::Idle);
     crate::metrics::session_up(&section.name, &peer.name, false);
-    match &end {
-        End::Protocol(e) => {
-            peer.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::protocol_error(
-                &section.name,
-                &peer.name,
-                &crate::metrics::error_kind(e),
-            );
-            tracing::warn!(section = %section.name, peer = %peer.name, "session ended: {end}");
+    if let End::Protocol(e) = &end {
+        peer.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::protocol_error(&section.name, &peer.name, &crate::metrics::error_kind(e));
+    }
+    // A peer that keeps failing must not flood the logs: a few lines a minute, with
+    // the count of the ones left out.
+    if let Some(suppressed) = peer.stats.log_limit.allow() {
+        match &end {
+            End::Protocol(_) | End::PeerError(_) | End::Silent => {
+                tracing::warn!(section = %section.name, peer = %peer.name, suppressed, "session ended: {end}")
+            }
+            _ => {
+                tracing::info!(section = %section.name, peer = %peer.name, suppressed, "session ended: {end}")
+            }
         }
-        End::Cancelled => {
-            tracing::info!(section = %section.name, peer = %peer.name, "session ended: {end}")
-        }
-        _ => tracing::info!(section = %section.name, peer = %peer.name, "session ended: {end}"),
     }
     if !matches!(end, End::Cancelled) {
         *crate::section::lock(&peer.stats.last_error) = Some(end.to_string());
