@@ -170,3 +170,6 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
     daemon.stop(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
