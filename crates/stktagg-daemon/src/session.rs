@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 const HIGH_WATER: usize = 64 * 1024;
 /// Entries taken from the dirty set or a teach queue per round.
 const BATCH: usize = 256;
+/// Most tables a section holds (outputs and relays).
+const MAX_TABLES: usize = 1024;
 /// Delay before asking an upper aggregator again after it answered PARTIAL.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
@@ -371,7 +373,24 @@ impl Session {
     fn on_definition(&mut self, def: TableDefinition) {
         let peer = self.peer();
         let name = String::from_utf8_lossy(&def.name).into_owned();
-        let route = self.section.plan.route_incoming(self.id, &name);
+        let mut route = self.section.plan.route_incoming(self.id, &name);
+        if let Route::Aggregate { output } = &route
+            && self
+                .section
+                .store
+                .output_by_name(output.as_bytes())
+                .is_none()
+            && self.section.store.table_summaries().len() >= MAX_TABLES
+        {
+            // Tables are created on demand from the names peers send: a bound keeps a
+            // peer that invents names from growing the store without end.
+            if let Some(suppressed) = peer.stats.log_limit.allow() {
+                tracing::warn!(section = %self.section.name, peer = %peer.name, table = %name, suppressed, "too many tables, ignoring a new one");
+            }
+            route = Route::Ignore {
+                reason: stktagg_topology::IgnoreReason::NoRule,
+            };
+        }
         let inbound = match route {
             Route::Aggregate { output } => match self.section.store.register_input(
                 peer.source_id(),
