@@ -189,22 +189,29 @@ fn ip_table_in_a_peers_section_sums_every_family() {
 }
 
 #[test]
-fn string_table_declared_in_backends_sums() {
-    let decl = "stick-table type string len 32 size 1k expire 30s \
-                store http_req_cnt,http_req_rate(10s),gpc0 peers cl";
+fn string_and_ip_tables_in_backends_and_peers_sections_sum() {
+    let st = "stick-table type string len 32 size 1k expire 30s \
+              store http_req_cnt,http_req_rate(10s),gpc0 peers cl";
+    let ipb = "stick-table type ip size 1k expire 30s store http_req_cnt peers cl";
     let fleet = Fleet::start(FleetSpec {
         label: "e2e_sums_str",
         block: Block(2),
-        tables: vec![],
+        tables: table_pair(
+            "user",
+            "type string len 32 size 1k expire 30s store http_req_cnt",
+        ),
         body: Box::new(move |ctx| {
             // The older way: one backend per table; the wire name is the backend's.
             format!(
-                "backend st.uncombined\n    {decl}\n\nbackend st.aggr\n    {decl}\n\n{}",
+                "backend st.uncombined\n    {st}\n\nbackend st.aggr\n    {st}\n\n\
+                 backend ipb.uncombined\n    {ipb}\n\nbackend ipb.aggr\n    {ipb}\n\n{}",
                 frontend(
                     ctx,
                     &[
+                        "http-request track-sc0 req.hdr(x-user) table cl/user.uncombined".into(),
                         "http-request track-sc1 req.hdr(x-user) table st.uncombined".into(),
                         "http-request sc-inc-gpc0(1)".into(),
+                        "http-request track-sc2 src table ipb.uncombined".into(),
                     ],
                 )
             )
@@ -212,29 +219,46 @@ fn string_table_declared_in_backends_sums() {
         agg_lines: vec![],
     })
     .unwrap();
-    let keys = ["alice", "bob.smith-42"];
-    for (node, key, count) in [(0, 0, 2), (0, 1, 1), (1, 0, 3), (2, 1, 4)] {
+    // Each user comes from its own client address, so the IP table sees two keys too.
+    let users = ["alice", "bob.smith-42"];
+    for (node, user, count) in [(0, 0, 2), (0, 1, 1), (1, 0, 3), (2, 1, 4)] {
         for _ in 0..count {
             let st = http_get(
-                fleet.block.client(0),
+                fleet.block.client(user),
                 fleet.nodes[node].http,
-                &[("X-User", keys[key])],
+                &[("X-User", users[user])],
             )
             .unwrap();
             assert_eq!(st, 200);
         }
     }
-    for (key, counts) in [(keys[0], [2, 3, 0]), (keys[1], [1, 0, 4])] {
+    for (user, counts) in [(0, [2, 3, 0]), (1, [1, 0, 4])] {
+        let ip = fleet.block.client(user).to_string();
+        let tables = [
+            ("st.uncombined", "st.aggr", users[user], "st.aggr"),
+            ("ipb.uncombined", "ipb.aggr", ip.as_str(), "ipb.aggr"),
+            (
+                "cl/user.uncombined",
+                "cl/user.aggr",
+                users[user],
+                "ag/user.aggr",
+            ),
+        ];
+        for (input, output, key, ours_name) in tables {
+            converge(&fleet, input, output, key, |s| {
+                let own = s.input_values("http_req_cnt");
+                if own != counts {
+                    return Err(format!("nodes counted {own:?}, not {counts:?}"));
+                }
+                s.outputs_equal("http_req_cnt", 5)
+            });
+            let ours = fleet.our_entry(ours_name, key).unwrap().unwrap();
+            assert_eq!(ours.num("http_req_cnt"), Some(5), "{ours_name}: {ours:?}");
+        }
+        let key = users[user];
         converge(&fleet, "st.uncombined", "st.aggr", key, |s| {
-            let own = s.input_values("http_req_cnt");
-            if own != counts {
-                return Err(format!("nodes counted {own:?}, not {counts:?}"));
-            }
-            s.outputs_equal("http_req_cnt", 5)?;
             s.outputs_equal("gpc0", 5)
         });
         assert_rates_within_bound(&fleet, "st.uncombined", "st.aggr", key);
-        let ours = fleet.our_entry("st.aggr", key).unwrap().unwrap();
-        assert_eq!(ours.num("http_req_cnt"), Some(5), "{ours:?}");
     }
 }
