@@ -130,6 +130,7 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         teach: None,
         teach_back: VecDeque::new(),
         awaiting_resync: false,
+        taught_unacked: HashMap::new(),
         retry_resync_at: None,
         peer_end: None,
         out: BytesMut::with_capacity(16 * 1024),
@@ -202,6 +203,13 @@ struct Session {
     /// A full resync we owe the peer: the entries still to send, then FINISHED.
     teach: Option<VecDeque<(TableId, Key)>>,
     teach_back: VecDeque<TeachBack>,
+    /// Teach-back tables (our id) with the last update id sent and not yet acked.
+    /// Once all are acked we ask the source for a full resync: HAProxy 3.2.0 never
+    /// pushes local changes to an entry it learned from a peer (fixed in 3.3), and a
+    /// resync request makes the taught entries its own again. Harmless elsewhere: the
+    /// source resends what it holds, which is what we hold. HAProxy 3.3+ sends no
+    /// acks while it is learning, and needs no such resync.
+    taught_unacked: HashMap<u32, u32>,
     /// We sent RESYNC REQUEST and wait for FINISHED or PARTIAL.
     awaiting_resync: bool,
     /// When to ask an upper aggregator again after it answered PARTIAL.
@@ -349,7 +357,10 @@ impl Session {
             Message::TableDefinition(def) => self.on_definition(def),
             Message::TableSwitch { .. } => {}
             Message::Update(u) => self.on_update(u, now),
-            Message::Ack { .. } => {}
+            Message::Ack {
+                table_id,
+                update_id,
+            } => self.on_ack(table_id, update_id),
             Message::ResyncRequest => self.on_resync_request(now),
             Message::ResyncFinished | Message::ResyncPartial => {
                 self.push(&Message::ResyncConfirm);
@@ -451,6 +462,20 @@ impl Session {
         };
         if let Err(e) = res {
             tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+        }
+    }
+
+    fn on_ack(&mut self, table_id: u32, update_id: u32) {
+        let Some(&last) = self.taught_unacked.get(&table_id) else {
+            return;
+        };
+        // Update ids wrap; "at or after" in modular arithmetic.
+        if update_id.wrapping_sub(last) < (1 << 31) {
+            self.taught_unacked.remove(&table_id);
+            if self.taught_unacked.is_empty() && self.teach_back.is_empty() && !self.awaiting_resync
+            {
+                self.request_resync();
+            }
         }
     }
 
@@ -640,6 +665,7 @@ impl Session {
         };
         let timed = !self.downgraded && def.expire_ms > 0 && expire.is_some();
         let kind = self.encoder.update_kind(table_id, update_id, timed);
+        self.taught_unacked.insert(table_id, update_id);
         self.push(&Message::Update(Update {
             kind,
             table_id,
