@@ -31,6 +31,7 @@ fn converge(
 /// Asserts that every node's output rate is within `rate_tolerance` of the sum of
 /// the nodes' own rates, over a few snapshots spread across a second.
 fn assert_rates_within_bound(fleet: &Fleet, input: &str, output: &str, key: &str) {
+    let mut worst: (i128, i128, i128) = (0, 0, 0);
     for _ in 0..4 {
         let s = fleet.snapshot(input, output, key).unwrap();
         let sum = s.input_sum("http_req_rate");
@@ -43,9 +44,16 @@ fn assert_rates_within_bound(fleet: &Fleet, input: &str, output: &str, key: &str
                  (tolerance {tol}): {s:?}",
                 n + 1
             );
+            if (got - sum).abs() >= (worst.0 - worst.1).abs() {
+                worst = (got, sum, tol);
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    eprintln!(
+        "rates {output} {key}: largest gap: a node read {} for a sum of {} (tolerance {})",
+        worst.0, worst.1, worst.2
+    );
 }
 
 #[test]
