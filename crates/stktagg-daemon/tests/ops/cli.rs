@@ -1,0 +1,160 @@
+//! The command line: `-c`, `--version`, `--print-default-config`, exit codes, and
+//! the stop signals.
+
+use crate::rig::{Block, Daemon, root, run_bin};
+use std::net::TcpStream;
+use std::time::Duration;
+use stktagg_tests::ports::{remove_dir, scratch_dir};
+use stktagg_tests::{Haproxy, HaproxyConfig, HarnessError, eventually};
+
+#[test]
+fn version_prints_the_crate_version() {
+    let (code, out, _) = run_bin(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.trim(), format!("stktagg {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_good_files_and_prints_the_plan() {
+    let seed = root().join("crates/stktagg-config/tests/data/ok");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&seed).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "cfg") {
+            let (code, out, err) = run_bin(&["-c", "-f", p.to_str().unwrap()]);
+            assert_eq!(code, Some(0), "{}: {err}", p.display());
+            assert!(
+                out.ends_with("configuration is valid\n"),
+                "{}: {out}",
+                p.display()
+            );
+            assert!(out.contains("section "), "{}: {out}", p.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} files in {}", seed.display());
+}
+
+#[test]
+fn check_refuses_bad_files_with_exit_code_2() {
+    let dir = scratch_dir("ops_cli_bad").unwrap();
+    let bad = dir.join("bad.cfg");
+    std::fs::write(
+        &bad,
+        "aggregations x\n    peer me 127.0.0.1:1 local\n    peer n 127.0.0.1:2\n    frm .a to .b\n",
+    )
+    .unwrap();
+    let (code, out, err) = run_bin(&["-c", "-f", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("bad.cfg:4:5: error"), "{err}");
+    assert!(!out.contains("configuration is valid"), "{out}");
+    // A missing file is a configuration error too.
+    let missing = dir.join("missing.cfg");
+    let (code, _, err) = run_bin(&["-c", "-f", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("missing.cfg: error: cannot read"), "{err}");
+    // The daemon refuses to start on a bad file, with the same exit code.
+    let (code, _, err) = run_bin(&["-f", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    // A bad command line is clap's usage error, exit code 2 as well.
+    let (code, _, err) = run_bin(&["--no-such-flag"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("Usage"), "{err}");
+    // Two files are read as one: a section defined twice across files is refused.
+    let (code, _, err) = run_bin(&[
+        "-c",
+        "-f",
+        bad.to_str().unwrap(),
+        "-f",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    remove_dir(&dir);
+}
+
+#[test]
+fn default_config_round_trips_through_check() {
+    let (code, text, _) = run_bin(&["--print-default-config"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("aggregations "), "{text}");
+    let dir = scratch_dir("ops_cli_default").unwrap();
+    let f = dir.join("default.cfg");
+    std::fs::write(&f, &text).unwrap();
+    let (code, from_file, err) = run_bin(&["-c", "-f", f.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    // Checking the embedded default (no -f) prints the same plan.
+    let (code, embedded, _) = run_bin(&["-c"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(from_file, embedded);
+    remove_dir(&dir);
+}
+
+/// A daemon with one HAProxy node attached, ready to be signalled.
+fn attached(label: &str, block: Block) -> (Daemon, Haproxy, std::net::SocketAddr) {
+    stktagg_tests::require_haproxy().unwrap();
+    let listen = block.addr(1);
+    let node = block.addr(4);
+    let d = Daemon::start(
+        label,
+        &format!(
+            "global\n    stats socket {{dir}}/api.sock\n\naggregations s\n    peer agg {listen} local\n    \
+             peer hap1 {node}\n    from .uncombined to .aggr\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let h = Haproxy::start(
+        &HaproxyConfig::new()
+            .local_peer("hap1")
+            .peers_section("cl")
+            .peer("hap1", node)
+            .peer("agg", listen)
+            .table("t.uncombined type ip size 1k expire 30s store gpc0")
+            .table("t.aggr type ip size 1k expire 30s store gpc0"),
+        &format!("{label}_hap1"),
+    )
+    .unwrap();
+    eventually("hap1 attached", Duration::from_secs(8), || {
+        let p = d.api.command("show peers")?;
+        if p.contains("state=ESTA") {
+            Ok(())
+        } else {
+            Err(HarnessError::Unexpected(p))
+        }
+    })
+    .unwrap();
+    h.api()
+        .set_table("cl/t.uncombined", "10.0.0.1", &[("gpc0", "7")])
+        .unwrap();
+    (d, h, listen)
+}
+
+fn stops_cleanly_on(signal: &str, block: Block) {
+    let (mut d, h, listen) = attached(&format!("ops_cli_{signal}"), block);
+    let sock = d.api.path().to_owned();
+    assert!(sock.exists());
+    let (st, took) = d
+        .signal_and_wait(signal, Duration::from_secs(7))
+        .unwrap_or_else(|| panic!("still running 7 s after SIG{signal}:\n{}", d.log()));
+    assert_eq!(st.code(), Some(0), "{}", d.log());
+    // The drain is bounded by a 5 s grace period.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(!sock.exists(), "the socket survived");
+    assert!(TcpStream::connect_timeout(&listen, Duration::from_millis(500)).is_err());
+    let log = d.log();
+    assert!(log.contains(&format!("SIG{signal} received")), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    // HAProxy saw the session end and goes on.
+    let mut h = h;
+    h.check_alive().unwrap();
+}
+
+#[test]
+fn sigterm_stops_within_the_grace_period_and_removes_the_socket() {
+    stops_cleanly_on("TERM", Block(10));
+}
+
+#[test]
+fn sigint_stops_like_sigterm() {
+    stops_cleanly_on("INT", Block(11));
+}

@@ -1,0 +1,214 @@
+//! The files under `deploy/`: what an operator installs must check, and the
+//! dashboard must only name series the daemon exports.
+
+use crate::rig::{root, run_bin};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy(rel: &str) -> PathBuf {
+    root().join("deploy").join(rel)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every `stktagg_…` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("stktagg_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The series names registered in `src/metrics.rs` (the `describe_*!` calls).
+fn exported() -> BTreeSet<String> {
+    let src = read(&root().join("crates/stktagg-daemon/src/metrics.rs"));
+    let names = metric_names(&src);
+    assert!(names.contains("stktagg_peer_up"), "{names:?}");
+    names
+}
+
+#[test]
+fn grafana_dashboard_is_json_and_names_only_exported_series() {
+    let text = read(&deploy("grafana/stktagg.json"));
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dash["uid"], "stktagg");
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let exported = exported();
+    let mut used = BTreeSet::new();
+    for p in panels {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                // A histogram is exported under one name and read through its
+                // `_bucket`, `_sum` and `_count` series.
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|b| exported.contains(*b))
+                    .unwrap_or(&name)
+                    .to_owned();
+                assert!(
+                    exported.contains(&base),
+                    "panel {} uses `{name}`, which src/metrics.rs does not export",
+                    p["title"]
+                );
+                used.insert(base);
+            }
+        }
+    }
+    // Every series the issue asks for is on the dashboard.
+    for want in [
+        "stktagg_peer_up",
+        "stktagg_updates_received_total",
+        "stktagg_updates_sent_total",
+        "stktagg_resyncs_total",
+        "stktagg_sessions_total",
+        "stktagg_protocol_errors_total",
+        "stktagg_table_entries",
+        "stktagg_group_active_member",
+        "stktagg_group_switches_total",
+        "stktagg_propagation_seconds",
+    ] {
+        assert!(used.contains(want), "`{want}` is not on the dashboard");
+    }
+}
+
+#[test]
+fn alert_rules_name_only_exported_series() {
+    let exported = exported();
+    let text = read(&deploy("prometheus/stktagg-alerts.yml"));
+    let names = metric_names(&text);
+    assert!(!names.is_empty());
+    for n in names {
+        assert!(exported.contains(&n), "alert rule uses `{n}`");
+    }
+}
+
+#[test]
+fn example_and_packaged_configs_check() {
+    let mut files = vec![deploy("stktagg.cfg")];
+    for i in 1..=4 {
+        files.push(deploy(&format!("examples/ha/aggr{i}.cfg")));
+    }
+    for f in &files {
+        let (code, out, err) = run_bin(&["-c", "-f", f.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{}: {err}", f.display());
+        assert!(out.contains("configuration is valid"), "{out}");
+    }
+    // The seed's addresses are kept, and the sections are the seed's.
+    let aggr1 = read(&deploy("examples/ha/aggr1.cfg"));
+    assert!(aggr1.contains("  peer aggr3  192.168.56.113:11111 up group 1\n"));
+    let aggr3 = read(&deploy("examples/ha/aggr3.cfg"));
+    assert!(aggr3.contains("  peer aggr3     192.168.56.113:22222 local\n"));
+    let (_, plan, _) = run_bin(&[
+        "-c",
+        "-f",
+        deploy("examples/ha/aggr1.cfg").to_str().unwrap(),
+    ]);
+    assert!(
+        plan.contains("<base>.uncombined from hapee1, hapee2 -> <base>.aggr"),
+        "{plan}"
+    );
+    // The packaged configuration is the embedded default but for the socket path.
+    let (_, embedded, _) = run_bin(&["-c"]);
+    let (_, packaged, _) = run_bin(&["-c", "-f", deploy("stktagg.cfg").to_str().unwrap()]);
+    assert_eq!(embedded, packaged);
+    assert!(read(&deploy("stktagg.cfg")).contains("stats socket /run/stktagg/"));
+}
+
+#[test]
+fn haproxy_node_configs_check() {
+    stktagg_tests::require_haproxy().unwrap();
+    let mut n = 0;
+    for dir in ["examples", "examples/ha"] {
+        for e in std::fs::read_dir(deploy(dir)).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("haproxy-") && name.ends_with(".cfg") {
+                let out = Command::new(stktagg_tests::haproxy::haproxy_binary())
+                    .arg("-c")
+                    .arg("-f")
+                    .arg(&p)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, 7, "3 nodes for the default config, 4 for the seed");
+}
+
+#[test]
+fn systemd_unit_runs_the_packaged_config_hardened() {
+    let unit = read(&deploy("systemd/stktagg.service"));
+    let has = |line: &str| unit.lines().any(|l| l.trim() == line);
+    for line in [
+        "Type=simple",
+        "ExecStart=/usr/bin/stktagg -f ${CONFIG}",
+        "Environment=CONFIG=/etc/stktagg/stktagg.cfg",
+        "ExecStartPre=/usr/bin/stktagg -c -f ${CONFIG}",
+        "Restart=on-failure",
+        "RuntimeDirectory=stktagg",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(has(line), "`{line}` missing from the unit");
+    }
+    // The daemon does not reload on SIGHUP: a reload line would kill it.
+    assert!(!unit.lines().any(|l| l.starts_with("ExecReload")), "{unit}");
+    // Under PrivateTmp a socket in /tmp is invisible to operators: the packaged and
+    // example configs put it in the unit's RuntimeDirectory.
+    for f in [
+        "stktagg.cfg",
+        "examples/ha/aggr1.cfg",
+        "examples/ha/aggr3.cfg",
+    ] {
+        let text = read(&deploy(f));
+        let sock = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("stats socket"))
+            .unwrap();
+        assert!(sock.contains("/run/stktagg/"), "{f}: {sock}");
+    }
+}
+
+#[test]
+fn prometheus_scrape_config_targets_the_example_listeners() {
+    let scrape = read(&deploy("prometheus/prometheus.yml"));
+    assert!(scrape.contains("job_name: stktagg"));
+    assert!(scrape.contains("metrics_path: /metrics"));
+    for i in 1..=4 {
+        let cfg = read(&deploy(&format!("examples/ha/aggr{i}.cfg")));
+        let listener = cfg
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("prometheus "))
+            .unwrap()
+            .trim();
+        assert!(
+            scrape.contains(&format!("- {listener}\n")),
+            "aggr{i}'s {listener} is not scraped"
+        );
+    }
+}

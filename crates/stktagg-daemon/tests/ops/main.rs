@@ -1,0 +1,30 @@
+//! Operating stktagg: the runtime API, the Prometheus endpoint, the command line,
+//! signals and the files under `deploy/`, tested against the real `stktagg` binary
+//! with real HAProxy 2.6 nodes attached.
+//!
+//! Each test starts its own processes on its own block of 127.0.77.x addresses
+//! (see `rig`), with ports picked by the kernel, so tests run in parallel with each
+//! other and with the other test binaries. Every wait is bounded; every process is
+//! stopped by PID. Without `haproxy` the tests that need it fail with the harness's
+//! install hint.
+//!
+//! # Layout
+//! - `rig`: the `stktagg` subprocess, HAProxy nodes, HTTP client, a Prometheus
+//!   scraper and text-exposition parser, an interactive CLI client.
+//! - `api`: every runtime API command, compared with what a real HAProxy prints.
+//! - `metrics`: every Prometheus series, with an `up` group fail-over and a
+//!   protocol error provoked by a raw client.
+//! - `cli`: `-c`, `--version`, `--print-default-config`, exit codes, SIGTERM and
+//!   SIGINT.
+//! - `deploy`: the files under `deploy/` (configs check, Grafana dashboard names
+//!   only real series, systemd unit, Prometheus scrape config).
+
+// Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
+// functions are test code too.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod cli;
+mod deploy;
+mod metrics;
+mod rig;
