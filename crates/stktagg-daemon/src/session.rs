@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use stktagg_store::{InputHandle, RelayHandle, Subscription, SubscriptionFilter, TableId};
-use stktagg_topology::{PeerId, Route};
+use stktagg_topology::{PeerId, Role, Route, SourceKind};
 use stktagg_wire::{Decoder, Encoder, Key, Message, TableDefinition, Update, Value, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -524,10 +524,15 @@ impl Session {
         let peer = self.peer();
         peer.stats.resyncs_in.fetch_add(1, Ordering::Relaxed);
         crate::metrics::resync(&self.section.name, &peer.name, "in");
-        // A source that says PARTIAL was not up to date itself (a node that has just
-        // restarted and is still learning): what it did not send is not gone, so its
-        // earlier contributions stay until they expire or it sends them again.
-        if finished || !peer.is_source() {
+        // A source that says PARTIAL was not up to date itself: a node that has just
+        // restarted and is still learning, or an aggregator still rebuilding. What it
+        // did not send is not gone: a node gets it back from our teach-back, an
+        // aggregator from its own sources. So its earlier contributions stay until it
+        // sends them again or they expire. Only a node we do not teach back has really
+        // lost them: it counts anew, and so does its share of the sums.
+        let lost =
+            matches!(peer.role, Role::Source(SourceKind::Node)) && !self.section.plan.teach_back;
+        if finished || !peer.is_source() || lost {
             self.section.store.end_resync(peer.source_id(), now);
         }
         if finished {

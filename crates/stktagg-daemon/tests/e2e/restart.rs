@@ -212,25 +212,33 @@ fn node_restart(label: &str, block: u8, teach_back: bool) {
             "three more requests into hap2 did not make 15",
         );
     } else {
-        // Without teach-back hap2 restarts from nothing. Still learning, it answers
-        // our resync request with PARTIAL, which does not end its old contribution:
-        // the sums hold at 12 (its stale 4 included) while it counts nothing.
-        let (n, _) = watch(&fleet, &key, Duration::from_millis(1500), |s| {
+        // Without teach-back hap2 restarts from nothing and has lost its 4. Still
+        // learning, it answers our resync request with PARTIAL; as it is not taught
+        // back, its old contribution ends there: the sums fall to 3 + 0 + 5 = 8,
+        // never above the old 12 on the way.
+        let (_, last) = watch(&fleet, &key, CONVERGE, |s| {
             if s.inputs[1].is_some() {
                 return Err("hap2 has an input entry without teach-back".into());
             }
-            s.outputs_equal("http_req_cnt", 12)?;
-            Ok(false)
-        });
-        eprintln!("node restart without teach-back: {n} snapshots at 12, hap2 counting 0");
-        // Its first update of the key replaces the old contribution: the sum drops to
-        // what it counts anew, 3 + 3 + 5. Until that update arrives the outputs still
-        // hold the stale 12, above the nodes' current sum, but never more than 12.
-        fleet.hit(1, 0, 3).unwrap();
-        let (_, last) = watch(&fleet, &key, CONVERGE, |s| {
             let outs = s.output_values("http_req_cnt");
             if outs.iter().any(|v| *v > 12) {
                 return Err(format!("outputs {outs:?} above the old sum 12"));
+            }
+            Ok(s.outputs_equal("http_req_cnt", 8).is_ok())
+        });
+        assert_done(
+            &fleet,
+            &key,
+            last,
+            "without teach-back the restarted node's share did not end",
+        );
+        eprintln!("node restart without teach-back: sums dropped to 8, hap2 counting 0");
+        // It counts anew: 3 requests make 3 + 3 + 5.
+        fleet.hit(1, 0, 3).unwrap();
+        let (_, last) = watch(&fleet, &key, CONVERGE, |s| {
+            let outs = s.output_values("http_req_cnt");
+            if outs.iter().any(|v| *v > 11) {
+                return Err(format!("outputs {outs:?} above the new sum 11"));
             }
             Ok(s.input_values("http_req_cnt") == [3, 3, 5]
                 && s.outputs_equal("http_req_cnt", 11).is_ok())
