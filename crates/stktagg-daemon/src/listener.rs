@@ -14,6 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// A HEARTBEAT message (`00 04`).
+pub(crate) const HEARTBEAT: [u8; 2] = [0x00, 0x04];
+
 /// Handshakes in progress at once, per section.
 const MAX_PENDING_HANDSHAKES: usize = 256;
 
@@ -101,6 +104,9 @@ async fn handshake(section: &Section, mut stream: TcpStream) -> Result<()> {
     };
     let mut out = BytesMut::new();
     StatusCode::Succeeded.encode(&mut out);
+    // A heartbeat with the status: HAProxy may check this session's liveness within
+    // 50 ms of a collision, before the peer task has taken it over.
+    out.extend_from_slice(&HEARTBEAT);
     stream.write_all(&out).await?;
     let incoming = Incoming {
         stream,

@@ -156,6 +156,11 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     if status != StatusCode::Succeeded {
         bail!("peer answered {} ({})", status.code(), status);
     }
+    // Liveness at once, before the session task starts (see `listener::HEARTBEAT`).
+    stream
+        .write_all(&crate::listener::HEARTBEAT)
+        .await
+        .context("sending the first heartbeat")?;
     Ok(Incoming {
         stream,
         leftover: buf,
