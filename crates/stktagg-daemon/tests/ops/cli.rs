@@ -158,3 +158,43 @@ fn sigterm_stops_within_the_grace_period_and_removes_the_socket() {
 fn sigint_stops_like_sigterm() {
     stops_cleanly_on("INT", Block(11));
 }
+
+#[test]
+fn sighup_checks_the_configuration_and_keeps_running() {
+    let (mut d, _h, _) = attached("ops_cli_hup", Block(12));
+    let hup = |d: &Daemon| {
+        let _ = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(d.pid().unwrap().to_string())
+            .status();
+    };
+    hup(&d);
+    eventually("the unchanged line", Duration::from_secs(5), || {
+        let log = d.log();
+        if log.contains("SIGHUP: the configuration is valid and unchanged") {
+            Ok(())
+        } else {
+            Err(HarnessError::Unexpected(log))
+        }
+    })
+    .unwrap();
+    // A broken edit is reported and the running configuration kept.
+    let good = std::fs::read_to_string(&d.cfg).unwrap();
+    std::fs::write(&d.cfg, format!("{good}    frm .x to .y\n")).unwrap();
+    hup(&d);
+    eventually("the invalid line", Duration::from_secs(5), || {
+        let log = d.log();
+        if log.contains("SIGHUP: the configuration is invalid, keeping the running one") {
+            Ok(())
+        } else {
+            Err(HarnessError::Unexpected(log))
+        }
+    })
+    .unwrap();
+    assert!(
+        d.try_wait().is_none(),
+        "SIGHUP stopped the daemon:\n{}",
+        d.log()
+    );
+    assert!(d.api.command("show peers").unwrap().contains("state=ESTA"));
+}
