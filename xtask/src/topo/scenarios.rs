@@ -1,0 +1,376 @@
+//! The scenarios. Each starts its topology from scratch, drives traffic, injects
+//! its fault and checks the sums; see `docs/ha.md` for what each one proves.
+
+use super::observe::{Monitor, Tier};
+use super::run::Ctx;
+use anyhow::{Result, bail};
+use std::time::{Duration, Instant};
+
+/// A scenario: name, topology, one line of description, body.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// The name given on the command line.
+    pub name: &'static str,
+    /// The directory under `tests/topologies/`.
+    pub topology: &'static str,
+    /// What it checks.
+    pub about: &'static str,
+    /// The body.
+    pub run: fn(&mut Ctx) -> Result<()>,
+}
+
+/// Every scenario, in the order `topo-test` runs them.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "multi-level",
+        topology: "multi-level",
+        about: "2 intermediates x 2 nodes, 1 top (no group): .aggr and .l2 right on every node",
+        run: multi_level,
+    },
+    Scenario {
+        name: "ha",
+        topology: "ha",
+        about: "the seed's HA setup as written (incl. the :11111/:22222 slip): sessions up, sums right",
+        run: ha,
+    },
+    Scenario {
+        name: "ha-failover",
+        topology: "ha",
+        about: "kill -9 aggr3 under traffic: every .l2 converges again through aggr4; failover time",
+        run: ha_failover,
+    },
+    Scenario {
+        name: "ha-recovery",
+        topology: "ha",
+        about: "restart aggr3: it rebuilds, takes over again, no reading ever doubled or stale",
+        run: ha_recovery,
+    },
+    Scenario {
+        name: "intermediate-restart",
+        topology: "ha",
+        about: "kill -9 and restart aggr1: it rebuilds from its nodes, sums right, never doubled",
+        run: intermediate_restart,
+    },
+    Scenario {
+        name: "node-restart",
+        topology: "ha",
+        about: "hard-restart hapee1: teach-back restores its counts, fleet sums never drop nor double",
+        run: node_restart,
+    },
+    Scenario {
+        name: "partition",
+        topology: "ha",
+        about: "SIGSTOP aggr1 past the idle timeout, then SIGCONT: sessions recover, sums right",
+        run: partition,
+    },
+];
+
+const ALL: [&str; 4] = ["hapee1", "hapee2", "hapee3", "hapee4"];
+
+/// How long a recovery may take to show in the monitored tables.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(25);
+
+fn multi_level(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    for i in c.intermediates() {
+        if c.active_up(&i)?.as_deref() != Some("aggr3") {
+            bail!("{i} does not relay aggr3");
+        }
+    }
+    c.send(&ALL, 1..=12, 2)?;
+    c.converge("first wave: .aggr and .l2 on every node and aggregator")?;
+    c.send(&["hapee1", "hapee4"], 7..=18, 1)?;
+    c.converge("second wave (two nodes, old and new keys)")?;
+    Ok(())
+}
+
+fn ha(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    // aggr1 and aggr2 dial aggr3/aggr4 on :11111, where nothing listens; the
+    // sessions come from aggr3/aggr4 dialing the intermediates.
+    for i in c.intermediates() {
+        let peers = c.peers(&i)?;
+        for top in ["aggr3", "aggr4"] {
+            let p = peers.iter().find(|p| p.name == top);
+            if p.is_none_or(|p| p.state != "ESTA") {
+                bail!("{i} has no session with {top} despite the seed's port slip: {p:?}");
+            }
+        }
+        if c.active_up(&i)?.as_deref() != Some("aggr3") {
+            bail!("{i} does not relay aggr3, the first member of group 1");
+        }
+    }
+    c.step(
+        "aggr1 and aggr2 see aggr3 and aggr4 up (sessions dialed by the top level); aggr3 active",
+    );
+    c.send(&ALL, 1..=12, 2)?;
+    c.converge("first wave: every level, both top replicas complete")?;
+    c.send(&["hapee2", "hapee3"], 5..=20, 1)?;
+    c.converge("second wave (two nodes, old and new keys)")?;
+    Ok(())
+}
+
+fn all_active(c: &Ctx, member: &str) -> Result<bool> {
+    for i in c.intermediates() {
+        if c.active_up(&i)?.as_deref() != Some(member) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn ha_failover(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 1)?;
+    c.converge("before the fault")?;
+    let bg = c.background(&ALL, 1..=20, Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = c.fleet.pid("aggr3").unwrap_or(0);
+    c.fleet.kill9("aggr3")?;
+    let killed = Instant::now();
+    c.step(format!("kill -9 aggr3 (pid {pid}) with traffic flowing"));
+    // Traffic goes on for a while after the kill, so that the failover is judged
+    // on data that only aggr4 can have relayed.
+    let mut bg = Some(bg);
+    let mut switched: Option<Duration> = None;
+    let mut m = Monitor::new(c.points_of(Tier::L2), false);
+    let after_kill = Duration::from_millis(500);
+    let took = c.watch(&mut m, RECOVERY_TIMEOUT, |c, m, _| {
+        if switched.is_none() && all_active(c, "aggr4")? {
+            switched = Some(killed.elapsed());
+        }
+        if bg.is_some() && killed.elapsed() >= after_kill {
+            if let Some(b) = bg.take() {
+                let n = b.finish()?;
+                c.outcome.requests += n;
+                c.step(format!("traffic stopped ({n} requests in the background)"));
+            }
+        }
+        Ok(bg.is_none() && switched.is_some() && m.all_right_now)
+    })?;
+    let failover = killed.elapsed();
+    let _ = took;
+    c.measure(
+        "aggr4 active on every intermediate after the kill",
+        format!("{:.2?}", switched.unwrap_or_default()),
+    );
+    c.measure(
+        "failover time (kill -9 aggr3 -> every .l2 right, incl. traffic sent 0.5 s after the kill)",
+        format!("{failover:.2?}"),
+    );
+    c.monitor_summary("failover watch", &m);
+    c.outcome.checks.push((
+        "every .l2 right through aggr4 (from the kill)".into(),
+        failover,
+    ));
+    c.converge("all levels right after the failover")?;
+    c.send(&ALL, 15..=30, 1)?;
+    c.converge("new traffic through aggr4")?;
+    if !all_active(c, "aggr4")? {
+        bail!("aggr4 is no longer the active member");
+    }
+    Ok(())
+}
+
+fn ha_recovery(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 1)?;
+    c.converge("before the fault")?;
+    c.fleet.kill9("aggr3")?;
+    c.step("kill -9 aggr3");
+    c.send(&ALL, 8..=20, 1)?;
+    c.converge("through aggr4 while aggr3 is down")?;
+    // Traffic paused: the truth is known and fixed through the switch back.
+    c.fleet.start("aggr3")?;
+    let restarted = Instant::now();
+    c.step("aggr3 restarted; watching every .l2 every ~20 ms through the switch back");
+    let mut m = Monitor::new(c.points_of(Tier::L2), true);
+    let mut switched: Option<Duration> = None;
+    c.watch(&mut m, RECOVERY_TIMEOUT, |c, m, _| {
+        if switched.is_none() && all_active(c, "aggr3")? {
+            switched = Some(restarted.elapsed());
+            c.step("aggr3 active again on every intermediate");
+        }
+        // Keep watching 1.5 s past the switch, where a doubled or stale value would show.
+        Ok(
+            switched.is_some_and(|s| restarted.elapsed() >= s + Duration::from_millis(1500))
+                && m.all_right_now,
+        )
+    })?;
+    let rebuilt = ["aggr3:myl2/ip.l2", "aggr3:myl2/str.l2"]
+        .iter()
+        .filter_map(|l| m.right_at.get(*l))
+        .max()
+        .copied();
+    c.measure(
+        "aggr3 rebuilt (its own .l2 right) after restart",
+        format!("{:.2?}", rebuilt.unwrap_or_default()),
+    );
+    c.measure(
+        "switch back: aggr3 active on every intermediate after restart",
+        format!("{:.2?}", switched.unwrap_or_default()),
+    );
+    c.monitor_summary("switch-back watch", &m);
+    if let Some(s) = switched {
+        c.outcome
+            .checks
+            .push(("switch back to aggr3 (from its restart)".into(), s));
+    }
+    c.converge("all levels right after the switch back")?;
+    c.send(&ALL, 18..=26, 1)?;
+    c.converge("new traffic through aggr3")?;
+    Ok(())
+}
+
+fn intermediate_restart(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 1)?;
+    c.converge("before the fault")?;
+    c.fleet.kill9("aggr1")?;
+    c.step("kill -9 aggr1");
+    c.send(&["hapee1", "hapee3"], 6..=16, 1)?;
+    c.fleet.start("aggr1")?;
+    let restarted = Instant::now();
+    c.step("aggr1 restarted; watching every table for doubles");
+    let mut m = Monitor::new(c.points(), false);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.all_right_now))?;
+    let took = restarted.elapsed();
+    c.measure(
+        "rebuild: aggr1 restart -> every level right",
+        format!("{took:.2?}"),
+    );
+    c.monitor_summary("restart watch", &m);
+    c.outcome
+        .checks
+        .push(("every level right after aggr1's restart".into(), took));
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("all levels right, sessions up")?;
+    c.send(&["hapee1", "hapee2"], 14..=22, 1)?;
+    c.converge("new traffic through the restarted aggr1")?;
+    Ok(())
+}
+
+fn node_restart(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 2)?;
+    c.converge("before the fault")?;
+    let pid = c.fleet.pid("hapee1").unwrap_or(0);
+    c.fleet.kill9("hapee1")?;
+    c.step(format!("kill -9 hapee1 (pid {pid})"));
+    c.fleet.start("hapee1")?;
+    let restarted = Instant::now();
+    c.step("hapee1 restarted with empty tables; watching every table (no drop, no double)");
+    let mut m = Monitor::new(c.points(), true);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.all_right_now))?;
+    let taught = ["hapee1:fleet/ip.uncombined", "hapee1:fleet/str.uncombined"]
+        .iter()
+        .filter_map(|l| m.right_at.get(*l))
+        .max()
+        .copied();
+    c.measure(
+        "teach-back: hapee1's .uncombined back to its counts after restart",
+        format!("{:.2?}", taught.unwrap_or_default()),
+    );
+    let took = restarted.elapsed();
+    c.measure("node restart -> every table right", format!("{took:.2?}"));
+    c.monitor_summary("node restart watch", &m);
+    c.outcome
+        .checks
+        .push(("every table right after hapee1's restart".into(), took));
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("all levels right, sessions up")?;
+    c.send(&["hapee1"], 1..=16, 2)?;
+    c.converge("new traffic into hapee1 adds exactly")?;
+    Ok(())
+}
+
+fn partition(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 1)?;
+    c.converge("before the fault")?;
+    let pid = c.fleet.pid("aggr1").unwrap_or(0);
+    c.fleet.freeze("aggr1")?;
+    let frozen = Instant::now();
+    c.step(format!("kill -STOP aggr1 (pid {pid})"));
+    c.send(&ALL, 8..=18, 1)?;
+    // Past the idle timeout (5 s) the peers must have dropped their sessions.
+    let idle = Duration::from_millis(6500);
+    let mut dropped = None;
+    while frozen.elapsed() < idle + Duration::from_secs(5) {
+        let down = c
+            .peers("aggr3")?
+            .iter()
+            .any(|p| p.name == "aggr1" && p.state != "ESTA");
+        if down && dropped.is_none() {
+            dropped = Some(frozen.elapsed());
+        }
+        if dropped.is_some() && frozen.elapsed() >= idle {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(dropped) = dropped else {
+        bail!(
+            "aggr3 still shows a session with the frozen aggr1 after {:?}",
+            frozen.elapsed()
+        );
+    };
+    c.measure(
+        "aggr3 dropped its session with the frozen aggr1 after",
+        format!("{dropped:.2?}"),
+    );
+    c.fleet.thaw("aggr1")?;
+    let thawed = Instant::now();
+    c.step(format!("kill -CONT aggr1 after {:.2?}", frozen.elapsed()));
+    let mut m = Monitor::new(c.points(), false);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.all_right_now))?;
+    let took = thawed.elapsed();
+    c.measure(
+        "partition healed: SIGCONT -> every level right",
+        format!("{took:.2?}"),
+    );
+    c.monitor_summary("heal watch", &m);
+    c.outcome
+        .checks
+        .push(("every level right after SIGCONT".into(), took));
+    let sessions = c.wait_sessions(Duration::from_secs(15))?;
+    c.measure(
+        "every session up again after SIGCONT",
+        format!("{:.2?}", thawed.elapsed()),
+    );
+    let _ = sessions;
+    let renewed = c.peers("aggr1")?.iter().filter(|p| p.sessions >= 2).count();
+    if renewed == 0 {
+        bail!("aggr1 shows no renewed session after the partition");
+    }
+    c.converge("all levels right, sessions up")?;
+    c.send(&ALL, 16..=24, 1)?;
+    c.converge("new traffic after the partition")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_unique_and_topologies_exist() {
+        let root = crate::project_root().join("tests/topologies");
+        let mut names = std::collections::BTreeSet::new();
+        for s in SCENARIOS {
+            assert!(names.insert(s.name), "duplicate {}", s.name);
+            super::super::topology::Topology::load(&root, s.topology).unwrap();
+        }
+        for required in [
+            "multi-level",
+            "ha",
+            "ha-failover",
+            "ha-recovery",
+            "intermediate-restart",
+            "node-restart",
+            "partition",
+        ] {
+            assert!(names.contains(required), "{required} missing");
+        }
+    }
+}
