@@ -1,8 +1,489 @@
 //! `cargo xtask bench [--quick]`: benchmarks and `docs/performance.md`.
+//!
+//! Builds the daemon and the load generator in release mode, then runs each
+//! scenario against fresh processes on 127.0.0.1 (a new daemon or HAProxy per run,
+//! so that no run inherits another's table), and writes the report, its raw figures
+//! as JSON and its charts as SVG. The full run writes `docs/performance.md` and
+//! `docs/performance/`; `--quick` runs a reduced plan in under two minutes into
+//! `target/bench/report/` and checks that the report was produced (CI runs it; its
+//! figures mean little on a shared machine). `--out DIR` writes elsewhere.
+//!
+//! Every load is bounded: the generator has a deadline per run, and every process is
+//! stopped by its pid when its run ends.
 
-use anyhow::{Result, bail};
+mod procs;
+mod report;
+mod svg;
+
+use anyhow::{Context, Result, bail};
+use procs::{Bins, cpu_seconds, loadgen, rss_bytes, start_daemon, start_haproxy};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+struct Plan {
+    /// (updates, keys, key kind) streams for the side-by-side ingest.
+    ingest: Vec<(u64, u32, &'static str)>,
+    runs: usize,
+    /// Sources for the fan-out, at `fanout_rate` updates/s in total.
+    fanout: Vec<usize>,
+    fanout_rate: f64,
+    fanout_secs: f64,
+    fanout_keys: u32,
+    /// Rates for propagation latency, one sender and two receivers.
+    latency_rates: Vec<f64>,
+    latency_secs: f64,
+    latency_keys: u32,
+    /// Keys and sources for the memory figures.
+    memory_keys: u32,
+    memory_sources: usize,
+    /// Table sizes for the scaling curve.
+    scaling: Vec<u32>,
+    scaling_min_measured: u64,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            ingest: vec![
+                (1_000_000, 100_000, "ipv4"),
+                (1_000_000, 1_000_000, "ipv4"),
+                (10_000_000, 100_000, "ipv4"),
+                (10_000_000, 1_000_000, "ipv4"),
+                (1_000_000, 100_000, "string"),
+            ],
+            runs: 5,
+            fanout: vec![2, 10, 50],
+            fanout_rate: 100_000.0,
+            fanout_secs: 5.0,
+            fanout_keys: 100_000,
+            latency_rates: vec![10_000.0, 100_000.0, 500_000.0],
+            latency_secs: 5.0,
+            latency_keys: 1_000_000,
+            memory_keys: 1_000_000,
+            memory_sources: 10,
+            scaling: vec![10_000, 100_000, 1_000_000, 10_000_000],
+            scaling_min_measured: 1_000_000,
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            ingest: vec![(200_000, 10_000, "ipv4"), (100_000, 10_000, "string")],
+            runs: 3,
+            fanout: vec![2, 10],
+            fanout_rate: 20_000.0,
+            fanout_secs: 1.0,
+            fanout_keys: 10_000,
+            latency_rates: vec![10_000.0, 50_000.0],
+            latency_secs: 1.0,
+            latency_keys: 100_000,
+            memory_keys: 100_000,
+            memory_sources: 4,
+            scaling: vec![10_000, 100_000],
+            scaling_min_measured: 200_000,
+        }
+    }
+}
 
 /// Entry point.
 pub fn main(args: &[String]) -> Result<()> {
-    bail!("not implemented yet (args: {args:?})")
+    let mut quick = false;
+    let mut out: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = Some(PathBuf::from(it.next().context("--out needs a directory")?)),
+            other => bail!(
+                "unknown bench argument `{other}` (usage: cargo xtask bench [--quick] [--out DIR])"
+            ),
+        }
+    }
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let root = crate::project_root();
+    let (doc, assets) = match (&out, quick) {
+        (Some(dir), _) => (dir.join("performance.md"), dir.join("performance")),
+        (None, true) => {
+            let d = root.join("target/bench/report");
+            (d.join("performance.md"), d.join("performance"))
+        }
+        (None, false) => (
+            root.join("docs/performance.md"),
+            root.join("docs/performance"),
+        ),
+    };
+    let work = root.join("target/bench/work");
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&assets)?;
+    let bins = procs::build()?;
+    let started = Instant::now();
+    let command = if quick {
+        "cargo xtask bench --quick".to_owned()
+    } else {
+        "cargo xtask bench".to_owned()
+    };
+    let mut results = json!({
+        "command": command,
+        "quick": quick,
+        "machine": machine(),
+    });
+    let b = Bench {
+        bins: &bins,
+        work: &work,
+        plan: &plan,
+    };
+    results["generator"] = b.generator()?;
+    results["ingest"] = b.ingest()?;
+    results["fanout"] = b.fanout()?;
+    results["latency"] = b.latency()?;
+    results["memory"] = b.memory()?;
+    results["scaling"] = b.scaling()?;
+    results["duration_s"] = json!(started.elapsed().as_secs_f64());
+    let analysis = std::fs::read_to_string(root.join("docs/performance/analysis.md")).ok();
+    report::write(&results, &doc, &assets, analysis.as_deref())?;
+    check_report(&doc, &assets)?;
+    eprintln!(
+        "bench: report in {} ({:.0} s)",
+        doc.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The report must exist with every section and its charts: what CI checks.
+fn check_report(doc: &Path, assets: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    for section in report::SECTIONS {
+        if !text.contains(section) {
+            bail!("{} lacks the section `{section}`", doc.display());
+        }
+    }
+    for file in report::ASSETS {
+        let p = assets.join(file);
+        let meta = std::fs::metadata(&p).with_context(|| format!("missing {}", p.display()))?;
+        if meta.len() == 0 {
+            bail!("{} is empty", p.display());
+        }
+    }
+    let raw: Value = serde_json::from_slice(&std::fs::read(assets.join("bench.json"))?)?;
+    if raw["ingest"].as_array().is_none_or(|a| a.is_empty()) {
+        bail!("bench.json has no ingest figures");
+    }
+    Ok(())
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+                * 1024
+        })
+        .unwrap_or(0);
+    let haproxy = sh("haproxy", &["-v"]);
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "memory_bytes": mem,
+        "kernel": sh("uname", &["-sr"]),
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "haproxy": haproxy.lines().next().unwrap_or(""),
+        "rustc": sh("rustc", &["-V"]),
+        "commit": sh("git", &["-C", &crate::project_root().to_string_lossy(), "rev-parse", "--short", "HEAD"]),
+        "date": sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+struct Bench<'a> {
+    bins: &'a Bins,
+    work: &'a Path,
+    plan: &'a Plan,
+}
+
+fn stream_args(updates: u64, keys: u32, kind: &str) -> Vec<String> {
+    vec![
+        "--updates".into(),
+        updates.to_string(),
+        "--keys".into(),
+        keys.to_string(),
+        "--key-kind".into(),
+        kind.into(),
+    ]
+}
+
+/// A deadline for a run of `updates` at no less than 50k updates/s.
+fn timeout_for(updates: u64) -> u64 {
+    30 + updates / 50_000
+}
+
+impl Bench<'_> {
+    fn send(&self, target: &procs::Proc, remote: &str, extra: &[String]) -> Result<Value> {
+        let mut args: Vec<String> = vec![
+            "send".into(),
+            "--target".into(),
+            target.addr.to_string(),
+            "--remote".into(),
+            remote.into(),
+        ];
+        args.extend_from_slice(extra);
+        let r = loadgen(&self.bins.loadgen, &args)?;
+        if r["complete"].as_bool() != Some(true) {
+            eprintln!("bench: incomplete run {args:?}: {}", r["errors"]);
+        }
+        Ok(r)
+    }
+
+    fn generator(&self) -> Result<Value> {
+        eprintln!("bench: generator limit (discard sink)");
+        let mut out = Vec::new();
+        for &(updates, keys, kind) in &self.plan.ingest {
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let mut args = vec!["discard".to_owned()];
+                args.extend(stream_args(updates, keys, kind));
+                rates.push(f(&loadgen(&self.bins.loadgen, &args)?, "updates_per_s"));
+            }
+            out.push(json!({
+                "updates": updates, "keys": keys, "key_kind": kind,
+                "updates_per_s": median(&mut rates), "runs": rates,
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn ingest(&self) -> Result<Value> {
+        let mut out = Vec::new();
+        for &(updates, keys, kind) in &self.plan.ingest {
+            eprintln!(
+                "bench: ingest {updates} updates over {keys} {kind} keys, {} runs each",
+                self.plan.runs
+            );
+            let mut ours = Vec::new();
+            let mut hap = Vec::new();
+            let mut ours_cpu = Vec::new();
+            let mut complete = true;
+            let mut args = stream_args(updates, keys, kind);
+            args.extend(["--timeout-s".into(), timeout_for(updates).to_string()]);
+            let haproxy_type = if kind == "string" {
+                "string len 32"
+            } else {
+                "ip"
+            };
+            // Alternate the two targets, so that noise from the shared machine hits
+            // both alike.
+            for run in 0..self.plan.runs {
+                let d = start_daemon(&self.bins.daemon, self.work, "ingest", 1)?;
+                let cpu0 = cpu_seconds(d.pid)?;
+                let r = self.send(&d, "stktagg", &args)?;
+                ours_cpu.push(cpu_seconds(d.pid)? - cpu0);
+                complete &= r["complete"].as_bool() == Some(true);
+                ours.push(f(&r, "updates_per_s"));
+                drop(d);
+                let h = start_haproxy(self.work, &format!("ingest{run}"), haproxy_type)?;
+                let r = self.send(&h, "hap", &args)?;
+                complete &= r["complete"].as_bool() == Some(true);
+                hap.push(f(&r, "updates_per_s"));
+                drop(h);
+            }
+            let (mo, mh) = (median(&mut ours.clone()), median(&mut hap.clone()));
+            out.push(json!({
+                "updates": updates, "keys": keys, "key_kind": kind,
+                "ours_updates_per_s": mo, "haproxy_updates_per_s": mh,
+                "ratio": if mh > 0.0 { mo / mh } else { 0.0 },
+                "ours_runs": ours, "haproxy_runs": hap,
+                "ours_cpu_s_per_run": ours_cpu,
+                "complete": complete,
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn fanout(&self) -> Result<Value> {
+        let p = self.plan;
+        let mut out = Vec::new();
+        for &sources in &p.fanout {
+            eprintln!(
+                "bench: fan-out, {sources} sources at {} updates/s in total",
+                p.fanout_rate
+            );
+            let total = (p.fanout_rate * p.fanout_secs) as u64;
+            let per_source = total / sources as u64;
+            let d = start_daemon(&self.bins.daemon, self.work, "fanout", sources)?;
+            let cpu0 = cpu_seconds(d.pid)?;
+            let mut args = stream_args(per_source, p.fanout_keys, "ipv4");
+            args.extend([
+                "--sources".into(),
+                sources.to_string(),
+                "--rate".into(),
+                p.fanout_rate.to_string(),
+                "--linger-ms".into(),
+                "500".into(),
+                "--timeout-s".into(),
+                (30 + p.fanout_secs as u64 * 4).to_string(),
+            ]);
+            let r = self.send(&d, "stktagg", &args)?;
+            let cpu = cpu_seconds(d.pid)? - cpu0;
+            let updates = r["updates"].as_u64().unwrap_or(0);
+            out.push(json!({
+                "sources": sources,
+                "total_rate": p.fanout_rate,
+                "updates": updates,
+                "daemon_cpu_s": cpu,
+                "cpu_s_per_million": if updates > 0 { cpu / (updates as f64 / 1e6) } else { 0.0 },
+                "aggregated_updates": r["received_updates"],
+                "aggregated_per_s": r["received_per_s"],
+                "complete": r["complete"],
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn latency(&self) -> Result<Value> {
+        let p = self.plan;
+        let mut out = Vec::new();
+        for &rate in &p.latency_rates {
+            eprintln!("bench: propagation latency at {rate} updates/s");
+            let updates = (rate * p.latency_secs) as u64;
+            let d = start_daemon(&self.bins.daemon, self.work, "latency", 3)?;
+            let mut args = stream_args(updates, p.latency_keys, "ipv4");
+            args.extend([
+                "--sources".into(),
+                "3".into(),
+                "--latency".into(),
+                "--rate".into(),
+                rate.to_string(),
+                "--linger-ms".into(),
+                "1000".into(),
+                "--timeout-s".into(),
+                (30 + p.latency_secs as u64 * 4).to_string(),
+            ]);
+            let r = self.send(&d, "stktagg", &args)?;
+            out.push(json!({
+                "rate": rate,
+                "updates": r["updates"],
+                "achieved_rate": r["updates_per_s"],
+                "latency": r["latency"],
+                "coverage": r["latency_coverage"],
+                "complete": r["complete"],
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn memory(&self) -> Result<Value> {
+        let p = self.plan;
+        let keys = p.memory_keys;
+        eprintln!(
+            "bench: memory, {keys} keys x 1 and x {} sources",
+            p.memory_sources
+        );
+        let timeout = timeout_for(u64::from(keys) * p.memory_sources as u64).to_string();
+        let measure = |sources: usize| -> Result<(u64, u64, bool)> {
+            let d = start_daemon(&self.bins.daemon, self.work, "memory", sources)?;
+            std::thread::sleep(Duration::from_millis(200));
+            let idle = rss_bytes(d.pid)?;
+            let mut args = stream_args(u64::from(keys), keys, "ipv4");
+            args.extend([
+                "--sources".into(),
+                sources.to_string(),
+                "--linger-ms".into(),
+                "1000".into(),
+                "--timeout-s".into(),
+                timeout.clone(),
+            ]);
+            let r = self.send(&d, "stktagg", &args)?;
+            // Sessions closed, their buffers freed: what is left is the tables.
+            std::thread::sleep(Duration::from_millis(500));
+            let loaded = rss_bytes(d.pid)?;
+            Ok((idle, loaded, r["complete"].as_bool() == Some(true)))
+        };
+        let (idle1, one, c1) = measure(1)?;
+        let (idle_n, many, cn) = measure(p.memory_sources)?;
+        let extra = (p.memory_sources - 1) as f64 * f64::from(keys);
+        let per_contribution =
+            (many.saturating_sub(idle_n) as f64 - one.saturating_sub(idle1) as f64) / extra;
+        let per_key = one.saturating_sub(idle1) as f64 / f64::from(keys) - per_contribution;
+        Ok(json!({
+            "keys": keys,
+            "sources": p.memory_sources,
+            "key_bytes": 4,
+            "rss_idle_1": idle1, "rss_loaded_1": one,
+            "rss_idle_n": idle_n, "rss_loaded_n": many,
+            "bytes_per_contribution": per_contribution,
+            "bytes_per_output_key": per_key,
+            "complete": c1 && cn,
+        }))
+    }
+
+    fn scaling(&self) -> Result<Value> {
+        let p = self.plan;
+        let mut out = Vec::new();
+        for &keys in &p.scaling {
+            let measured = u64::from(keys).max(p.scaling_min_measured);
+            let updates = u64::from(keys) + measured;
+            eprintln!("bench: scaling, {keys} keys ({updates} updates, the last {measured} timed)");
+            let d = start_daemon(&self.bins.daemon, self.work, "scaling", 1)?;
+            let mut args = stream_args(updates, keys, "ipv4");
+            args.extend([
+                "--measure-from".into(),
+                keys.to_string(),
+                "--timeout-s".into(),
+                timeout_for(updates).to_string(),
+            ]);
+            let r = self.send(&d, "stktagg", &args)?;
+            let rss = rss_bytes(d.pid)?;
+            out.push(json!({
+                "keys": keys,
+                "updates": updates,
+                "measured": measured,
+                "ns_per_update": r["segment"]["ns_per_update"],
+                "fill_and_measure_updates_per_s": r["updates_per_s"],
+                "rss_bytes": rss,
+                "complete": r["complete"],
+            }));
+        }
+        Ok(Value::Array(out))
+    }
 }

@@ -1,0 +1,371 @@
+//! `docs/performance.md` from the raw figures, with its JSON and SVG files.
+
+use super::svg;
+use anyhow::Result;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Headings every report has (checked after writing).
+pub const SECTIONS: &[&str] = &[
+    "## Method",
+    "## Machine",
+    "## Targets",
+    "## Ingest",
+    "## Fan-out",
+    "## Propagation latency",
+    "## Memory",
+    "## Scaling",
+];
+
+/// Files written next to the report.
+pub const ASSETS: &[&str] = &[
+    "bench.json",
+    "ingest.svg",
+    "latency.svg",
+    "fanout.svg",
+    "scaling.svg",
+];
+
+fn n(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else {
+        format!("{:.0} k/s", v / 1e3)
+    }
+}
+
+fn count(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", v / 1e6)
+    } else {
+        format!("{}k", v / 1e3)
+    }
+}
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Writes the report, `bench.json` and the charts.
+pub fn write(r: &Value, doc: &Path, assets: &Path, analysis: Option<&str>) -> Result<()> {
+    std::fs::write(
+        assets.join("bench.json"),
+        serde_json::to_string_pretty(r)? + "\n",
+    )?;
+    let rel = assets
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "performance".to_owned());
+    let mut md = String::new();
+    let m = &r["machine"];
+    let quick = r["quick"].as_bool() == Some(true);
+    let _ = writeln!(md, "# Performance\n");
+    let _ = writeln!(
+        md,
+        "Produced by `{}` at commit `{}` on {} ({:.0} s). Raw figures: [`{rel}/bench.json`]({rel}/bench.json).{}\n",
+        r["command"].as_str().unwrap_or("cargo xtask bench"),
+        m["commit"].as_str().unwrap_or("?"),
+        m["date"].as_str().unwrap_or("?"),
+        n(&r["duration_s"]),
+        if quick {
+            " **Quick run: reduced sizes, for CI; the figures are not the project's.**"
+        } else {
+            ""
+        }
+    );
+    md.push_str(METHOD);
+    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(
+        md,
+        "- CPU: {} ({} cores seen), memory {:.0} GiB\n- {}; {}; {}\n- Load average at start: {}\n\nThe machine is shared with other builds and tests: compare figures of one run (ratios), not across runs.\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        n(&m["memory_bytes"]) / (1u64 << 30) as f64,
+        m["kernel"].as_str().unwrap_or("?"),
+        m["haproxy"].as_str().unwrap_or("?"),
+        m["rustc"].as_str().unwrap_or("?"),
+        m["loadavg"].as_str().unwrap_or("?"),
+    );
+    targets(&mut md, r);
+    ingest(&mut md, r, assets, &rel)?;
+    fanout(&mut md, r, assets, &rel)?;
+    latency(&mut md, r, assets, &rel)?;
+    memory(&mut md, r);
+    scaling(&mut md, r, assets, &rel)?;
+    if let Some(a) = analysis {
+        md.push('\n');
+        md.push_str(a.trim_end());
+        md.push('\n');
+    }
+    std::fs::write(doc, md)?;
+    Ok(())
+}
+
+const METHOD: &str = "## Method
+
+- **Processes.** The release daemon (`stktagg`, one section, `from .uncombined to .aggr`)
+  and Debian's `haproxy` 2.6 (`nbthread 1`, a peers section with the same table
+  `type ip|string len 32 size 12m expire 60s store gpc0,http_req_cnt,http_req_rate(10s)`)
+  run on 127.0.0.1. Each measured run gets a fresh process, so no run inherits a table.
+- **Load.** `stktagg-loadgen` (crate `stktagg-loadgen`) plays HAProxy-like sources over
+  the peers protocol: hello, heartbeat, an empty lesson (`00 01`) for the target's
+  RESYNC REQUEST (answered before the stream starts), the table definition, then a
+  stream encoded before the clock starts: N updates over K keys in a scattered order,
+  update ids in sequence (full form first, then incremental, as HAProxy pushes),
+  values `gpc0`, `http_req_cnt` (unique per update) and `http_req_rate(10s)`.
+- **Ingest** is updates/s from the first byte sent until the target's ack (`0a 84`)
+  of the last update; median of the runs; the same streams go to both targets,
+  alternating. The daemon also sends each new sum back to the source (that is its
+  job), HAProxy only stores. The **generator limit** is the same stream written into
+  a loopback socket whose reader discards it.
+- **Fan-out**: S sources share the key space and send at a fixed total rate; the
+  daemon's CPU time comes from `/proc/<pid>/stat` (user + system) around the run.
+- **Propagation latency**: one source sends at a fixed rate, two others only listen;
+  for each update, the time from its write to the arrival, at the *last* of the two
+  listeners, of a sum carrying its `http_req_cnt` (its keys are written by that
+  source only, so the sum identifies the update). Updates coalesced into a later sum
+  are not samples; the coverage column says how many were. This includes both
+  loopback hops and the generator's threads, so it bounds the daemon's own
+  receive→send time from above.
+- **Memory**: resident set (`VmRSS`) of the daemon idle, then after K keys from 1
+  source, and (fresh daemon) after the same K keys from S sources, all acknowledged
+  and sessions closed. Per contribution = (RSS growth with S − with 1) / ((S−1)·K);
+  per output key = growth with 1 / K − one contribution. Keys are IPv4 (4 bytes).
+- **Scaling**: one source fills K keys (K updates), then sends max(K, scaling floor)
+  more over the same keys; the figure is the time per update of that second part,
+  from the ack of update K to the ack of the last.
+
+";
+
+fn targets(md: &mut String, r: &Value) {
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(md, "| target | measured | met |\n| --- | --- | --- |");
+    let min_ratio = arr(&r["ingest"])
+        .iter()
+        .map(|x| n(&x["ratio"]))
+        .fold(f64::INFINITY, f64::min);
+    let ok = |b: bool| if b { "yes" } else { "**no**" };
+    if min_ratio.is_finite() {
+        let _ = writeln!(
+            md,
+            "| ingest ≥ 3× HAProxy 2.6 (every stream) | {min_ratio:.2}× at worst | {} |",
+            ok(min_ratio >= 3.0)
+        );
+    }
+    let at100k = arr(&r["latency"])
+        .iter()
+        .find(|x| (n(&x["rate"]) - 100_000.0).abs() < 1.0)
+        .or_else(|| arr(&r["latency"]).last());
+    if let Some(l) = at100k {
+        let p99 = n(&l["latency"]["p99_us"]) / 1000.0;
+        let _ = writeln!(
+            md,
+            "| p99 propagation < 1 ms at 100k updates/s | {p99:.3} ms at {} updates/s | {} |",
+            count(n(&l["rate"])),
+            ok(p99 < 1.0 && !l["latency"].is_null())
+        );
+    }
+    let mem = &r["memory"];
+    let per = n(&mem["bytes_per_contribution"]);
+    let _ = writeln!(
+        md,
+        "| ≤ 48 bytes per key × source contribution (beyond key bytes) | {per:.1} bytes | {} |",
+        ok(per <= 48.0)
+    );
+    let sc = arr(&r["scaling"]);
+    if let (Some(a), Some(b)) = (sc.first(), sc.last()) {
+        let x = n(&b["ns_per_update"]) / n(&a["ns_per_update"]).max(1e-9);
+        let _ = writeln!(
+            md,
+            "| per-update cost at the largest table ≤ 1.5× at the smallest | {x:.2}× ({} vs {} keys) | {} |",
+            count(n(&b["keys"])),
+            count(n(&a["keys"])),
+            ok(x <= 1.5)
+        );
+    }
+    md.push('\n');
+}
+
+fn ingest(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
+    let _ = writeln!(md, "## Ingest\n");
+    let _ = writeln!(
+        md,
+        "| stream | stktagg | HAProxy 2.6 | ours / HAProxy | generator alone | daemon CPU s per run | complete |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let gens = arr(&r["generator"]);
+    let mut cats = Vec::new();
+    let (mut ours, mut hap) = (Vec::new(), Vec::new());
+    for (i, x) in arr(&r["ingest"]).iter().enumerate() {
+        let name = format!(
+            "{} over {} {}",
+            count(n(&x["updates"])),
+            count(n(&x["keys"])),
+            x["key_kind"].as_str().unwrap_or("")
+        );
+        let cpu: Vec<String> = arr(&x["ours_cpu_s_per_run"])
+            .iter()
+            .map(|c| format!("{:.2}", n(c)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {:.2}× | {} | {} | {} |",
+            rate(n(&x["ours_updates_per_s"])),
+            rate(n(&x["haproxy_updates_per_s"])),
+            n(&x["ratio"]),
+            gens.get(i)
+                .map_or("-".to_owned(), |g| rate(n(&g["updates_per_s"]))),
+            cpu.join(", "),
+            x["complete"]
+        );
+        cats.push(name);
+        ours.push(n(&x["ours_updates_per_s"]));
+        hap.push(n(&x["haproxy_updates_per_s"]));
+    }
+    let _ = writeln!(md, "\n![ingest]({rel}/ingest.svg)\n");
+    std::fs::write(
+        assets.join("ingest.svg"),
+        svg::bars(
+            "Ingest, updates/s (median)",
+            "updates/s",
+            &cats,
+            &[("stktagg", ours), ("HAProxy 2.6", hap)],
+        ),
+    )?;
+    Ok(())
+}
+
+fn fanout(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
+    let _ = writeln!(md, "## Fan-out\n");
+    let _ = writeln!(
+        md,
+        "| sources | total rate | updates | daemon CPU s | CPU s per million updates | aggregated updates sent/s | complete |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let (mut cats, mut cpu) = (Vec::new(), Vec::new());
+    for x in arr(&r["fanout"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            x["sources"],
+            rate(n(&x["total_rate"])),
+            x["updates"],
+            n(&x["daemon_cpu_s"]),
+            n(&x["cpu_s_per_million"]),
+            rate(n(&x["aggregated_per_s"])),
+            x["complete"]
+        );
+        cats.push(format!("{} sources", x["sources"]));
+        cpu.push(n(&x["cpu_s_per_million"]));
+    }
+    let _ = writeln!(
+        md,
+        "\nEach source receives every changed sum, so aggregated updates sent ≈ sources × input rate while keys change.\n\n![fan-out]({rel}/fanout.svg)\n"
+    );
+    std::fs::write(
+        assets.join("fanout.svg"),
+        svg::bars(
+            "Fan-out: daemon CPU seconds per million updates",
+            "CPU s / M updates",
+            &cats,
+            &[("stktagg", cpu)],
+        ),
+    )?;
+    Ok(())
+}
+
+fn latency(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
+    let _ = writeln!(md, "## Propagation latency\n");
+    let _ = writeln!(
+        md,
+        "| rate | achieved | p50 | p99 | p99.9 | max | samples | coverage |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let (mut cats, mut p50, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for x in arr(&r["latency"]) {
+        let l = &x["latency"];
+        let ms = |k: &str| n(&l[k]) / 1000.0;
+        let _ = writeln!(
+            md,
+            "| {}/s | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {} | {:.1}% |",
+            count(n(&x["rate"])),
+            rate(n(&x["achieved_rate"])),
+            ms("p50_us"),
+            ms("p99_us"),
+            ms("p999_us"),
+            ms("max_us"),
+            l["samples"],
+            n(&x["coverage"]) * 100.0
+        );
+        cats.push(format!("{}/s", count(n(&x["rate"]))));
+        p50.push(ms("p50_us"));
+        p99.push(ms("p99_us"));
+        p999.push(ms("p999_us"));
+    }
+    let _ = writeln!(md, "\n![latency]({rel}/latency.svg)\n");
+    std::fs::write(
+        assets.join("latency.svg"),
+        svg::bars(
+            "Propagation latency, source to every other source",
+            "ms",
+            &cats,
+            &[("p50", p50), ("p99", p99), ("p99.9", p999)],
+        ),
+    )?;
+    Ok(())
+}
+
+fn memory(md: &mut String, r: &Value) {
+    let m = &r["memory"];
+    let mib = |k: &str| n(&m[k]) / (1u64 << 20) as f64;
+    let _ = writeln!(md, "## Memory\n");
+    let _ = writeln!(
+        md,
+        "| | 1 source | {} sources |\n| --- | --- | --- |\n| RSS idle | {:.1} MiB | {:.1} MiB |\n| RSS with {} keys | {:.1} MiB | {:.1} MiB |\n\n\
+         - **per key × source contribution: {:.1} bytes** (key bytes: {})\n- **per output key: {:.1} bytes** (entry, key, map slot, bookkeeping)\n- complete: {}\n",
+        m["sources"],
+        mib("rss_idle_1"),
+        mib("rss_idle_n"),
+        count(n(&m["keys"])),
+        mib("rss_loaded_1"),
+        mib("rss_loaded_n"),
+        n(&m["bytes_per_contribution"]),
+        m["key_bytes"],
+        n(&m["bytes_per_output_key"]),
+        m["complete"],
+    );
+}
+
+fn scaling(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
+    let _ = writeln!(md, "## Scaling\n");
+    let _ = writeln!(
+        md,
+        "| keys | timed updates | ns per update | daemon RSS | complete |\n| --- | --- | --- | --- | --- |"
+    );
+    let mut pts = Vec::new();
+    for x in arr(&r["scaling"]) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} MiB | {} |",
+            count(n(&x["keys"])),
+            count(n(&x["measured"])),
+            n(&x["ns_per_update"]),
+            n(&x["rss_bytes"]) / (1u64 << 20) as f64,
+            x["complete"]
+        );
+        pts.push((n(&x["keys"]), n(&x["ns_per_update"])));
+    }
+    let _ = writeln!(md, "\n![scaling]({rel}/scaling.svg)\n");
+    std::fs::write(
+        assets.join("scaling.svg"),
+        svg::lines_logx(
+            "Time per update against table size",
+            "keys in the table",
+            "ns per update",
+            &[("stktagg", pts)],
+        ),
+    )?;
+    Ok(())
+}
