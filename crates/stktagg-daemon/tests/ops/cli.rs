@@ -198,3 +198,23 @@ fn sighup_checks_the_configuration_and_keeps_running() {
     );
     assert!(d.api.command("show peers").unwrap().contains("state=ESTA"));
 }
+
+#[test]
+fn a_listener_that_cannot_bind_exits_1() {
+    let dir = scratch_dir("ops_cli_bind").unwrap();
+    // Held for the whole run, so the daemon's bind fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let f = dir.join("taken.cfg");
+    std::fs::write(
+        &f,
+        format!(
+            "aggregations s\n    peer me {addr} local\n    peer n 127.0.0.1:1\n    from .a to .b\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_bin(&["-f", f.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with("stktagg: section `s`"), "{err}");
+    remove_dir(&dir);
+}
