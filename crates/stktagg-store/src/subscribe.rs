@@ -13,7 +13,7 @@
 //! unsubscribe. [`Waker::wake`] is called with that read lock held, so it must be
 //! quick and must not call back into the store (tokio's `Notify::notify_one` is fine).
 
-use crate::store::{TableId, TableKind};
+use crate::store::{KeyHasher, TableId, TableKind};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -48,7 +48,7 @@ impl SubscriptionFilter {
 
 #[derive(Default)]
 struct Dirty {
-    set: HashSet<(TableId, Key)>,
+    set: HashSet<(TableId, Key), KeyHasher>,
     order: VecDeque<(TableId, Key)>,
     tables: Vec<TableId>,
 }
@@ -73,8 +73,8 @@ impl SubShared {
             let was_empty = d.order.is_empty();
             for k in keys {
                 let item = (table, k.clone());
-                if !d.set.contains(&item) {
-                    d.set.insert(item.clone());
+                // One hash per key: `insert` says whether it was already queued.
+                if d.set.insert(item.clone()) {
                     d.order.push_back(item);
                 }
             }
