@@ -163,7 +163,8 @@ impl Fleet {
             }
             Kind::Daemon => {
                 let mut c = Command::new(&daemon_bin);
-                c.arg("-f").arg(&p.config);
+                // Plain text logs: they are read in a file, not on a terminal.
+                c.arg("-f").arg(&p.config).env("NO_COLOR", "1");
                 c
             }
         };

@@ -349,6 +349,20 @@ impl Monitor {
         }
     }
 
+    /// Time since the monitor was created.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Whether every point is right now and has been since `hold` at least
+    /// (counted from the first round where all were right).
+    pub fn settled_for(&self, hold: Duration) -> bool {
+        self.all_right_now
+            && self
+                .all_right_at
+                .is_some_and(|a| self.elapsed() >= a + hold)
+    }
+
     /// Takes one round of readings. `tally` is called before (lower bounds: what
     /// was answered) and after (upper bounds: what was started) the reading.
     pub fn round(&mut self, fleet: &Fleet, tally: &dyn Fn() -> Tally) {
@@ -364,6 +378,12 @@ impl Monitor {
             }
         };
         let after = tally();
+        self.judge(&snap, &before, &after);
+    }
+
+    /// Judges one round of readings: `before` is the tally taken before reading
+    /// (lower bounds), `after` the one taken after (upper bounds).
+    pub fn judge(&mut self, snap: &Snapshot, before: &Tally, after: &Tally) {
         let t = self.start.elapsed();
         let mut all_right = true;
         for (i, p) in self.points.iter().enumerate() {
@@ -574,6 +594,49 @@ No such table\n\n\
         let bad = exact(&snap, &pts, &tally);
         assert!(bad.iter().any(|b| b.contains("driver sent 3")), "{bad:?}");
     }
+
+    #[test]
+    fn monitor_flags_doubles_and_drops_after_right() {
+        let topo = topo();
+        let pts: Vec<Point> = all_points(&topo)
+            .into_iter()
+            .filter(|p| p.proc == "hapee4" && p.table == "fleet/ip.l2")
+            .collect();
+        let mut tally = Tally::default();
+        for n in ALL_NODES {
+            tally.started.insert((n.to_owned(), 3), 1);
+            tally.done.insert((n.to_owned(), 3), 1);
+        }
+        let read = |v: i128| {
+            Snapshot::from([(
+                ("hapee4".to_owned(), "fleet/ip.l2".to_owned()),
+                table(&[("10.0.0.3", v)]),
+            )])
+        };
+        let mut m = Monitor::new(pts.clone(), true);
+        // Below the truth before it was ever right: still converging, allowed.
+        m.judge(&read(2), &tally, &tally);
+        assert!(m.violations.is_empty() && !m.all_right_now);
+        m.judge(&read(4), &tally, &tally);
+        assert!(m.violations.is_empty() && m.all_right_now);
+        m.judge(&read(3), &tally, &tally);
+        assert_eq!(m.violations.len(), 1, "{:?}", m.violations);
+        assert!(m.violations[0].contains("dropped below"));
+        m.judge(&read(5), &tally, &tally);
+        assert!(
+            m.violations[1].contains("counted twice"),
+            "{:?}",
+            m.violations
+        );
+        // Without lower bounds, a drop is only counted.
+        let mut m = Monitor::new(pts, false);
+        m.judge(&read(4), &tally, &tally);
+        m.judge(&read(1), &tally, &tally);
+        assert!(m.violations.is_empty());
+        assert_eq!(m.dips, 1);
+    }
+
+    const ALL_NODES: [&str; 4] = ["hapee1", "hapee2", "hapee3", "hapee4"];
 
     #[test]
     fn parses_show_peers() {

@@ -156,9 +156,17 @@ impl Ctx {
                     missing.push(format!("{}->{} {}", a.name, p.name, p.state));
                 }
             }
+            // The daemon relays the first member (in config order, which is the
+            // order `show peers` lists) that is up; this is the steady state.
             let ups: Vec<&PeerLine> = peers.iter().filter(|p| p.active.is_some()).collect();
-            if !ups.is_empty() && !ups.iter().any(|p| p.active == Some(true)) {
-                missing.push(format!("{}: no active up member", a.name));
+            let preferred = ups.iter().find(|p| self.fleet.running(&p.name));
+            if let Some(pref) = preferred
+                && pref.active != Some(true)
+            {
+                missing.push(format!(
+                    "{}: {} is not the active up member yet",
+                    a.name, pref.name
+                ));
             }
         }
         Ok(missing)
@@ -279,6 +287,21 @@ impl Ctx {
         )
     }
 
+    /// What is wrong right now, in a few lines, for an error message.
+    pub fn mismatches(&self) -> String {
+        let points = self.points();
+        let tally = self.tally();
+        match observe::snapshot(&self.fleet, &points) {
+            Ok(snap) => {
+                let mut bad = observe::exact(&snap, &points, &tally);
+                let n = bad.len();
+                bad.truncate(12);
+                format!("{n} mismatches now, first ones:\n  {}", bad.join("\n  "))
+            }
+            Err(e) => format!("tables unreadable now: {e}"),
+        }
+    }
+
     /// Runs `monitor` round after round until `done` says so (it is given the
     /// monitor and the time since the monitor started), failing after `timeout` or
     /// at the first violation.
@@ -304,28 +327,34 @@ impl Ctx {
             }
             if t >= timeout {
                 bail!(
-                    "still not done after {timeout:?} of watching ({} rounds, all right once: {:?})",
+                    "still not done after {timeout:?} of watching ({} rounds, all right once: {:?}); {}",
                     monitor.rounds,
-                    monitor.all_right_at
+                    monitor.all_right_at,
+                    self.mismatches()
                 );
             }
             std::thread::sleep(POLL);
         }
     }
 
-    /// Records a monitor's totals.
-    pub fn monitor_summary(&mut self, label: &str, m: &Monitor) {
+    /// Records a monitor's totals. Dips (a right value read lower later) only mean
+    /// something when the traffic was paused while watching.
+    pub fn monitor_summary(&mut self, label: &str, m: &Monitor, paused: bool) {
+        let dips = if paused {
+            format!(", {} dips below a right value", m.dips)
+        } else {
+            String::new()
+        };
         self.measure(
             format!("{label}: readings"),
             format!(
-                "{} tables in {} rounds, {} violations, {} dips below a right value",
+                "{} tables in {} rounds, {} violations{dips}",
                 m.readings,
                 m.rounds,
                 m.violations.len(),
-                m.dips
             ),
         );
-        if let Some(d) = &m.first_dip {
+        if let (true, Some(d)) = (paused, &m.first_dip) {
             self.measure(format!("{label}: first dip"), d.clone());
         }
     }
