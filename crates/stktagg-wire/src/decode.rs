@@ -291,9 +291,10 @@ impl Decoder {
 
     fn decode_update(&mut self, r: &mut Reader, kind: UpdateKind) -> Result<Message, WireError> {
         let table_id = self.tables.selected.ok_or(WireError::UpdateWithoutTable)?;
+        // One lookup per update: the same entry is read and then committed to.
         let table = self
             .tables
-            .get(table_id)
+            .get_mut(table_id)
             .ok_or(WireError::UnknownTableId { table_id })?;
         let def = &table.def;
         let update_id = if kind.has_id() {
@@ -317,9 +318,7 @@ impl Decoder {
         if let Some((id, name)) = dict_fill {
             self.dict.set(id, name);
         }
-        if let Some(t) = self.tables.get_mut(table_id) {
-            t.last_update_id = update_id;
-        }
+        table.last_update_id = update_id;
         Ok(Message::Update(Update {
             kind,
             table_id,

@@ -140,8 +140,10 @@ pub fn split_frame(buf: &mut BytesMut, max_message_len: usize) -> Result<Option<
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    let mut frame = buf.split_to(total).freeze();
-    let body = frame.split_off(2 + len_len);
+    // Skip the header in place, then take the body: one shared handle per frame
+    // rather than two (the split and the slice each cost an atomic increment).
+    bytes::Buf::advance(buf, 2 + len_len);
+    let body = buf.split_to(total - 2 - len_len).freeze();
     Ok(Some(Frame {
         class,
         msg_type,

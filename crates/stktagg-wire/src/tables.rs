@@ -10,6 +10,10 @@ use crate::message::TableDefinition;
 use bytes::Bytes;
 use std::collections::HashMap;
 
+/// The maps' hasher: every update looks its table up, so SipHash would show in the
+/// profile; ids and names come from the peer, and foldhash is seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
 /// One defined table and its update sequence.
 #[derive(Debug, Clone)]
 pub(crate) struct TableState<L> {
@@ -24,16 +28,16 @@ pub(crate) struct TableState<L> {
 /// The tables of one direction of a session, by table id, plus the selected one.
 #[derive(Debug, Clone)]
 pub(crate) struct TableMap<L> {
-    by_id: HashMap<u32, TableState<L>>,
-    by_name: HashMap<Bytes, u32>,
+    by_id: HashMap<u32, TableState<L>, Hasher>,
+    by_name: HashMap<Bytes, u32, Hasher>,
     pub(crate) selected: Option<u32>,
 }
 
 impl<L> Default for TableMap<L> {
     fn default() -> Self {
         TableMap {
-            by_id: HashMap::new(),
-            by_name: HashMap::new(),
+            by_id: HashMap::default(),
+            by_name: HashMap::default(),
             selected: None,
         }
     }
