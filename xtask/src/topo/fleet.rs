@@ -142,6 +142,7 @@ impl Fleet {
     pub fn start(&mut self, name: &str) -> Result<()> {
         let daemon_bin = self.daemon_bin.clone();
         let haproxy_bin = self.haproxy_bin.clone();
+        let dir = self.dir.clone();
         let p = self.proc_mut(name)?;
         if p.state != State::Dead {
             bail!("`{name}` is already running");
@@ -172,6 +173,8 @@ impl Fleet {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {name} ({cmd:?})"))?;
+        // Remembered so that the next run can stop what an interrupted one left.
+        note_pid(&dir, child.id());
         p.child = Some(child);
         p.state = State::Running;
         self.wait_ready(name)
@@ -364,8 +367,62 @@ pub fn check_addrs_free(addrs: &[(String, SocketAddr)]) -> Result<()> {
     Ok(())
 }
 
-/// Creates an empty run directory (removing an earlier run's).
+const PIDS_FILE: &str = "pids";
+
+fn note_pid(dir: &Path, pid: u32) {
+    if let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(PIDS_FILE))
+    {
+        let _ = writeln!(f, "{pid}");
+    }
+}
+
+/// Stops the processes an interrupted run left behind in `dir` (killed itself
+/// with SIGKILL, it could not stop its children). Only PIDs that this tool wrote
+/// down in `dir/pids` and whose command line still names `dir` are signalled.
+fn reap_leftovers(dir: &Path) -> Vec<u32> {
+    let Ok(text) = std::fs::read_to_string(dir.join(PIDS_FILE)) else {
+        return Vec::new();
+    };
+    let needle = dir.display().to_string();
+    let mut reaped = Vec::new();
+    for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if !cmdline.contains(&needle) {
+            continue;
+        }
+        for sig in ["-CONT", "-KILL"] {
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        reaped.push(pid);
+    }
+    if !reaped.is_empty() {
+        // Give the kernel a moment to release their listening sockets.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    reaped
+}
+
+/// Creates an empty run directory, first stopping what an interrupted earlier run
+/// left running there, and removing its files.
 pub fn fresh_dir(dir: &Path) -> Result<()> {
+    let reaped = reap_leftovers(dir);
+    if !reaped.is_empty() {
+        eprintln!(
+            "stopped {} processes left by an interrupted run in {}: {reaped:?}",
+            reaped.len(),
+            dir.display()
+        );
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
@@ -404,6 +461,32 @@ mod tests {
         assert!(err.to_string().contains("aggr9"), "{err}");
         drop(held);
         check_addrs_free(&[("aggr9".to_owned(), addr)]).unwrap();
+    }
+
+    #[test]
+    fn leftovers_are_reaped_only_if_they_name_the_run_dir() {
+        let dir = std::env::temp_dir().join(format!("topo-reap-{}", std::process::id()));
+        fresh_dir(&dir).unwrap();
+        // A process whose command line names the directory, and one that does not.
+        // `sh -c CMD NAME` runs CMD with $0 = NAME, so the directory is in its
+        // command line while it sleeps.
+        let mut ours = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg(&dir)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut other = Command::new("sleep").arg("31").spawn().unwrap();
+        note_pid(&dir, ours.id());
+        note_pid(&dir, other.id());
+        let reaped = reap_leftovers(&dir);
+        assert_eq!(reaped, vec![ours.id()]);
+        assert!(!ours.wait().unwrap().success());
+        assert!(other.try_wait().unwrap().is_none());
+        other.kill().unwrap();
+        other.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -53,8 +53,8 @@ impl Ctx {
         daemon_bin: &Path,
         haproxy_bin: &str,
     ) -> Result<Ctx> {
-        fleet::check_addrs_free(&topo.listen_addrs()?)?;
         fleet::fresh_dir(dir)?;
+        fleet::check_addrs_free(&topo.listen_addrs()?)?;
         let fleet = Fleet::prepare(&topo, dir, daemon_bin, haproxy_bin)?;
         Ok(Ctx {
             name,
