@@ -273,7 +273,7 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
         }
     }
     if only.is_some() && o.is_empty() {
-        return "No such section.\n".to_owned();
+        return "No such peers\n".to_owned();
     }
     o
 }
@@ -347,6 +347,19 @@ fn find_table<'a>(ctx: &'a ApiContext, name: &str) -> Option<(&'a Arc<Section>, 
     None
 }
 
+/// Most `data.` filters in one command (HAProxy's `STKTABLE_FILTER_LEN`).
+const MAX_FILTERS: usize = 4;
+
+/// Whether `name` is an array element as `show table` names it (`gpc3`, `gpt0`,
+/// `gpc1_rate`), which HAProxy's filters accept for the legacy single types.
+fn is_array_field(name: &str) -> bool {
+    let base = name.strip_suffix("_rate").unwrap_or(name);
+    ["gpc", "gpt"].iter().any(|p| {
+        base.strip_prefix(p)
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()))
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Eq,
@@ -368,56 +381,76 @@ fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
     let mut filters: Vec<(String, Op, i64)> = Vec::new();
     let mut key: Option<Key> = None;
     let mut detail = false;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i] {
-            "key" => {
-                let Some(k) = args.get(i + 1) else {
-                    return "Missing key\n".to_owned();
-                };
-                match parse_key(t.key_type, t.key_len, k) {
-                    Ok(k) => key = Some(k),
-                    Err(e) => return format!("{e}\n"),
-                }
-                i += 2;
+    // HAProxy's grammar and messages: `key <k>` (plus our `detail`), or up to four
+    // `data.<type> <op> <value>` filters, or nothing.
+    match args.first().copied() {
+        None => {}
+        Some("key") => {
+            let Some(k) = args.get(1) else {
+                return "Key value expected\n".to_owned();
+            };
+            match parse_key(t.key_type, t.key_len, k) {
+                Ok(k) => key = Some(k),
+                Err(e) => return format!("{e}\n"),
             }
-            "detail" if key.is_some() => {
-                detail = true;
-                i += 1;
-            }
-            a if a.starts_with("data.") => {
-                let (Some(op), Some(v)) = (args.get(i + 1), args.get(i + 2)) else {
-                    return "Missing operator or value for data filter\n".to_owned();
-                };
-                let op = match *op {
-                    "eq" => Op::Eq,
-                    "ne" => Op::Ne,
-                    "le" => Op::Le,
-                    "ge" => Op::Ge,
-                    "lt" => Op::Lt,
-                    "gt" => Op::Gt,
-                    _ => return "Require and operator among \"eq\", \"ne\", \"le\", \"ge\", \"lt\", \"gt\"\n".to_owned(),
-                };
-                let Ok(v) = v.parse::<i64>() else {
-                    return "Require a valid integer value to compare against\n".to_owned();
-                };
-                let ty = &a["data.".len()..];
-                if !info
-                    .definition
-                    .data
-                    .iter()
-                    .any(|d| field_names(d).iter().any(|n| n == ty) || d.data_type.name() == ty)
-                {
-                    return "Data type not stored in this table\n".to_owned();
+            match args.get(2..) {
+                Some(["detail"]) => detail = true,
+                Some([]) | None => {}
+                Some(_) => {
+                    return "Optional argument after the key only supports \"detail\"\n".to_owned();
                 }
+            }
+        }
+        Some(a) if a.starts_with("data.") => {
+            let mut i = 0;
+            while i < args.len() {
+                let n = i / 3 + 1;
+                if n > MAX_FILTERS {
+                    return format!(
+                        "Detected extra data in filter, {}th word of input, after '{}'\n",
+                        i + 4,
+                        args[i - 1]
+                    );
+                }
+                // Like HAProxy, the first five characters of every filter word are taken
+                // as `data.` without looking: a stray word is an unknown data type.
+                let ty = args[i].get("data.".len()..).unwrap_or("");
+                if stktagg_wire::DataType::from_name(ty).is_none() && !is_array_field(ty) {
+                    return format!("Filter entry #{n}: Unknown data type\n");
+                }
+                let stored = info.definition.data.iter().any(|d| {
+                    d.data_type.name() == ty
+                        || field_names(d)
+                            .iter()
+                            .any(|f| f.split('(').next() == Some(ty))
+                });
+                if !stored {
+                    return format!("Filter entry #{n}: Data type not stored in this table\n");
+                }
+                let op = match args.get(i + 1).copied() {
+                    Some("eq") => Op::Eq,
+                    Some("ne") => Op::Ne,
+                    Some("le") => Op::Le,
+                    Some("ge") => Op::Ge,
+                    Some("lt") => Op::Lt,
+                    Some("gt") => Op::Gt,
+                    _ => {
+                        return format!(
+                            "Filter entry #{n}: Require and operator among \"eq\", \"ne\", \"le\", \"ge\", \"lt\", \"gt\"\n"
+                        );
+                    }
+                };
+                let Some(Ok(v)) = args.get(i + 2).map(|v| v.parse::<i64>()) else {
+                    return format!(
+                        "Filter entry #{n}: Require a valid integer value to compare against\n"
+                    );
+                };
                 filters.push((ty.to_owned(), op, v));
                 i += 3;
             }
-            other => {
-                return format!(
-                    "Unknown argument '{other}': optional argument must be \"data.<type> <op> <value>\" or \"key <key>\"\n"
-                );
-            }
+        }
+        Some(_) => {
+            return "Optional argument only supports \"data.<store_data_type>\" <operator> <value> and key <key>\n".to_owned();
         }
     }
     let mut o = header(s, &t);

@@ -29,8 +29,11 @@ const HIGH_WATER: usize = 64 * 1024;
 const BATCH: usize = 256;
 /// Most tables a section holds (outputs and relays).
 const MAX_TABLES: usize = 1024;
-/// Delay before asking an upper aggregator again after it answered PARTIAL.
+/// Delay before asking an aggregator again after it answered PARTIAL.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
+/// Delay before asking a HAProxy node again after it answered PARTIAL
+/// (HAProxy's own `PEER_RESYNC_TIMEOUT`).
+const NODE_RESYNC_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -521,7 +524,8 @@ impl Session {
             return;
         }
         self.awaiting_resync = false;
-        let peer = self.peer();
+        let section = self.section.clone();
+        let peer = &section.peers[self.id.0];
         peer.stats.resyncs_in.fetch_add(1, Ordering::Relaxed);
         crate::metrics::resync(&self.section.name, &peer.name, "in");
         // A source that says PARTIAL was not up to date itself: a node that has just
@@ -537,13 +541,20 @@ impl Session {
         }
         if finished {
             peer.stats.resynced.store(true, Ordering::Relaxed);
+        } else {
+            // Not complete yet (it has just started): ask again later, as HAProxy does
+            // after a PARTIAL. Aggregators are asked again soon (an upper one is not
+            // relayed before it is complete; a lower one holds us PARTIAL until it
+            // is); a node, whose lesson costs its whole table, after HAProxy's 5 s.
+            let delay = match peer.role {
+                Role::Source(SourceKind::Node) => NODE_RESYNC_RETRY,
+                _ => RESYNC_RETRY,
+            };
+            self.retry_resync_at = Some(tokio::time::Instant::now() + delay);
         }
         if let Some(group) = peer.group() {
             if !finished {
-                // An upper aggregator that is not complete yet (it has just started):
-                // not eligible; ask again shortly, as HAProxy does after a PARTIAL.
                 peer.stats.resynced.store(false, Ordering::Relaxed);
-                self.retry_resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
             }
             on_group_change(&self.section, group, Some(self.id));
         }
@@ -576,7 +587,7 @@ impl Session {
                     continue;
                 }
                 for (table, key) in batch {
-                    self.send_entry(table, key, now);
+                    self.send_entry(table, key, now, false);
                 }
                 continue;
             }
@@ -585,7 +596,7 @@ impl Session {
                 break;
             }
             for (table, key) in batch {
-                self.send_entry(table, key, now);
+                self.send_entry(table, key, now, true);
             }
         }
     }
@@ -616,7 +627,9 @@ impl Session {
         Some((e.0, e.1))
     }
 
-    fn send_entry(&mut self, table: TableId, key: Key, now: u64) {
+    /// Sends one entry's current value; `live` for a change (as opposed to a full
+    /// resync we teach), which is what the propagation histogram measures.
+    fn send_entry(&mut self, table: TableId, key: Key, now: u64, live: bool) {
         let Some(entry) = self.section.store.read(table, &key, now) else {
             // Gone since it was marked (expired): there are no deletes on the wire.
             return;
@@ -645,7 +658,7 @@ impl Session {
         let peer = self.peer();
         peer.stats.updates_out.fetch_add(1, Ordering::Relaxed);
         crate::metrics::update_out(&self.section.name, &peer.name);
-        if changed_at > 0 {
+        if live && changed_at > 0 {
             crate::metrics::propagation(now.saturating_sub(changed_at));
         }
     }
