@@ -74,7 +74,9 @@ fn ci() -> Result<()> {
     test.args(["test", "--workspace"]);
     // Real-HAProxy tests fail rather than skip when this is set.
     test.env("CI", "true");
-    run(test)
+    run(test)?;
+    // The Debian package builds, lists and runs (debug build: the one just tested).
+    deb::main(&["--debug".to_owned(), "--check".to_owned()])
 }
 
 /// The codec must never depend on tokio (with its default features).
