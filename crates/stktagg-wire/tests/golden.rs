@@ -331,3 +331,27 @@ fn acks_and_control() {
         vec![Message::ResyncRequest, Message::ResyncConfirm]
     );
 }
+
+#[test]
+fn partial_resync() {
+    let msgs = load("partial");
+    assert_eq!(msgs.len(), 5);
+    assert_eq!(msgs[0], Message::ResyncRequest);
+    let Message::TableDefinition(d) = &msgs[1] else {
+        panic!("{:?}", msgs[1])
+    };
+    assert_eq!(
+        (&d.name[..], d.table_id, d.key_type, d.key_len, d.expire_ms),
+        (&b"/t"[..], 1, KeyType::Ipv4, 4, 30_000)
+    );
+    assert_eq!(d.data, vec![DataSpec::plain(DataType::Gpc0)]);
+    let Message::Update(u) = &msgs[2] else {
+        panic!("{:?}", msgs[2])
+    };
+    assert_eq!((u.kind, u.table_id, u.update_id), (UpdateKind::Timed, 1, 1));
+    let exp = u.expire_ms.unwrap();
+    assert!(exp > 20_000 && exp <= 30_000, "{exp}");
+    assert_eq!(u.key, Key::from_ipv4("10.0.0.1".parse().unwrap()));
+    assert_eq!(u.values, vec![Value::Uint(5)]);
+    assert_eq!(msgs[3..], [Message::ResyncPartial, Message::ResyncConfirm]);
+}

@@ -10,9 +10,9 @@ use stktagg_wire::{
     UpdateKind, Value,
 };
 
-const WAIT: Duration = Duration::from_secs(8);
+pub(crate) const WAIT: Duration = Duration::from_secs(8);
 
-fn def(
+pub(crate) fn def(
     id: u32,
     name: &str,
     key_type: KeyType,
@@ -29,7 +29,7 @@ fn def(
     }
 }
 
-fn update(table_id: u32, update_id: u32, key: Key, values: Vec<Value>) -> Message {
+pub(crate) fn update(table_id: u32, update_id: u32, key: Key, values: Vec<Value>) -> Message {
     Message::Update(Update {
         kind: UpdateKind::Full,
         table_id,
@@ -41,7 +41,7 @@ fn update(table_id: u32, update_id: u32, key: Key, values: Vec<Value>) -> Messag
 }
 
 /// Dials and lets HAProxy's startup resync exchange finish.
-fn settled(lab: &PeerLab) -> MockPeer {
+pub(crate) fn settled(lab: &PeerLab) -> MockPeer {
     let mut p = lab.dial().unwrap();
     p.recv_until(WAIT, |m| *m == Message::ResyncConfirm)
         .unwrap();
@@ -51,7 +51,7 @@ fn settled(lab: &PeerLab) -> MockPeer {
 /// Waits until HAProxy has acknowledged every `(table_id, update_id)` of `want`.
 /// HAProxy acks at the end of each read pass, one ACK per table, in its own table
 /// order, so the acks may come in any order.
-fn expect_acks(p: &mut MockPeer, want: &[(u32, u32)]) {
+pub(crate) fn expect_acks(p: &mut MockPeer, want: &[(u32, u32)]) {
     let mut missing: Vec<(u32, u32)> = want.to_vec();
     p.recv_until(WAIT, |m| {
         if let Message::Ack {
@@ -67,11 +67,11 @@ fn expect_acks(p: &mut MockPeer, want: &[(u32, u32)]) {
 }
 
 /// Waits for HAProxy's ACK of `(table_id, update_id)`.
-fn expect_ack(p: &mut MockPeer, table_id: u32, update_id: u32) {
+pub(crate) fn expect_ack(p: &mut MockPeer, table_id: u32, update_id: u32) {
     expect_acks(p, &[(table_id, update_id)]);
 }
 
-fn dump_with(lab: &PeerLab, table: &str, key: &str) -> TableDump {
+pub(crate) fn dump_with(lab: &PeerLab, table: &str, key: &str) -> TableDump {
     eventually(&format!("{key} in {table}"), WAIT, || {
         let d = lab.api().show_table(table)?;
         if d.entry(key).is_some() {

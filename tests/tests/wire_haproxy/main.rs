@@ -11,14 +11,26 @@
 //! - `encode`: what the codec encodes, HAProxy accepts (read back with `show table`,
 //!   acknowledged with our ids).
 //! - `errors`: oversized messages, class 255, unknown messages.
+//! - `control`: RESYNC PARTIAL from HAProxy (it teaches while still learning) and
+//!   from us, our heartbeats and error-class messages, seen in `show peers`.
+//! - `switch`: our TABLE SWITCH is honoured; HAProxy switches with a DEFINE.
+//! - `acks`: our ACK is HAProxy's push cursor; a new session resumes after it.
+//! - `values`: every data type of 2.6 one by one (conn_cur ignored), the rate read
+//!   rule, and data-type bits 25/26 skipped.
+//! - `peers_dump`: a reader for `show peers`.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod acks;
 mod capture;
+mod control;
 mod decode;
 mod encode;
 mod errors;
 mod handshake;
 mod harness;
+mod peers_dump;
+mod switch;
+mod values;
