@@ -119,6 +119,10 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         relays: peer.is_source(),
     };
     let sub = section.store.subscribe(filter, wake.clone());
+    // A peer that reconnects without restarting does not ask for a resync, and it may
+    // have missed changes while it was away: every session starts by sending every
+    // entry the peer should hold (coalesced with live changes in the dirty set).
+    section.store.mark_all(&sub);
     let mut s = Session {
         section: section.clone(),
         id,
