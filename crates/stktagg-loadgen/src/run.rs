@@ -113,12 +113,13 @@ pub struct RunReport {
     pub errors: Vec<String>,
 }
 
-/// The tail of a run (see [`RunSpec::measure_from`]).
+/// The tail of a run (see [`RunSpec::measure_from`]), timed from the first ack at
+/// or after `from_update` to the last ack.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Segment {
-    /// The update id the segment starts after.
+    /// The update id asked for.
     pub from_update: u32,
-    /// Updates in the segment, per source.
+    /// Updates timed, per source (from the first ack at or after `from_update`).
     pub updates: u64,
     /// Seconds.
     pub elapsed_s: f64,
@@ -237,29 +238,29 @@ fn summarize(spec: &RunSpec, reports: &[SourceReport]) -> RunReport {
         (None, None)
     };
     let segment = spec.measure_from.and_then(|from| {
-        let mut secs_per: Vec<f64> = active
+        // Acks come once per read pass of the target, so the first one at or after
+        // `from` may be well past it: time the updates between the acks themselves.
+        let mut per: Vec<(f64, u64)> = active
             .iter()
             .filter_map(|r| {
-                let start = r.acks.iter().find(|(id, _)| *id >= from)?.1;
-                Some((r.last_ack_ns?.saturating_sub(start)) as f64 / 1e9)
+                let &(id, start) = r.acks.iter().find(|(id, _)| *id >= from)?;
+                let n = r.sent.checked_sub(u64::from(id)).filter(|&n| n > 0)?;
+                let ns = r.last_ack_ns?.saturating_sub(start) as f64;
+                Some((ns / n as f64, n))
             })
             .collect();
-        if secs_per.len() != active.len() {
+        if per.len() != active.len() {
             return None;
         }
-        secs_per.sort_by(f64::total_cmp);
-        let elapsed_s = secs_per[secs_per.len() / 2];
-        let per_source = spec.stream.updates.saturating_sub(u64::from(from));
-        let total = per_source * spec.active as u64;
+        per.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ns_per_source_update, updates) = per[per.len() / 2];
         Some(Segment {
             from_update: from,
-            updates: per_source,
-            elapsed_s,
-            ns_per_update: if total > 0 {
-                elapsed_s * 1e9 / total as f64
-            } else {
-                0.0
-            },
+            updates,
+            elapsed_s: ns_per_source_update * updates as f64 / 1e9,
+            // Sources send in parallel: the system's cost per update is the
+            // per-source figure divided by their number.
+            ns_per_update: ns_per_source_update / spec.active as f64,
         })
     });
     RunReport {
