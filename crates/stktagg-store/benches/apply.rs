@@ -1,6 +1,10 @@
 //! Apply throughput: 3 sources updating 10k and 1M keys of one output table
 //! (`http_req_cnt, http_req_rate(10s), gpc0, conn_cur`, 30 s expiry), keys visited
 //! in a scattered order. The per-update cost should stay flat as the table grows.
+//!
+//! The `scaling` group is the store's side of `cargo xtask bench`'s scaling curve:
+//! one source over 10k to 10M keys (`STKTAGG_BENCH_MAX_KEYS` caps the sizes, for
+//! quick runs); the xtask reads criterion's `estimates.json` for each size.
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -88,5 +92,47 @@ fn bench_apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_apply);
+fn bench_scaling(c: &mut Criterion) {
+    let max: u32 = std::env::var("STKTAGG_BENCH_MAX_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let mut group = c.benchmark_group("scaling");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(BATCH));
+    for keys in [10_000u32, 100_000, 1_000_000, 10_000_000] {
+        if keys > max {
+            continue;
+        }
+        let store = Store::default();
+        let def = definition();
+        let h = store
+            .register_input(SourceId(0), b"/bench.in", &def, b"/bench.out")
+            .expect("register");
+        let all: Vec<Key> = (0..keys)
+            .map(|k| Key::from_u32(k.wrapping_mul(7919)))
+            .collect();
+        for (i, k) in all.iter().enumerate() {
+            store
+                .apply(&h, k, &values(i as u32), None, 0)
+                .expect("populate");
+        }
+        let mut i: u64 = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(keys), &keys, |b, &keys| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    let k = &all[(i.wrapping_mul(2_654_435_761) % u64::from(keys)) as usize];
+                    let r = store.apply(&h, k, &values(i as u32), None, 1000 + i / 1000);
+                    black_box(r.expect("apply"));
+                    i += 1;
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_scaling);
 criterion_main!(benches);
