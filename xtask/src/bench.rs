@@ -42,6 +42,8 @@ struct Plan {
     /// Table sizes for the scaling curve.
     scaling: Vec<u32>,
     scaling_min_measured: u64,
+    /// Largest table of the store-level scaling bench (criterion).
+    store_max_keys: u32,
 }
 
 impl Plan {
@@ -66,6 +68,7 @@ impl Plan {
             memory_sources: 10,
             scaling: vec![10_000, 100_000, 1_000_000, 10_000_000],
             scaling_min_measured: 1_000_000,
+            store_max_keys: 10_000_000,
         }
     }
 
@@ -84,6 +87,7 @@ impl Plan {
             memory_sources: 4,
             scaling: vec![10_000, 100_000],
             scaling_min_measured: 200_000,
+            store_max_keys: 100_000,
         }
     }
 }
@@ -141,6 +145,7 @@ pub fn main(args: &[String]) -> Result<()> {
     results["latency"] = b.latency()?;
     results["memory"] = b.memory()?;
     results["scaling"] = b.scaling()?;
+    results["store"] = b.store()?;
     results["duration_s"] = json!(started.elapsed().as_secs_f64());
     let analysis = std::fs::read_to_string(root.join("docs/performance/analysis.md")).ok();
     report::write(&results, &doc, &assets, analysis.as_deref())?;
@@ -259,6 +264,64 @@ fn timeout_for(updates: u64) -> u64 {
 }
 
 impl Bench<'_> {
+    /// The store alone (criterion and the memory bench of `stktagg-store`): the
+    /// per-update cost against table size and the bytes per contribution, without
+    /// sockets, sessions or per-destination queues.
+    fn store(&self) -> Result<Value> {
+        let p = self.plan;
+        eprintln!(
+            "bench: store alone, scaling up to {} keys, memory",
+            p.store_max_keys
+        );
+        let mut cmd = crate::cargo();
+        cmd.args([
+            "bench",
+            "-p",
+            "stktagg-store",
+            "--bench",
+            "apply",
+            "--",
+            "scaling",
+        ]);
+        cmd.env("STKTAGG_BENCH_MAX_KEYS", p.store_max_keys.to_string());
+        crate::run(cmd)?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::project_root().join("target"));
+        let mut scaling = Vec::new();
+        for keys in [10_000u32, 100_000, 1_000_000, 10_000_000] {
+            if keys > p.store_max_keys {
+                continue;
+            }
+            let path = target.join(format!("criterion/scaling/{keys}/new/estimates.json"));
+            let est: Value = serde_json::from_slice(
+                &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            )?;
+            // One iteration is 10 000 applies (`BATCH` in the bench).
+            let ns = f(&est["median"], "point_estimate") / 10_000.0;
+            scaling.push(json!({"keys": keys, "ns_per_update": ns}));
+        }
+        let out = crate::cargo()
+            .args(["bench", "-p", "stktagg-store", "--bench", "memory"])
+            .env("STKTAGG_BENCH_MEM_KEYS", p.memory_keys.to_string())
+            .env("STKTAGG_BENCH_MEM_SOURCES", p.memory_sources.to_string())
+            .output()
+            .context("running the store memory bench")?;
+        if !out.status.success() {
+            bail!(
+                "store memory bench failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .rfind(|l| l.starts_with('{'))
+            .context("no report from the store memory bench")?;
+        let memory: Value = serde_json::from_str(line)?;
+        Ok(json!({"scaling": scaling, "memory": memory}))
+    }
+
     fn send(&self, target: &procs::Proc, remote: &str, extra: &[String]) -> Result<Value> {
         let mut args: Vec<String> = vec![
             "send".into(),
