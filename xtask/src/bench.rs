@@ -6,7 +6,10 @@
 //! as JSON and its charts as SVG. The full run writes `docs/performance.md` and
 //! `docs/performance/`; `--quick` runs a reduced plan in under two minutes into
 //! `target/bench/report/` and checks that the report was produced (CI runs it; its
-//! figures mean little on a shared machine). `--out DIR` writes elsewhere.
+//! figures mean little on a shared machine). `--out DIR` writes elsewhere, and
+//! `--report-only` rewrites the report from the `bench.json` already there. The
+//! report ends with `docs/performance/analysis.md` (profiles, reasons, proposals),
+//! which is written by hand.
 //!
 //! Every load is bounded: the generator has a deadline per run, and every process is
 //! stopped by its pid when its run ends.
@@ -95,14 +98,16 @@ impl Plan {
 /// Entry point.
 pub fn main(args: &[String]) -> Result<()> {
     let mut quick = false;
+    let mut report_only = false;
     let mut out: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--report-only" => report_only = true,
             "--out" => out = Some(PathBuf::from(it.next().context("--out needs a directory")?)),
             other => bail!(
-                "unknown bench argument `{other}` (usage: cargo xtask bench [--quick] [--out DIR])"
+                "unknown bench argument `{other}` (usage: cargo xtask bench [--quick] [--report-only] [--out DIR])"
             ),
         }
     }
@@ -119,6 +124,17 @@ pub fn main(args: &[String]) -> Result<()> {
             root.join("docs/performance"),
         ),
     };
+    let analysis = std::fs::read_to_string(root.join("docs/performance/analysis.md")).ok();
+    if report_only {
+        // Rewrite the report from the figures already measured (after editing the
+        // analysis, or the report's code), without measuring again.
+        let raw = assets.join("bench.json");
+        let results: Value = serde_json::from_slice(
+            &std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?,
+        )?;
+        report::write(&results, &doc, &assets, analysis.as_deref())?;
+        return check_report(&doc, &assets);
+    }
     let work = root.join("target/bench/work");
     std::fs::create_dir_all(&work)?;
     std::fs::create_dir_all(&assets)?;
@@ -147,7 +163,6 @@ pub fn main(args: &[String]) -> Result<()> {
     results["scaling"] = b.scaling()?;
     results["store"] = b.store()?;
     results["duration_s"] = json!(started.elapsed().as_secs_f64());
-    let analysis = std::fs::read_to_string(root.join("docs/performance/analysis.md")).ok();
     report::write(&results, &doc, &assets, analysis.as_deref())?;
     check_report(&doc, &assets)?;
     eprintln!(
