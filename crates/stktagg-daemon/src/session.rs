@@ -139,6 +139,7 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         awaiting_resync: false,
         taught_unacked: HashMap::new(),
         retry_resync_at: None,
+        node_partial: false,
         peer_end: None,
         out: BytesMut::with_capacity(16 * 1024),
         sub,
@@ -219,8 +220,10 @@ struct Session {
     taught_unacked: HashMap<u32, u32>,
     /// We sent RESYNC REQUEST and wait for FINISHED or PARTIAL.
     awaiting_resync: bool,
-    /// When to ask an upper aggregator again after it answered PARTIAL.
+    /// When to ask a peer again after it answered PARTIAL.
     retry_resync_at: Option<tokio::time::Instant>,
+    /// A node answered our last resync request with PARTIAL.
+    node_partial: bool,
     /// The peer told us it closes (it sent an error message).
     peer_end: Option<End>,
     out: BytesMut,
@@ -374,7 +377,17 @@ impl Session {
                 let finished = matches!(msg, Message::ResyncFinished);
                 self.on_resync_end(finished, now);
             }
-            Message::ResyncConfirm => {}
+            Message::ResyncConfirm => {
+                // A node answers PARTIAL while it is learning from us, and is complete
+                // once it confirms our lesson: ask it again now rather than at the
+                // retry timer. Only nodes: an aggregator's PARTIAL is about its own
+                // sources, and asking it again on every CONFIRM would ping-pong.
+                if self.node_partial && self.teach.is_none() {
+                    self.node_partial = false;
+                    self.retry_resync_at = None;
+                    self.request_resync();
+                }
+            }
             Message::ProtocolError => {
                 self.peer_end = Some(End::PeerError("a protocol error in what we sent"));
             }
@@ -550,9 +563,12 @@ impl Session {
             // after a PARTIAL. Aggregators are asked again soon (an upper one is not
             // relayed before it is complete; a lower one holds us PARTIAL until it
             // is); a node, whose lesson costs its whole table, after HAProxy's 5 s.
-            let delay = match peer.role {
-                Role::Source(SourceKind::Node) => NODE_RESYNC_RETRY,
-                _ => RESYNC_RETRY,
+            let is_node = matches!(peer.role, Role::Source(SourceKind::Node));
+            self.node_partial = is_node;
+            let delay = if is_node {
+                NODE_RESYNC_RETRY
+            } else {
+                RESYNC_RETRY
             };
             self.retry_resync_at = Some(tokio::time::Instant::now() + delay);
         }
@@ -582,7 +598,12 @@ impl Session {
                 let batch: Vec<_> = (0..BATCH).map_while(|_| queue.pop_front()).collect();
                 if batch.is_empty() {
                     self.teach = None;
-                    let end = if self.section.up_to_date() {
+                    // PARTIAL tells an aggregator not to rely on us yet. A HAProxy node
+                    // told PARTIAL would wait 5 s before it pushes its own counts, and
+                    // we would wait for those counts to be complete: nodes always get
+                    // FINISHED; the sums reach them live as they complete.
+                    let is_node = matches!(self.peer().role, Role::Source(SourceKind::Node));
+                    let end = if is_node || self.section.up_to_date() {
                         Message::ResyncFinished
                     } else {
                         Message::ResyncPartial
