@@ -75,6 +75,8 @@ fn ci() -> Result<()> {
     // Real-HAProxy tests fail rather than skip when this is set.
     test.env("CI", "true");
     run(test)?;
+    // Every multi-process HA scenario of the product document, with real haproxy.
+    topo::main(&[])?;
     // The Debian package builds, lists and runs (debug build: the one just tested).
     deb::main(&["--debug".to_owned(), "--check".to_owned()])
 }
