@@ -260,7 +260,9 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    // Flush what is ready, best effort and bounded.
+                    // Drain: what is pending for this peer (up to the high-water mark)
+                    // and the write buffer, best effort and bounded in time.
+                    self.produce();
                     let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&self.out)).await;
                     return End::Cancelled;
                 }
