@@ -18,43 +18,23 @@ pub enum LoadError {
 /// `PEER_RESYNC_TIMEOUT` is 5 s; we allow the sources twice that to dial in.
 pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
 
-/// Timeouts and limits, from the `global` section.
+/// The timeouts and limits of the `global` section that the daemon's tasks use (see
+/// `stktagg_config::Global` for what each one means), and the start-up grace.
 #[derive(Debug, Clone)]
+#[allow(missing_docs)]
 pub struct Tunables {
-    /// Time allowed for the hello exchange.
     pub hello_timeout: Duration,
-    /// TCP connect timeout when dialing.
     pub connect_timeout: Duration,
-    /// A silent session is closed after this long.
     pub idle_timeout: Duration,
-    /// A heartbeat goes out after this long without sending.
     pub heartbeat_interval: Duration,
-    /// First redial delay.
     pub reconnect_min: Duration,
-    /// Largest redial delay.
     pub reconnect_max: Duration,
-    /// Largest message accepted.
     pub max_message_size: usize,
     /// After start, how long we may answer PARTIAL to resync requests while our
     /// sources have not all resynced to us.
     pub startup_grace: Duration,
 }
 
-impl Default for Tunables {
-    fn default() -> Self {
-        use stktagg_config::defaults as d;
-        Tunables {
-            hello_timeout: d::HELLO_TIMEOUT,
-            connect_timeout: d::CONNECT_TIMEOUT,
-            idle_timeout: d::IDLE_TIMEOUT,
-            heartbeat_interval: d::HEARTBEAT_INTERVAL,
-            reconnect_min: d::RECONNECT_MIN,
-            reconnect_max: d::RECONNECT_MAX,
-            max_message_size: d::MAX_MESSAGE_SIZE,
-            startup_grace: STARTUP_GRACE,
-        }
-    }
-}
 
 /// The runtime API socket.
 #[derive(Debug, Clone)]
