@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Write buffer size above which no new updates are produced until it drains.
 const HIGH_WATER: usize = 64 * 1024;
+/// Free space made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
 /// Entries taken from the dirty set or a teach queue per round.
 const BATCH: usize = 256;
 /// Most tables a section holds (outputs and relays).
@@ -256,6 +258,9 @@ impl Session {
         }
         loop {
             self.produce();
+            // Read in large chunks: a full buffer would otherwise grow by a few bytes
+            // per read.
+            inbuf.reserve(READ_CHUNK);
             let writing = !self.out.is_empty();
             tokio::select! {
                 biased;
