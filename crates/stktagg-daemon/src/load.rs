@@ -35,7 +35,6 @@ pub struct Tunables {
     pub startup_grace: Duration,
 }
 
-
 /// The runtime API socket.
 #[derive(Debug, Clone)]
 pub struct ApiSocket {

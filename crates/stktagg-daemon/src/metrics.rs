@@ -82,16 +82,24 @@ pub fn session_up(section: &str, peer: &str, up: bool) {
     }
 }
 
-/// An update was received.
-pub fn update_in(section: &str, peer: &str) {
-    counter!("stktagg_updates_received_total", "section" => section.to_owned(), "peer" => peer.to_owned())
-        .increment(1);
+/// The counters a session bumps for every update, looked up once per session
+/// rather than once per update (a lookup builds the label strings).
+#[derive(Debug, Clone)]
+pub struct UpdateCounters {
+    /// `stktagg_updates_received_total` for the peer.
+    pub received: metrics::Counter,
+    /// `stktagg_updates_sent_total` for the peer.
+    pub sent: metrics::Counter,
 }
 
-/// An update was sent.
-pub fn update_out(section: &str, peer: &str) {
-    counter!("stktagg_updates_sent_total", "section" => section.to_owned(), "peer" => peer.to_owned())
-        .increment(1);
+impl UpdateCounters {
+    /// The peer's counters.
+    pub fn new(section: &str, peer: &str) -> Self {
+        UpdateCounters {
+            received: counter!("stktagg_updates_received_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
+            sent: counter!("stktagg_updates_sent_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
+        }
+    }
 }
 
 /// A full resync went `in` (from the peer) or `out` (to the peer).

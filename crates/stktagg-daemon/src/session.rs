@@ -144,6 +144,7 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         node_partial: false,
         peer_end: None,
         out: BytesMut::with_capacity(16 * 1024),
+        counters: crate::metrics::UpdateCounters::new(&section.name, &peer.name),
         sub,
         wake,
         last_tx: tokio::time::Instant::now(),
@@ -229,6 +230,7 @@ struct Session {
     /// The peer told us it closes (it sent an error message).
     peer_end: Option<End>,
     out: BytesMut,
+    counters: crate::metrics::UpdateCounters,
     sub: Subscription,
     wake: Arc<Wake>,
     last_tx: tokio::time::Instant,
@@ -470,7 +472,7 @@ impl Session {
         self.pending_acks.insert(u.table_id, u.update_id);
         let peer = &self.section.peers[self.id.0];
         peer.stats.updates_in.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::update_in(&self.section.name, &peer.name);
+        self.counters.received.increment(1);
         let expire = u.expire_ms.filter(|_| {
             self.decoder
                 .definition(u.table_id)
@@ -689,7 +691,7 @@ impl Session {
         }));
         let peer = self.peer();
         peer.stats.updates_out.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::update_out(&self.section.name, &peer.name);
+        self.counters.sent.increment(1);
         if live && changed_at > 0 {
             crate::metrics::propagation(now.saturating_sub(changed_at));
         }
