@@ -62,6 +62,11 @@ pub struct Daemon {
 impl Daemon {
     /// Binds every listener and starts every task. Returns once all listeners are bound.
     pub async fn start(loaded: Loaded, options: Options) -> Result<Daemon> {
+        // The exporter first: sessions look their counters up when they start.
+        let prometheus = options.prometheus.or(loaded.prometheus);
+        if let Some(addr) = prometheus {
+            metrics::install(addr)?;
+        }
         let shutdown = CancellationToken::new();
         let clock = clock::Clock::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -74,10 +79,6 @@ impl Daemon {
                 .with_context(|| format!("section `{}`", section.name))?;
             section::start(&section, listener, &mut tasks, shutdown.clone());
             sections.push(section);
-        }
-        let prometheus = options.prometheus.or(loaded.prometheus);
-        if let Some(addr) = prometheus {
-            metrics::install(addr)?;
         }
         let api_path = loaded.stats_socket.as_ref().map(|s| s.path.clone());
         if let Some(sock) = &loaded.stats_socket {
