@@ -87,8 +87,16 @@ pub async fn run(
                     }
                     Err(e) => {
                         peer.stats.set_state(SessionState::Idle);
-                        // Dial failures are routine (a peer that is down): debug only.
-                        tracing::debug!(section = %section.name, peer = %peer.name, error = %format!("{e:#}"), "dial failed");
+                        // A peer that is down is routine: debug only. A peer that answers
+                        // but refuses the hello is a configuration mismatch (names):
+                        // a warning, rate-limited.
+                        if e.downcast_ref::<Refused>().is_some() {
+                            if let Some(suppressed) = peer.stats.log_limit.allow() {
+                                tracing::warn!(section = %section.name, peer = %peer.name, suppressed, "{e:#}");
+                            }
+                        } else {
+                            tracing::debug!(section = %section.name, peer = %peer.name, error = %format!("{e:#}"), "dial failed");
+                        }
                         *crate::section::lock(&peer.stats.last_error) = Some(format!("{e:#}"));
                         next_dial = Instant::now() + backoff.next();
                     }
@@ -113,6 +121,11 @@ fn spawn_session(
     ));
     Running { handle, cancel }
 }
+
+/// The peer answered our hello with an error status.
+#[derive(Debug, thiserror::Error)]
+#[error("peer refused our hello with status {code} ({0}): check that its local peer name and ours match the configuration", code = .0.code())]
+struct Refused(StatusCode);
 
 /// Dials the peer and runs the connecting side of the handshake.
 async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
@@ -154,7 +167,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     .await
     .context("waiting for the status line timed out")??;
     if status != StatusCode::Succeeded {
-        bail!("peer answered {} ({})", status.code(), status);
+        return Err(Refused(status).into());
     }
     // Liveness at once, before the session task starts (see `listener::HEARTBEAT`).
     stream
