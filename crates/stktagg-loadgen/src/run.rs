@@ -89,9 +89,12 @@ pub struct RunReport {
     pub active: usize,
     /// Updates written, over all sources.
     pub updates: u64,
-    /// From the first byte sent to the ack of the last update (the last source's).
+    /// From the first byte sent to the ack of the last update (the last source's);
+    /// for an incomplete run, to the last ack received.
     pub elapsed_s: f64,
-    /// `updates / elapsed_s`.
+    /// Updates acknowledged, over all sources (the highest id acked per source).
+    pub acked: u64,
+    /// `updates / elapsed_s`, or `acked / elapsed_s` for an incomplete run.
     pub updates_per_s: f64,
     /// From the first byte sent to the last byte written.
     pub send_s: f64,
@@ -220,7 +223,22 @@ fn summarize(spec: &RunSpec, reports: &[SourceReport]) -> RunReport {
         (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
         _ => 0.0,
     };
-    let elapsed_s = secs(first, last_ack);
+    // An incomplete run is timed to its last ack, over what was acknowledged: a
+    // lower bound rather than nothing.
+    let acked: u64 = active
+        .iter()
+        .map(|r| r.acks.iter().map(|a| u64::from(a.0)).max().unwrap_or(0))
+        .sum();
+    let last_ack_any = active
+        .iter()
+        .filter_map(|r| r.acks.iter().map(|a| a.1).max())
+        .max();
+    let elapsed_s = if complete {
+        secs(first, last_ack)
+    } else {
+        secs(first, last_ack_any)
+    };
+    let counted = if complete { updates } else { acked };
     let received_updates: u64 = reports.iter().map(|r| r.received_updates).sum();
     let rx_first = reports
         .iter()
@@ -240,12 +258,15 @@ fn summarize(spec: &RunSpec, reports: &[SourceReport]) -> RunReport {
     let segment = spec.measure_from.and_then(|from| {
         // Acks come once per read pass of the target, so the first one at or after
         // `from` may be well past it: time the updates between the acks themselves.
+        // The segment ends at the last ack, so an incomplete run still times what
+        // was acknowledged.
         let mut per: Vec<(f64, u64)> = active
             .iter()
             .filter_map(|r| {
                 let &(id, start) = r.acks.iter().find(|(id, _)| *id >= from)?;
-                let n = r.sent.checked_sub(u64::from(id)).filter(|&n| n > 0)?;
-                let ns = r.last_ack_ns?.saturating_sub(start) as f64;
+                let &(last, end) = r.acks.iter().max_by_key(|(id, _)| *id)?;
+                let n = u64::from(last.checked_sub(id).filter(|&n| n > 0)?);
+                let ns = end.saturating_sub(start) as f64;
                 Some((ns / n as f64, n))
             })
             .collect();
@@ -268,8 +289,9 @@ fn summarize(spec: &RunSpec, reports: &[SourceReport]) -> RunReport {
         active: spec.active,
         updates,
         elapsed_s,
+        acked,
         updates_per_s: if elapsed_s > 0.0 {
-            updates as f64 / elapsed_s
+            counted as f64 / elapsed_s
         } else {
             0.0
         },

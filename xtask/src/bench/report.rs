@@ -123,6 +123,9 @@ const METHOD: &str = "## Method
   alternating. The daemon also sends each new sum back to the source (that is its
   job), HAProxy only stores. The **generator limit** is the same stream written into
   a loopback socket whose reader discards it.
+- **Deadlines.** Every run has one (30 s + 1 s per 100k updates). A run that misses
+  it counts what was acknowledged by then, over the time to its last ack: a lower
+  bound, flagged `complete: false` in the tables.
 - **Fan-out**: S sources share the key space and send at a fixed total rate; the
   daemon's CPU time comes from `/proc/<pid>/stat` (user + system) around the run.
 - **Propagation latency**: one source sends at a fixed rate, two others only listen;
