@@ -67,14 +67,19 @@ fn y_axis(s: &mut String, max: f64) {
 /// Compact numbers for axis labels.
 pub fn fmt_num(v: f64) -> String {
     let a = v.abs();
+    let short = |x: f64, decimals: usize, unit: &str| {
+        let n = format!("{x:.decimals$}");
+        let n = if n.contains('.') {
+            n.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &n
+        };
+        format!("{n}{unit}")
+    };
     if a >= 1e6 {
-        format!("{:.3}M", v / 1e6)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-            + ""
+        short(v / 1e6, 3, "M")
     } else if a >= 1e3 {
-        format!("{:.1}k", v / 1e3).replace(".0k", "k")
+        short(v / 1e3, 1, "k")
     } else if a >= 10.0 || a == 0.0 {
         format!("{v:.0}")
     } else {
