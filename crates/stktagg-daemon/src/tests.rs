@@ -377,3 +377,67 @@ async fn a_peer_that_asks_is_taught_its_own_entries_back() {
     assert_eq!(got, Some(Message::ResyncRequest));
     d.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn random_bytes_from_peers_never_hurt_the_daemon() {
+    let (d, addr) = start("").await;
+    let mut good = Mock::connect(addr, "agg", "s1").await.expect("200");
+    good.send(&[Message::TableDefinition(def("/x.in")), update(1, 1, 1)])
+        .await;
+    assert!(
+        good.until(WAIT, |m| count_of(m, 1) == Some(1))
+            .await
+            .is_some()
+    );
+    // A deterministic generator (xorshift): 150 hostile sessions, each sending a
+    // valid DEFINE or nothing, then random bytes, some shaped like stick-table
+    // messages so that they get past the framing.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..150u32 {
+        let Ok(mut bad) = Mock::connect(addr, "agg", "s2").await else {
+            continue;
+        };
+        if round % 2 == 0 {
+            bad.send(&[Message::TableDefinition(def("/x.in"))]).await;
+        }
+        let len = (next() % 300) as usize;
+        let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 3 == 0 && junk.len() > 3 {
+            // A plausible frame header: class 10, an update type, a small length.
+            junk[0] = 0x0a;
+            junk[1] = [0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86][(next() % 7) as usize];
+            junk[2] = (next() % 100) as u8;
+        }
+        let _ = bad.stream.write_all(&junk).await;
+        let _ = bad.stream.shutdown().await;
+    }
+    // The good session still works, and its own contribution is exactly what it
+    // sent (s2's junk may decode as updates of its own: those are s2's share).
+    good.send(&[update(2, 1, 2)]).await;
+    let got = good
+        .until(WAIT, |m| count_of(m, 1).is_some_and(|v| v >= 2))
+        .await;
+    assert!(got.is_some(), "the good session stopped working");
+    let s = &d.sections[0];
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let key = Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1));
+    let now = s.clock.now_ms();
+    let detail = s.store.detail(table, &key, now).expect("the key");
+    let mine: Vec<_> = detail.iter().filter(|c| c.source.0 == 0).collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].values[0], Value::Uint(2));
+    assert!(
+        s.peers[1]
+            .stats
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    d.stop(Duration::from_secs(2)).await;
+}
