@@ -245,7 +245,17 @@ fn ingest(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
             cpu.join(", "),
             x["complete"]
         );
-        cats.push(name);
+        // Short labels: the chart has little room under each group.
+        cats.push(format!(
+            "{}/{} {}",
+            count(n(&x["updates"])),
+            count(n(&x["keys"])),
+            if x["key_kind"] == "string" {
+                "str"
+            } else {
+                "ip"
+            }
+        ));
         ours.push(n(&x["ours_updates_per_s"]));
         hap.push(n(&x["haproxy_updates_per_s"]));
     }
