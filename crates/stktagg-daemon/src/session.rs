@@ -273,6 +273,16 @@ impl Session {
                     let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&self.out)).await;
                     return End::Cancelled;
                 }
+                // Writing before reading: a source that streams at full speed must
+                // not hold back its acks and sums (nor the other peers' sums) until
+                // it pauses. Reading is never stopped, so two aggregators that both
+                // have a full write buffer cannot deadlock each other.
+                r = wr.write_buf(&mut self.out), if writing => {
+                    match r {
+                        Ok(_) => self.last_tx = tokio::time::Instant::now(),
+                        Err(e) => return End::Io(e),
+                    }
+                }
                 r = rd.read_buf(&mut inbuf) => {
                     match r {
                         Ok(0) => return End::Closed,
@@ -286,12 +296,6 @@ impl Session {
                                 return end;
                             }
                         }
-                        Err(e) => return End::Io(e),
-                    }
-                }
-                r = wr.write_buf(&mut self.out), if writing => {
-                    match r {
-                        Ok(_) => self.last_tx = tokio::time::Instant::now(),
                         Err(e) => return End::Io(e),
                     }
                 }
