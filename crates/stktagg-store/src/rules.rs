@@ -142,6 +142,15 @@ pub fn published_rate_at(sum: u32, curr: u32, published_at: u32, period_ms: u32,
     read_rate(stored, period_ms, now)
 }
 
+/// Whether a published rate that receivers now read as `seen` has drifted far
+/// enough from the true sum `truth` to be published again: any difference below 64
+/// (so small rates, the ones closest to a limit of a few requests, stay exact), and
+/// more than 1/64 (about 1.6 %) of the sum above. Without this bound every busy key
+/// of a large table would be re-sent at every refresh, ahead of fresh changes.
+pub fn drifted(seen: u32, truth: u32) -> bool {
+    seen.abs_diff(truth) > truth.max(seen) / 64
+}
+
 /// The part of a counter's reading at `now` that was counted in its current period:
 /// its current count while that period lasts, 0 once the period is over.
 pub fn current_part(ctr: StoredFreq, period_ms: u32, now: u32) -> u32 {
@@ -323,6 +332,18 @@ mod tests {
         assert_eq!(published_rate_at(1, 0, t0, P, t0 + 10_000), 1);
         assert_eq!(published_rate_at(1, 0, t0, P, t0 + 10_001), 0);
         assert_eq!(published_rate_at(0, 0, t0, P, t0), 0);
+    }
+
+    #[test]
+    fn drift_is_exact_below_64_and_relative_above() {
+        assert!(!drifted(10, 10));
+        assert!(drifted(9, 10));
+        assert!(drifted(62, 63));
+        assert!(!drifted(64, 63));
+        assert!(!drifted(1000, 1015));
+        assert!(drifted(1000, 1016));
+        assert!(drifted(0, 1));
+        assert!(!drifted(u32::MAX, u32::MAX - 1));
     }
 
     #[test]

@@ -50,9 +50,11 @@
 
 use crate::error::StoreError;
 use crate::layout::{self, HDR, Layout, Mapping, Mismatch, get_u64, put_u64};
+use crate::subscribe::Urgency;
 use crate::subscribe::{SubRegistry, Subscription, SubscriptionFilter, Waker};
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -62,6 +64,9 @@ use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
 /// The hasher of the per-key maps (entries, rate activity, dirty sets): foldhash,
 /// seeded per process. It replaced SipHash, which cost a fifth of the ingest path.
 pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
+/// Keys marked per lock of a destination's dirty set in bulk passes.
+const MARK_BATCH: usize = 256;
 
 /// Width of an expiry-wheel bucket in ms.
 const WHEEL_MS: u64 = 100;
@@ -623,6 +628,8 @@ pub struct Store {
     subs: Arc<SubRegistry>,
     seq: AtomicU64,
     dict: Interner,
+    /// The keys a budgeted rate refresh has still to visit in its current round.
+    refresh_queue: Mutex<VecDeque<(TableId, Key)>>,
 }
 
 impl fmt::Debug for Store {
@@ -649,6 +656,7 @@ impl Store {
             subs: Arc::new(SubRegistry::default()),
             seq: AtomicU64::new(0),
             dict: Interner::default(),
+            refresh_queue: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -893,7 +901,8 @@ impl Store {
             (applied, mark, stored_key)
         };
         if mark {
-            self.subs.mark(table.id, table.kind, [&stored_key]);
+            self.subs
+                .mark(table.id, table.kind, [&stored_key], Urgency::Fresh);
         }
         Ok(applied)
     }
@@ -1016,7 +1025,8 @@ impl Store {
             true
         });
         if !changed.is_empty() {
-            self.subs.mark(table.id, table.kind, changed.iter());
+            self.subs
+                .mark(table.id, table.kind, changed.iter(), Urgency::Fresh);
         }
         dropped
     }
@@ -1082,18 +1092,20 @@ impl Store {
                 }
             }
             if !changed.is_empty() {
-                self.subs.mark(table.id, table.kind, changed.iter());
+                self.subs
+                    .mark(table.id, table.kind, changed.iter(), Urgency::Fresh);
             }
         }
         removed
     }
 
     /// Re-marks the output keys whose published rates, read at `now` by HAProxy's read
-    /// rule, differ from the true sums at `now`; forgets keys whose rates and
-    /// published counters are all back to 0. Visits only keys with rate activity.
-    /// Returns the number of keys marked.
+    /// rule, differ from the true sums at `now` (beyond [`rules::drifted`]'s bound);
+    /// forgets keys whose rates and published counters are all back to 0. Visits
+    /// every key with rate activity. Returns the number of keys marked.
+    ///
+    /// [`rules::drifted`]: crate::rules::drifted
     pub fn refresh_rates(&self, now: u64) -> usize {
-        let now32 = now as u32;
         let mut marked = 0;
         for table in self.tables_snapshot() {
             if table.is_relay() || table.layout.rate_values == 0 || table.rate_active.is_empty() {
@@ -1102,46 +1114,102 @@ impl Store {
             // Snapshot the keys first: the set must not be held while entries are
             // locked (the lock order is entries, then the set).
             let keys: Vec<Key> = table.rate_active.iter().map(|r| r.key().clone()).collect();
-            let mut changed = Vec::new();
-            let mut agg = Vec::new();
-            for key in keys {
-                let Some(mut g) = table.entries.get_mut(&key) else {
-                    continue;
-                };
-                let e = g.value_mut();
-                table.layout.aggregate(&e.records, now32, &mut agg);
-                let pub_at = e.pub_at as u32;
-                let mut differs = false;
-                let mut idle = true;
-                for (p, (s, _, period)) in
-                    e.pub_rates.chunks_exact(2).zip(table.layout.rates_of(&agg))
-                {
-                    let seen = crate::rules::published_rate_at(p[0], p[1], pub_at, period, now32);
-                    differs |= seen != s;
-                    idle &= seen == 0 && s == 0;
-                }
-                if differs {
-                    e.pub_at = now;
-                    for (p, (s, c, _)) in e
-                        .pub_rates
-                        .chunks_exact_mut(2)
-                        .zip(table.layout.rates_of(&agg))
-                    {
-                        p[0] = s;
-                        p[1] = c;
-                    }
-                    changed.push(key.clone());
-                } else if idle {
-                    e.rate_active = false;
-                    table.rate_active.remove(&key);
-                }
-            }
-            marked += changed.len();
-            if !changed.is_empty() {
-                self.subs.mark(table.id, table.kind, changed.iter());
-            }
+            marked += self.refresh_keys(&table, keys, now);
         }
         marked
+    }
+
+    /// Like [`Store::refresh_rates`], visiting at most `max_keys` keys per call: a
+    /// round over every key with rate activity is spread over as many calls as it
+    /// takes, so that a large table costs a bounded amount of work per call. A table
+    /// with fewer active keys than `max_keys` is refreshed whole at every call.
+    /// Returns the number of keys marked.
+    pub fn refresh_rates_budget(&self, now: u64, max_keys: usize) -> usize {
+        let batch: Vec<(TableId, Key)> = {
+            let mut q = self
+                .refresh_queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if q.is_empty() {
+                // A new round: every active key of every output table.
+                for table in self.tables_snapshot() {
+                    if table.is_relay() || table.layout.rate_values == 0 {
+                        continue;
+                    }
+                    q.extend(
+                        table
+                            .rate_active
+                            .iter()
+                            .map(|r| (table.id, r.key().clone())),
+                    );
+                }
+                q.shrink_to_fit();
+            }
+            let n = max_keys.min(q.len());
+            q.drain(..n).collect()
+        };
+        let mut marked = 0;
+        let mut i = 0;
+        while i < batch.len() {
+            let tid = batch[i].0;
+            let j = batch[i..]
+                .iter()
+                .position(|(t, _)| *t != tid)
+                .map_or(batch.len(), |p| i + p);
+            if let Some(table) = self.table(tid) {
+                let keys = batch[i..j].iter().map(|(_, k)| k.clone()).collect();
+                marked += self.refresh_keys(&table, keys, now);
+            }
+            i = j;
+        }
+        marked
+    }
+
+    fn refresh_keys(&self, table: &Table, keys: Vec<Key>, now: u64) -> usize {
+        let now32 = now as u32;
+        let mut changed = Vec::new();
+        let mut agg = Vec::new();
+        for key in keys {
+            let Some(mut g) = table.entries.get_mut(&key) else {
+                continue;
+            };
+            let e = g.value_mut();
+            if !e.rate_active {
+                continue;
+            }
+            table.layout.aggregate(&e.records, now32, &mut agg);
+            let pub_at = e.pub_at as u32;
+            let mut differs = false;
+            let mut idle = true;
+            for (p, (s, _, period)) in e.pub_rates.chunks_exact(2).zip(table.layout.rates_of(&agg))
+            {
+                let seen = crate::rules::published_rate_at(p[0], p[1], pub_at, period, now32);
+                differs |= crate::rules::drifted(seen, s);
+                idle &= seen == 0 && s == 0;
+            }
+            if differs {
+                e.pub_at = now;
+                for (p, (s, c, _)) in e
+                    .pub_rates
+                    .chunks_exact_mut(2)
+                    .zip(table.layout.rates_of(&agg))
+                {
+                    p[0] = s;
+                    p[1] = c;
+                }
+                changed.push(key.clone());
+            } else if idle {
+                e.rate_active = false;
+                table.rate_active.remove(&key);
+            }
+        }
+        // In small batches: each destination's dirty set is locked per batch, and a
+        // session draining fresh changes must never wait for a whole table.
+        for batch in changed.chunks(MARK_BATCH) {
+            self.subs
+                .mark(table.id, table.kind, batch.iter(), Urgency::Background);
+        }
+        changed.len()
     }
 
     /// Registers a member's relay table (a `forward` table received from a member of
@@ -1257,7 +1325,7 @@ impl Store {
             }
             let keys = self.keys(t.id);
             n += keys.len();
-            sub.shared().mark(t.id, keys.iter());
+            sub.shared().mark(t.id, keys.iter(), Urgency::Background);
         }
         n
     }

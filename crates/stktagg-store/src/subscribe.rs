@@ -14,7 +14,7 @@
 //! quick and must not call back into the store (tokio's `Notify::notify_one` is fine).
 
 use crate::store::{KeyHasher, TableId, TableKind};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use stktagg_wire::Key;
@@ -46,11 +46,31 @@ impl SubscriptionFilter {
     }
 }
 
+/// How urgent a change is for its destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// A source changed the value: send before anything in the background.
+    Fresh,
+    /// A refresh (decaying rates) or a full push to a new session: sent when no
+    /// fresh change waits, so that it never delays one.
+    Background,
+}
+
+/// The dirty set: each pending key once, with whether it is fresh, and two queues.
+/// A key marked in the background and then freshly is queued in both; whichever
+/// pop comes first sends it, the other finds it gone (or still fresh) and skips it.
 #[derive(Default)]
 struct Dirty {
-    set: HashSet<(TableId, Key), KeyHasher>,
+    set: HashMap<(TableId, Key), bool, KeyHasher>,
     order: VecDeque<(TableId, Key)>,
+    background: VecDeque<(TableId, Key)>,
     tables: Vec<TableId>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
 }
 
 pub(crate) struct SubShared {
@@ -67,18 +87,40 @@ impl SubShared {
         self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn mark<'a>(&self, table: TableId, keys: impl IntoIterator<Item = &'a Key>) {
+    pub(crate) fn mark<'a>(
+        &self,
+        table: TableId,
+        keys: impl IntoIterator<Item = &'a Key>,
+        urgency: Urgency,
+    ) {
+        let fresh = urgency == Urgency::Fresh;
         let wake = {
             let mut d = self.lock();
-            let was_empty = d.order.is_empty();
+            let was_empty = d.is_empty();
             for k in keys {
                 let item = (table, k.clone());
-                // One hash per key: `insert` says whether it was already queued.
-                if d.set.insert(item.clone()) {
-                    d.order.push_back(item);
+                // One hash per key: the entry says whether it is queued, and how.
+                match d.set.entry(item) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let item = v.key().clone();
+                        v.insert(fresh);
+                        if fresh {
+                            d.order.push_back(item);
+                        } else {
+                            d.background.push_back(item);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        if fresh && !*o.get() {
+                            // Queued in the background: move it ahead.
+                            o.insert(true);
+                            let item = o.key().clone();
+                            d.order.push_back(item);
+                        }
+                    }
                 }
             }
-            was_empty && !d.order.is_empty()
+            was_empty && !d.is_empty()
         };
         if wake {
             self.waker.wake();
@@ -149,9 +191,10 @@ impl SubRegistry {
         table: TableId,
         kind: TableKind,
         keys: impl IntoIterator<Item = &'a Key> + Clone,
+        urgency: Urgency,
     ) {
         for sub in self.read().iter().filter(|s| s.filter.matches(kind)) {
-            sub.mark(table, keys.clone());
+            sub.mark(table, keys.clone(), urgency);
         }
     }
 
@@ -187,28 +230,47 @@ impl Subscription {
         std::mem::take(&mut self.shared.lock().tables)
     }
 
-    /// Takes up to `max` changed keys, oldest first. Each key appears once however
+    /// Takes up to `max` changed keys: fresh changes first, oldest first, then
+    /// background ones (rate refreshes, full pushes). Each key appears once however
     /// often it changed; read its current value with `Store::read`. The waker is only
     /// called again when the set goes from empty to non-empty, so keep draining while
     /// this returns `max` items.
     pub fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
         let mut d = self.shared.lock();
-        let n = max.min(d.order.len());
-        let out: Vec<(TableId, Key)> = d.order.drain(..n).collect();
-        for item in &out {
-            d.set.remove(item);
+        let mut out = Vec::with_capacity(max.min(d.set.len()));
+        while out.len() < max {
+            let Some(item) = d.order.pop_front() else {
+                break;
+            };
+            // Gone if a background pop sent it meanwhile.
+            if d.set.remove(&item).is_some() {
+                out.push(item);
+            }
         }
-        if d.order.is_empty() {
-            // Give back the memory a burst left behind.
+        while out.len() < max {
+            let Some(item) = d.background.pop_front() else {
+                break;
+            };
+            // Still in the background (not moved ahead, not sent): send it now.
+            if d.set.get(&item) == Some(&false) {
+                d.set.remove(&item);
+                out.push(item);
+            }
+        }
+        if d.set.is_empty() {
+            // Give back the memory a burst left behind; stale queue entries go too.
+            d.order.clear();
+            d.background.clear();
             d.set.shrink_to(64);
             d.order.shrink_to(64);
+            d.background.shrink_to(64);
         }
         out
     }
 
     /// The number of changed keys waiting.
     pub fn pending(&self) -> usize {
-        self.shared.lock().order.len()
+        self.shared.lock().set.len()
     }
 
     pub(crate) fn shared(&self) -> &SubShared {

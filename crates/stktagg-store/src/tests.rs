@@ -1018,3 +1018,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fresh_changes_are_drained_before_background_ones() {
+    let store = Store::default();
+    let d = simple("/pr.in");
+    let a = store
+        .register_input(s(0), b"/pr.in", &d, b"/pr.out")
+        .unwrap();
+    let v = |n| [Value::Uint(n), freq(0, 0, 0)];
+    for k in 1..=3 {
+        store.apply(&a, &ip(k), &v(1), None, 10).unwrap();
+    }
+    // A new destination: its full push is background work.
+    let (sub, _) = sub(&store, true, false);
+    assert_eq!(store.mark_all(&sub), 3);
+    assert_eq!(sub.pending(), 3);
+    // A fresh change of a new key, and of a key already queued in the background.
+    store.apply(&a, &ip(4), &v(1), None, 11).unwrap();
+    store.apply(&a, &ip(2), &v(5), None, 11).unwrap();
+    assert_eq!(sub.pending(), 4);
+    let t = a.output();
+    assert_eq!(sub.drain(2), vec![(t, ip(4)), (t, ip(2))]);
+    // Then the rest of the background, each key once.
+    let mut rest = sub.drain(10);
+    rest.sort();
+    assert_eq!(rest, vec![(t, ip(1)), (t, ip(3))]);
+    assert_eq!(sub.pending(), 0);
+    assert!(sub.drain(10).is_empty());
+}
+
+#[test]
+fn a_budgeted_refresh_covers_every_key_over_several_calls() {
+    let store = Store::default();
+    let d = simple("/rb.in");
+    let a = store
+        .register_input(s(0), b"/rb.in", &d, b"/rb.out")
+        .unwrap();
+    let (sub, _) = sub(&store, true, false);
+    let t0 = 100_000u64;
+    for k in 1..=10 {
+        // Mid-period counters: the published shape drifts from them over time.
+        store
+            .apply(&a, &ip(k), &[Value::Uint(1), freq(5000, 30, 100)], None, t0)
+            .unwrap();
+    }
+    sub.drain(100);
+    // 2 s later every key has drifted; 4 keys per call: 3 calls cover the 10 keys.
+    let later = t0 + 2000;
+    let marked: Vec<usize> = (0..3)
+        .map(|_| store.refresh_rates_budget(later, 4))
+        .collect();
+    assert_eq!(marked, vec![4, 4, 2]);
+    assert_eq!(sub.pending(), 10);
+    // Republished: a new round finds nothing to do.
+    assert_eq!(store.refresh_rates_budget(later, 100), 0);
+}
