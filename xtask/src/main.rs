@@ -78,7 +78,10 @@ fn ci() -> Result<()> {
     // Every multi-process HA scenario of the product document, with real haproxy.
     topo::main(&[])?;
     // The Debian package builds, lists and runs (debug build: the one just tested).
-    deb::main(&["--debug".to_owned(), "--check".to_owned()])
+    deb::main(&["--debug".to_owned(), "--check".to_owned()])?;
+    // The reduced benchmark: it checks that the report is produced, not the figures
+    // (CI machines are shared and noisy).
+    bench::main(&["--quick".to_owned()])
 }
 
 /// The codec must never depend on tokio (with its default features).
