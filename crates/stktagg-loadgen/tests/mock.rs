@@ -123,7 +123,8 @@ fn spec(target: SocketAddr, sources: usize, updates: u64) -> RunSpec {
         total_rate: None,
         latency: false,
         wait_resync: Duration::from_secs(2),
-        linger: Duration::from_millis(100),
+        // Long enough for the last relayed updates to arrive on a loaded CI machine.
+        linger: Duration::from_millis(1500),
         timeout: Duration::from_secs(20),
         measure_from: None,
     }
