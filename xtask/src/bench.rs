@@ -116,7 +116,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let (doc, assets) = match (&out, quick) {
         (Some(dir), _) => (dir.join("performance.md"), dir.join("performance")),
         (None, true) => {
-            let d = root.join("target/bench/report");
+            let d = crate::target_dir().join("bench/report");
             (d.join("performance.md"), d.join("performance"))
         }
         (None, false) => (
@@ -135,7 +135,7 @@ pub fn main(args: &[String]) -> Result<()> {
         report::write(&results, &doc, &assets, analysis.as_deref())?;
         return check_report(&doc, &assets);
     }
-    let work = root.join("target/bench/work");
+    let work = crate::target_dir().join("bench/work");
     std::fs::create_dir_all(&work)?;
     std::fs::create_dir_all(&assets)?;
     let bins = procs::build()?;
@@ -314,9 +314,7 @@ impl Bench<'_> {
         ]);
         cmd.env("STKTAGG_BENCH_MAX_KEYS", p.store_max_keys.to_string());
         crate::run(cmd)?;
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::project_root().join("target"));
+        let target = crate::target_dir();
         let mut scaling = Vec::new();
         for keys in [10_000u32, 100_000, 1_000_000, 10_000_000] {
             if keys > p.store_max_keys {

@@ -68,9 +68,7 @@ fn build(debug: bool) -> Result<PathBuf> {
         b.arg("--release");
     }
     run(b)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = crate::target_dir();
     let bin = target
         .join(if debug { "debug" } else { "release" })
         .join("stktagg");

@@ -96,7 +96,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let version = stktagg_tests::require_haproxy().context("topo-test runs real haproxy nodes")?;
     println!("using {version}");
     let daemon = build_daemon()?;
-    let base = target_dir().join("topo-test");
+    let base = crate::target_dir().join("topo-test");
     let root = crate::project_root().join("tests/topologies");
     let started = Instant::now();
     let mut reports = Vec::new();
@@ -197,27 +197,12 @@ fn render(reports: &[Report], total: Duration) -> String {
     o
 }
 
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                crate::project_root().join(d)
-            }
-        }
-        None => crate::project_root().join("target"),
-    }
-}
-
 /// Builds the daemon (debug profile) and returns the binary's path.
 fn build_daemon() -> Result<PathBuf> {
     let mut cmd = crate::cargo();
     cmd.args(["build", "-p", "stktagg-daemon"]);
     crate::run(cmd)?;
-    let bin = target_dir().join("debug").join("stktagg");
+    let bin = crate::target_dir().join("debug").join("stktagg");
     if !bin.is_file() {
         bail!("built the daemon but {} is not there", bin.display());
     }

@@ -182,7 +182,7 @@ pub fn build() -> Result<Bins> {
         "stktagg-loadgen",
     ]);
     crate::run(cmd)?;
-    let dir = crate::project_root().join("target/release");
+    let dir = crate::target_dir().join("release");
     Ok(Bins {
         daemon: dir.join("stktagg"),
         loadgen: dir.join("stktagg-loadgen"),
