@@ -1024,11 +1024,18 @@ impl Store {
             }
             true
         });
-        if !changed.is_empty() {
-            self.subs
-                .mark(table.id, table.kind, changed.iter(), Urgency::Fresh);
-        }
+        self.mark_batched(table, &changed, Urgency::Fresh);
         dropped
+    }
+
+    /// Marks `keys` of `table` dirty for every matching destination, in small batches:
+    /// each destination's dirty set is locked per batch, so that a session draining
+    /// its changes never waits for a whole table (a mass expiry, a resync sweep, a
+    /// refresh round).
+    fn mark_batched(&self, table: &Table, keys: &[Key], urgency: Urgency) {
+        for batch in keys.chunks(MARK_BATCH) {
+            self.subs.mark(table.id, table.kind, batch.iter(), urgency);
+        }
     }
 
     /// Removes contributions whose expiry is at or before `now`, removes entries left
@@ -1091,10 +1098,7 @@ impl Store {
                     }
                 }
             }
-            if !changed.is_empty() {
-                self.subs
-                    .mark(table.id, table.kind, changed.iter(), Urgency::Fresh);
-            }
+            self.mark_batched(&table, &changed, Urgency::Fresh);
         }
         removed
     }
@@ -1203,12 +1207,7 @@ impl Store {
                 table.rate_active.remove(&key);
             }
         }
-        // In small batches: each destination's dirty set is locked per batch, and a
-        // session draining fresh changes must never wait for a whole table.
-        for batch in changed.chunks(MARK_BATCH) {
-            self.subs
-                .mark(table.id, table.kind, batch.iter(), Urgency::Background);
-        }
+        self.mark_batched(table, &changed, Urgency::Background);
         changed.len()
     }
 
