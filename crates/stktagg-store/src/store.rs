@@ -65,6 +65,9 @@ use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
 /// seeded per process. It replaced SipHash, which cost a fifth of the ingest path.
 pub(crate) type KeyHasher = foldhash::fast::RandomState;
 
+/// Shards of a table's entry map (a power of two).
+const ENTRY_SHARDS: usize = 128;
+
 /// Keys marked per lock of a destination's dirty set in bulk passes.
 const MARK_BATCH: usize = 256;
 
@@ -700,7 +703,9 @@ impl Store {
                 ..def.clone()
             },
             layout,
-            entries: DashMap::with_hasher(KeyHasher::default()),
+            // Many small shards: a shard that grows is rehashed under its write lock,
+            // and with 128 of them that pause stays short even for millions of keys.
+            entries: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), ENTRY_SHARDS),
             wheel: Mutex::new(BTreeMap::new()),
             rate_active: DashMap::with_hasher(KeyHasher::default()),
         });
