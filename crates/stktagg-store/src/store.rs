@@ -789,14 +789,7 @@ impl Store {
         let key = table.check_key(key)?;
         with_scratch(|sc| {
             let rec = &mut sc.rec;
-            rec.clear();
-            rec.resize(table.layout.stride, 0);
-            let limit = self.opts.max_server_names;
-            input
-                .mapping
-                .write(&table.layout, values, now as u32, rec, &mut |d| {
-                    self.dict.intern(d, limit)
-                })?;
+            self.fill_record(table, &input.mapping, values, now, rec)?;
             rec[0] = reg.contributor;
             rec[1] = reg.generation.load(Ordering::Acquire);
             put_u64(rec, 2, expiry_at(input.def.expire_ms, expire_ms, now));
@@ -910,6 +903,24 @@ impl Store {
                 .mark(table.id, table.kind, [&stored_key], Urgency::Fresh);
         }
         Ok(applied)
+    }
+
+    /// Writes `values` (in the sender's layout, mapped by `mapping`) into a zeroed
+    /// record of `table`'s stride; the header words are the caller's.
+    fn fill_record(
+        &self,
+        table: &Table,
+        mapping: &Mapping,
+        values: &[Value],
+        now: u64,
+        rec: &mut Vec<u32>,
+    ) -> Result<(), StoreError> {
+        rec.clear();
+        rec.resize(table.layout.stride, 0);
+        let limit = self.opts.max_server_names;
+        mapping.write(&table.layout, values, now as u32, rec, &mut |d| {
+            self.dict.intern(d, limit)
+        })
     }
 
     /// Starts a full resync from `source` (the daemon sends it `00 00`): every
@@ -1271,14 +1282,7 @@ impl Store {
         let key = table.check_key(key)?;
         with_scratch(|sc| {
             let rec = &mut sc.rec;
-            rec.clear();
-            rec.resize(table.layout.stride, 0);
-            let limit = self.opts.max_server_names;
-            relay
-                .mapping
-                .write(&table.layout, values, now as u32, rec, &mut |d| {
-                    self.dict.intern(d, limit)
-                })?;
+            self.fill_record(table, &relay.mapping, values, now, rec)?;
             rec[0] = u32::from(relay.member.0);
             rec[1] = relay.group.generation.load(Ordering::Acquire);
             put_u64(rec, 2, expiry_at(table.def.expire_ms, expire_ms, now));
