@@ -18,6 +18,7 @@
 //!   PID on drop, log tail printed on failure); `require_haproxy`.
 //! - `mock_peer`: `MockPeer`, a blocking peers-protocol client (dial or accept)
 //!   that does HAProxy's required duties (heartbeat, resync answers, acks).
+//! - `http`: a blocking HTTP/1.0 client bound to a chosen source address.
 //! - `lab`: `PeerLab`, one haproxy whose peers section declares the mock.
 //! - `runtime`: `RuntimeApi`, a stats socket client (one command per connection).
 //! - `show_table`: parsers for `show table` and `show table <name>`.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod eventually;
 pub mod frame;
 pub mod haproxy;
+pub mod http;
 pub mod lab;
 pub mod mock_peer;
 pub mod ports;

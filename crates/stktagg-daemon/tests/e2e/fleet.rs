@@ -10,10 +10,8 @@
 //! stats socket in a scratch directory; it is stopped by PID (SIGTERM, SIGKILL for a
 //! hard restart) and the tail of its log is printed when a test panics.
 
-use socket2::{Domain, Protocol, Socket, Type};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,8 +29,6 @@ pub const AGG_PEER: &str = "stktagg";
 pub const CONVERGE: Duration = Duration::from_secs(5);
 /// How long the aggregator may take to answer on its stats socket after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connect, read and write timeout of one HTTP request.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A test's block of loopback addresses.
 #[derive(Debug, Clone, Copy)]
@@ -484,48 +480,16 @@ pub fn entry(api: &RuntimeApi, table: &str, key: &str) -> Result<Option<Entry>> 
     Ok(parse_table_dump(&text)?.entry(key).cloned())
 }
 
-/// A TCP connection from `src` to `dst`.
-pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> Result<TcpStream> {
-    let io = |what: &str, e| HarnessError::io(format!("{what} ({src} -> {dst})"), e);
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| io("creating a socket", e))?;
-    s.bind(&SocketAddr::from((src, 0)).into())
-        .map_err(|e| io("binding the client address", e))?;
-    s.connect_timeout(&dst.into(), HTTP_TIMEOUT)
-        .map_err(|e| io("connecting", e))?;
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(HTTP_TIMEOUT))
-        .and_then(|()| s.set_write_timeout(Some(HTTP_TIMEOUT)))
-        .map_err(|e| io("setting timeouts", e))?;
-    Ok(s)
-}
-
-/// A blocking HTTP/1.0 `GET /` from source address `src`; returns the status code.
-pub fn http_get(src: Ipv4Addr, dst: SocketAddr, headers: &[(&str, &str)]) -> Result<u16> {
-    let mut s = connect_from(src, dst)?;
-    let mut req = String::from("GET / HTTP/1.0\r\nHost: e2e\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| HarnessError::io(format!("sending a request to {dst}"), e))?;
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer)
-        .map_err(|e| HarnessError::io(format!("reading the answer of {dst}"), e))?;
-    let text = String::from_utf8_lossy(&answer);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| HarnessError::Unexpected(format!("not an HTTP answer from {dst}: {text}")))
-}
+pub use stktagg_tests::http::{connect_from, http_get};
 
 /// The largest difference allowed between a rate read from a node's output table and
 /// the sum of the nodes' own rates read at about the same time (one snapshot).
 ///
-/// stktagg publishes a summed rate `S` as a counter that a node reads back as
-/// `⌊S·(P − t)/P⌋`, `t` ms after receipt (`stktagg_store::rules`), and re-publishes
-/// it when that reading differs from the true sum, checked every 250 ms. So within a
+/// stktagg publishes a summed rate `S`, `C` of it from the nodes' current periods,
+/// as `{age 0, curr C, prev S−C}`, which a node reads back as exactly `S`, then
+/// `C + ⌊(S−C)·(P − t)/P⌋` `t` ms after receipt (`stktagg_store::rules`), and
+/// re-publishes it when that reading drifts from the true sum, checked every 250 ms
+/// (for tables of up to 2048 keys with a non-zero rate, as here). So within a
 /// snapshot the two readings differ by at most:
 /// - 1 for the floor of the published reading, plus 1 for the floors of the three
 ///   nodes' own readings, which the aggregator sums unfloored no more than they are;

@@ -6,7 +6,6 @@
 //! stats socket in a scratch directory; it is stopped by PID and its log tail is
 //! printed if the test panics.
 
-use socket2::{Domain, Protocol, Socket, Type};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -14,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use stktagg_tests::http::http_get;
 use stktagg_tests::ports::{free_addr, remove_dir, scratch_dir};
 use stktagg_tests::{Haproxy, HaproxyConfig, HarnessError, Result, RuntimeApi, eventually};
 
@@ -359,7 +359,7 @@ impl Fleet {
     /// `count` requests from client `c` into node `n`, each answered 200.
     pub fn hit(&self, n: usize, c: usize, count: usize) -> Result<()> {
         for _ in 0..count {
-            let st = http_get(self.block.client(c), self.nodes[n].http)?;
+            let st = http_get(self.block.client(c), self.nodes[n].http, &[])?;
             if st != 200 {
                 return Err(HarnessError::Unexpected(format!("node {n} answered {st}")));
             }
@@ -376,29 +376,6 @@ impl Fleet {
     pub fn our_table(table: &str) -> String {
         format!("{AGG_SECTION}/{table}")
     }
-}
-
-/// A blocking HTTP/1.0 `GET /` from `src` to `dst`; returns the status code.
-pub fn http_get(src: Ipv4Addr, dst: SocketAddr) -> Result<u16> {
-    let io = |what: &str, e| HarnessError::io(format!("{what} ({src} -> {dst})"), e);
-    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| io("creating a socket", e))?;
-    s.bind(&SocketAddr::from((src, 0)).into())
-        .map_err(|e| io("binding the client address", e))?;
-    s.connect_timeout(&dst.into(), Duration::from_secs(3))
-        .map_err(|e| io("connecting", e))?;
-    let mut s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(3)))
-        .map_err(|e| io("setting a timeout", e))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: ops\r\n\r\n")
-        .map_err(|e| io("writing", e))?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).map_err(|e| io("reading", e))?;
-    let text = String::from_utf8_lossy(&out);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| HarnessError::Unexpected(format!("no status line in `{text}`")))
 }
 
 /// `GET <path>` over plain HTTP/1.0; returns the status code and the body.
