@@ -1,0 +1,204 @@
+//! Sending entries: the caller's tables mapped to our table ids on the wire, the
+//! definition sent before a table's first update and whenever the selected table
+//! changes, update ids, and the choice of timed or untimed forms.
+//!
+//! The caller names its tables with [`TableKey`]s of its own choosing and hands a
+//! definition only when the session needs one; the session owns every id that goes on
+//! the wire.
+
+use bytes::BytesMut;
+use std::collections::HashMap;
+use stktagg_wire::{Encoder, Key, Message, TableDefinition, Update, Value, WireError};
+
+/// The caller's name for a table it sends on a session (any number it likes: a store
+/// table id, a teach-back table's index...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableKey(pub u64);
+
+/// Which part of the outgoing stream an entry belongs to: the engine keeps them in
+/// order (teach-back, then the lesson, then live changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The peer's own entries taught back to it.
+    TeachBack,
+    /// A full resync we teach.
+    Lesson,
+    /// Changes as they happen.
+    Live,
+}
+
+/// Whether a producer has more to send in its phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More entries remain: call again when there is room.
+    More,
+    /// Nothing more in this phase for now.
+    Done,
+}
+
+/// Where the entries a session sends come from. The session calls it from
+/// [`crate::PeerSession::poll_transmit`] whenever there is room in the write buffer,
+/// in the order of a lesson: [`Feed::teach_back`] and [`Feed::lesson`] only while
+/// the peer's full resync is being taught, [`Feed::live`] otherwise. Each call should
+/// send a batch (a few hundred entries at most) and return.
+pub trait Feed {
+    /// Sends some of the peer's own entries back to it.
+    fn teach_back(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let _ = out;
+        Progress::Done
+    }
+
+    /// Sends some entries of the full resync the peer asked for.
+    fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let _ = out;
+        Progress::Done
+    }
+
+    /// Whether the lesson just sent was complete: the session then ends it with
+    /// RESYNC FINISHED, else with RESYNC PARTIAL.
+    fn lesson_complete(&self) -> bool {
+        true
+    }
+
+    /// Sends some live changes.
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let _ = out;
+        Progress::Done
+    }
+}
+
+/// A feed with nothing to send: every lesson is empty and FINISHED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NothingToSend;
+
+impl Feed for NothingToSend {}
+
+/// The transmit state of an established session.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    pub(crate) encoder: Encoder,
+    /// Our table id per caller table, with the last update id sent.
+    ids: HashMap<TableKey, (u32, u32)>,
+    next_id: u32,
+    /// The peer announced version 2.0: never send it timed updates.
+    downgraded: bool,
+    /// Teach-back tables (our id) with the last update id sent and not yet acked.
+    pub(crate) taught_unacked: HashMap<u32, u32>,
+    /// Updates encoded, all phases.
+    pub(crate) updates_sent: u64,
+}
+
+impl Tx {
+    pub(crate) fn new(max_message_len: usize, downgraded: bool) -> Tx {
+        Tx {
+            encoder: Encoder::with_max_message_len(max_message_len),
+            ids: HashMap::new(),
+            next_id: 1,
+            downgraded,
+            taught_unacked: HashMap::new(),
+            updates_sent: 0,
+        }
+    }
+
+    /// Encodes a message of ours. Our own messages always encode; a failure is a bug
+    /// in the caller's values, reported to it.
+    pub(crate) fn push(&mut self, msg: &Message, buf: &mut BytesMut) -> Result<(), WireError> {
+        self.encoder.encode(msg, buf)
+    }
+}
+
+/// The write side handed to a [`Feed`]: it frames entries for this session.
+#[derive(Debug)]
+pub struct Outbox<'a> {
+    pub(crate) tx: &'a mut Tx,
+    pub(crate) buf: &'a mut BytesMut,
+    pub(crate) phase: Phase,
+    pub(crate) high_water: usize,
+}
+
+impl Outbox<'_> {
+    /// Whether the write buffer is above its high-water mark (stop producing).
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= self.high_water
+    }
+
+    /// The phase this entry belongs to.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Sends one entry of `table`. `definition` is called only when the peer must be
+    /// (re)told the table's definition; its `table_id` is overwritten with ours.
+    /// `expire_ms` is the entry's remaining lifetime: it is sent (a timed update)
+    /// only if the table has an expiry and the peer speaks 2.1.
+    ///
+    /// # Errors
+    /// The encoder's refusal of values that do not match the definition: the entry
+    /// is not sent and the session stays consistent.
+    pub fn send(
+        &mut self,
+        table: TableKey,
+        definition: impl FnOnce() -> Option<TableDefinition>,
+        key: Key,
+        values: Vec<Value>,
+        expire_ms: Option<u32>,
+    ) -> Result<bool, WireError> {
+        let Some((table_id, update_id)) = self.select(table, definition)? else {
+            return Ok(false);
+        };
+        let has_expiry = self
+            .tx
+            .encoder
+            .definition(table_id)
+            .is_some_and(|d| d.expire_ms > 0);
+        let timed = !self.tx.downgraded && has_expiry && expire_ms.is_some();
+        let kind = self.tx.encoder.update_kind(table_id, update_id, timed);
+        let msg = Message::Update(Update {
+            kind,
+            table_id,
+            update_id,
+            expire_ms: if timed { expire_ms } else { None },
+            key,
+            values,
+        });
+        self.tx.push(&msg, self.buf)?;
+        // Only now is the update id used.
+        if let Some(e) = self.tx.ids.get_mut(&table) {
+            e.1 = update_id;
+        }
+        if self.phase == Phase::TeachBack {
+            self.tx.taught_unacked.insert(table_id, update_id);
+        }
+        self.tx.updates_sent += 1;
+        Ok(true)
+    }
+
+    /// Selects `table` on the wire, defining it first when needed, and returns our
+    /// table id and the update id the next update takes.
+    fn select(
+        &mut self,
+        table: TableKey,
+        definition: impl FnOnce() -> Option<TableDefinition>,
+    ) -> Result<Option<(u32, u32)>, WireError> {
+        let (id, last, fresh) = match self.tx.ids.get(&table) {
+            Some(&(id, last)) => (id, last, false),
+            None => (self.tx.next_id, 0, true),
+        };
+        if fresh || self.tx.encoder.selected_table() != Some(id) {
+            // HAProxy re-sends a full definition to change tables, and so do we.
+            let Some(def) = definition() else {
+                return Ok(None);
+            };
+            let def = TableDefinition {
+                table_id: id,
+                ..def
+            };
+            self.tx.push(&Message::TableDefinition(def), self.buf)?;
+            if fresh {
+                self.tx.next_id += 1;
+                self.tx.ids.insert(table, (id, 0));
+            }
+        }
+        Ok(Some((id, last.wrapping_add(1))))
+    }
+}

@@ -1,0 +1,500 @@
+//! Two engines against each other in memory, on simulated milliseconds: no sockets,
+//! no sleeps.
+
+use crate::*;
+use bytes::{Bytes, BytesMut};
+use stktagg_wire::{DataSpec, DataType, Key, KeyType, Message, StatusCode, TableDefinition, Value};
+
+fn table(name: &str, expire_ms: u32) -> TableDefinition {
+    TableDefinition {
+        table_id: 0,
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        key_type: KeyType::Ipv4,
+        key_len: 4,
+        expire_ms,
+        data: vec![DataSpec::plain(DataType::HttpReqCnt)],
+    }
+}
+
+fn key(i: u8) -> Key {
+    Key::from_ipv4(std::net::Ipv4Addr::new(10, 0, 0, i))
+}
+
+/// A feed with queues per phase: (table, key, count) entries.
+#[derive(Debug, Default)]
+struct Queues {
+    teach_back: Vec<(u64, u8, u32)>,
+    lesson: Vec<(u64, u8, u32)>,
+    live: Vec<(u64, u8, u32)>,
+    complete: bool,
+}
+
+impl Queues {
+    fn drain(q: &mut Vec<(u64, u8, u32)>, out: &mut Outbox<'_>) -> Progress {
+        // Small batches, so that phases interleave with the buffer limit.
+        for _ in 0..2 {
+            if q.is_empty() {
+                return Progress::Done;
+            }
+            let (t, k, v) = q.remove(0);
+            let name = format!("t{t}");
+            let sent = out.send(
+                TableKey(t),
+                || Some(table(&name, 60_000)),
+                key(k),
+                vec![Value::Uint(v)],
+                Some(30_000),
+            );
+            assert!(matches!(sent, Ok(true)), "{sent:?}");
+        }
+        if q.is_empty() {
+            Progress::Done
+        } else {
+            Progress::More
+        }
+    }
+}
+
+impl Feed for Queues {
+    fn teach_back(&mut self, out: &mut Outbox<'_>) -> Progress {
+        Queues::drain(&mut self.teach_back, out)
+    }
+    fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        Queues::drain(&mut self.lesson, out)
+    }
+    fn lesson_complete(&self) -> bool {
+        self.complete
+    }
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        Queues::drain(&mut self.live, out)
+    }
+}
+
+/// One side of a pair: its engine, its feed and what it has seen.
+#[derive(Debug)]
+struct Side {
+    s: PeerSession,
+    feed: Queues,
+    events: Vec<Event>,
+    /// Accept every hello (acceptor side).
+    verdict: Option<StatusCode>,
+    /// Stop reading (a peer that never reads) / stop writing (a silent peer).
+    deaf: bool,
+    mute: bool,
+}
+
+impl Side {
+    fn new(s: PeerSession) -> Side {
+        Side {
+            s,
+            feed: Queues {
+                complete: true,
+                ..Queues::default()
+            },
+            events: Vec::new(),
+            verdict: Some(StatusCode::Succeeded),
+            deaf: false,
+            mute: false,
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(e) = self.s.poll_event() {
+            if matches!(e, Event::HelloReceived(_)) {
+                match self.verdict {
+                    Some(StatusCode::Succeeded) => self.s.accept_hello(),
+                    Some(code) => self.s.refuse(code),
+                    None => {}
+                }
+            }
+            self.events.push(e);
+        }
+    }
+
+    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+
+    fn closed(&self) -> Option<&End> {
+        self.events.iter().find_map(|e| match e {
+            Event::Closed(end) => Some(end),
+            _ => None,
+        })
+    }
+
+    /// Counts received per key, in arrival order.
+    fn updates(&self) -> Vec<(u8, u64)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Update(u) => match (&u.key, u.values.first()) {
+                    (k, Some(Value::Uint(v))) => Some((k.as_bytes()[3], u64::from(*v))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A dialer `a` and an acceptor `b`, connected by two in-memory pipes.
+#[derive(Debug)]
+struct Pair {
+    a: Side,
+    b: Side,
+    now: u64,
+}
+
+fn config(name: &str, resync: ResyncPolicy) -> SessionConfig {
+    SessionConfig {
+        resync,
+        high_water: 256,
+        ..SessionConfig::new(name)
+    }
+}
+
+impl Pair {
+    fn new(a_policy: ResyncPolicy, b_policy: ResyncPolicy) -> Pair {
+        let a = PeerSession::dial(config("a", a_policy), "b", 0);
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => panic!("dial: {e}"),
+        };
+        let b = PeerSession::accept(config("b", b_policy), 0);
+        Pair {
+            a: Side::new(a),
+            b: Side::new(b),
+            now: 0,
+        }
+    }
+
+    /// Moves bytes both ways and handles timers, `ms` milliseconds at a time, for
+    /// `steps` steps.
+    fn run(&mut self, steps: usize, ms: u64) {
+        for _ in 0..steps {
+            for _ in 0..50 {
+                if !self.exchange() {
+                    break;
+                }
+            }
+            self.now += ms;
+            for side in [&mut self.a, &mut self.b] {
+                side.s.handle_timeout(self.now);
+                side.drain_events();
+            }
+        }
+    }
+
+    /// One exchange both ways; whether any byte moved.
+    fn exchange(&mut self) -> bool {
+        let now = self.now;
+        let ab = transfer(&mut self.a, &mut self.b, now);
+        let ba = transfer(&mut self.b, &mut self.a, now);
+        ab || ba
+    }
+}
+
+fn transfer(from: &mut Side, to: &mut Side, now: u64) -> bool {
+    if from.mute || to.deaf {
+        return false;
+    }
+    let mut buf = BytesMut::new();
+    from.s.poll_transmit(now, &mut from.feed, &mut buf);
+    if buf.is_empty() {
+        return false;
+    }
+    to.s.handle_input(now, &buf);
+    to.drain_events();
+    true
+}
+
+#[test]
+fn the_handshake_establishes_both_sides_and_sends_heartbeats() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    assert!(p.a.s.is_established() && p.b.s.is_established());
+    assert_eq!(
+        p.b.count(|e| matches!(e, Event::HelloReceived(h) if h.local_name == "a")),
+        1
+    );
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::Established { downgraded: false })),
+        1
+    );
+    // Heartbeats alone keep the session up far past the idle timeout.
+    p.run(60, 500);
+    assert!(p.a.closed().is_none() && p.b.closed().is_none());
+}
+
+#[test]
+fn a_refused_hello_ends_both_sides_with_the_status() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.b.verdict = Some(StatusCode::UnknownPeer);
+    p.run(1, 1);
+    assert!(matches!(
+        p.b.closed(),
+        Some(End::Rejected(StatusCode::UnknownPeer))
+    ));
+    assert!(matches!(
+        p.a.closed(),
+        Some(End::Refused(StatusCode::UnknownPeer))
+    ));
+}
+
+#[test]
+fn a_bad_hello_is_rejected_in_haproxys_order() {
+    for (hello, code) in [
+        (&b"HAProxyS 3.0\nb\na 1 1\n"[..], StatusCode::BadVersion),
+        (b"HTTP/1.1 200\n", StatusCode::ProtocolError),
+        (b"HAProxyS 2.1\nc\na 1 1\n", StatusCode::LocalPeerMismatch),
+        (b"HAProxyS 2.1\nb\na\n", StatusCode::ProtocolError),
+    ] {
+        let mut b = PeerSession::accept(config("b", ResyncPolicy::default()), 0);
+        b.handle_input(0, hello);
+        let mut out = BytesMut::new();
+        let mut events = Vec::new();
+        while let Some(e) = b.poll_event() {
+            events.push(e);
+        }
+        b.poll_transmit(0, &mut NothingToSend, &mut out);
+        assert_eq!(out, format!("{}\n", code.code()).as_bytes());
+        assert!(matches!(events.as_slice(), [Event::Closed(End::Rejected(c))] if *c == code));
+    }
+}
+
+#[test]
+fn a_handshake_that_never_ends_times_out() {
+    let mut b = PeerSession::accept(config("b", ResyncPolicy::default()), 0);
+    b.handle_input(10, b"HAProxyS 2.1\n");
+    assert_eq!(b.poll_timeout(), Some(DEFAULT_HELLO_MS));
+    b.handle_timeout(DEFAULT_HELLO_MS);
+    assert!(matches!(
+        b.poll_event(),
+        Some(Event::Closed(End::HandshakeTimeout))
+    ));
+}
+
+#[test]
+fn a_silent_peer_is_closed_after_the_idle_timeout_but_any_byte_counts() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    p.b.mute = true;
+    p.run(9, 500);
+    assert!(p.a.closed().is_none(), "closed after 4.5 s");
+    p.run(2, 500);
+    assert!(matches!(p.a.closed(), Some(End::Silent)));
+}
+
+#[test]
+fn updates_are_acknowledged_with_the_senders_table_id() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.a.feed.live = vec![(7, 1, 5), (7, 2, 6), (9, 1, 1), (7, 3, 7)];
+    p.run(3, 1);
+    assert_eq!(p.b.updates(), vec![(1, 5), (2, 6), (1, 1), (3, 7)]);
+    // Table 7 was defined first (our id 1), table 9 second (our id 2); the switch
+    // back to 7 re-sends its definition, as HAProxy does.
+    assert_eq!(
+        p.b.count(|e| matches!(e, Event::TableDefined(d) if d.table_id == 1)),
+        2
+    );
+    let acked: Vec<_> =
+        p.a.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Acked {
+                    table_id,
+                    update_id,
+                } => Some((*table_id, *update_id)),
+                _ => None,
+            })
+            .collect();
+    assert!(
+        acked.contains(&(1, 3)) && acked.contains(&(2, 1)),
+        "{acked:?}"
+    );
+    assert_eq!(p.a.s.updates_sent(), 4);
+}
+
+fn asker() -> ResyncPolicy {
+    ResyncPolicy {
+        ask_on_start: true,
+        retry_after_partial_ms: Some(1_000),
+        ..ResyncPolicy::default()
+    }
+}
+
+#[test]
+fn a_full_resync_teaches_then_finishes_and_is_confirmed() {
+    let mut p = Pair::new(asker(), ResyncPolicy::default());
+    p.b.feed.lesson = vec![(1, 1, 10), (1, 2, 20), (1, 3, 30)];
+    p.run(3, 1);
+    assert_eq!(p.a.count(|e| matches!(e, Event::ResyncAsked)), 1);
+    assert_eq!(p.b.count(|e| matches!(e, Event::ResyncRequested)), 1);
+    assert_eq!(p.a.updates(), vec![(1, 10), (2, 20), (3, 30)]);
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::ResyncEnded { finished: true })),
+        1
+    );
+    assert_eq!(p.a.s.learning(), Learning::Finished);
+    assert_eq!(p.b.count(|e| matches!(e, Event::Confirmed)), 1);
+    assert_eq!(p.b.s.teaching(), Teaching::Idle);
+    // No retry after FINISHED.
+    p.run(10, 500);
+    assert_eq!(p.a.count(|e| matches!(e, Event::ResyncAsked)), 1);
+}
+
+#[test]
+fn partial_is_asked_again_after_the_retry_delay() {
+    let mut p = Pair::new(asker(), ResyncPolicy::default());
+    p.b.feed.complete = false;
+    p.run(2, 1);
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::ResyncEnded { finished: false })),
+        1
+    );
+    assert!(matches!(
+        p.a.s.learning(),
+        Learning::Partial { retry_at: Some(_) }
+    ));
+    p.run(5, 100);
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::ResyncAsked)),
+        1,
+        "too early"
+    );
+    p.b.feed.complete = true;
+    p.run(6, 100);
+    assert_eq!(p.a.count(|e| matches!(e, Event::ResyncAsked)), 2);
+    assert_eq!(p.a.s.learning(), Learning::Finished);
+}
+
+#[test]
+fn a_node_that_answered_partial_is_asked_again_once_it_confirms_our_lesson() {
+    // `a` plays the aggregator: it asks the node at once, and again when the node
+    // confirms our lesson; `b` plays a node that is still learning (PARTIAL) and asks
+    // for our lesson.
+    let a = ResyncPolicy {
+        ask_on_start: true,
+        retry_after_partial_ms: Some(5_000),
+        retry_on_confirm: true,
+        ..ResyncPolicy::default()
+    };
+    let mut p = Pair::new(a, ResyncPolicy::default());
+    p.b.feed.complete = false;
+    p.run(2, 1);
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::ResyncEnded { finished: false })),
+        1
+    );
+    p.b.feed.complete = true;
+    p.b.s.request_resync();
+    p.a.feed.lesson = vec![(1, 1, 1)];
+    p.run(3, 1);
+    assert_eq!(p.a.count(|e| matches!(e, Event::Confirmed)), 1);
+    assert_eq!(
+        p.a.count(|e| matches!(e, Event::ResyncAsked)),
+        2,
+        "asked again at once"
+    );
+    assert_eq!(p.a.s.learning(), Learning::Finished);
+}
+
+#[test]
+fn teach_back_comes_first_then_the_lesson_then_live_changes() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    p.b.feed.teach_back = vec![(100, 1, 1), (100, 2, 2), (100, 3, 3)];
+    p.b.feed.lesson = vec![(1, 1, 11), (1, 2, 12), (1, 3, 13)];
+    p.b.feed.live = vec![(1, 4, 14)];
+    // The request reaches `b` before it next writes: its whole output is ordered.
+    p.a.s.request_resync();
+    p.run(4, 1);
+    let order: Vec<_> =
+        p.a.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Update(_) => Some("u"),
+                Event::ResyncEnded { .. } => Some("end"),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        p.a.updates(),
+        vec![(1, 1), (2, 2), (3, 3), (1, 11), (2, 12), (3, 13), (4, 14)]
+    );
+    assert_eq!(order, vec!["u", "u", "u", "u", "u", "u", "end", "u"]);
+}
+
+#[test]
+fn teach_back_acked_in_full_makes_us_ask_for_a_resync() {
+    let a = ResyncPolicy {
+        ask_after_teach_back: true,
+        ..ResyncPolicy::default()
+    };
+    let b = ResyncPolicy {
+        ask_on_start: true,
+        ..ResyncPolicy::default()
+    };
+    // `b` (a restarted node) asks; `a` teaches its entries back, and once `b` has
+    // acknowledged every one, `a` asks `b` for a resync.
+    let mut p = Pair::new(a, b);
+    p.a.feed.teach_back = vec![(100, 1, 1), (101, 2, 2)];
+    p.run(4, 1);
+    assert_eq!(p.b.updates(), vec![(1, 1), (2, 2)]);
+    assert_eq!(p.a.count(|e| matches!(e, Event::ResyncAsked)), 1);
+    assert_eq!(p.b.count(|e| matches!(e, Event::ResyncRequested)), 1);
+}
+
+#[test]
+fn bad_bytes_get_haproxys_reply_and_the_other_side_sees_the_complaint() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    // Class 255 is reserved: a protocol error.
+    p.b.s.handle_input(p.now, &[0xff, 0x00]);
+    p.b.drain_events();
+    assert!(matches!(p.b.closed(), Some(End::Protocol(_))));
+    p.run(1, 1);
+    assert!(matches!(
+        p.a.closed(),
+        Some(End::PeerError(PeerComplaint::ProtocolError))
+    ));
+}
+
+#[test]
+fn a_downgraded_peer_never_gets_timed_updates() {
+    let mut b = PeerSession::accept(config("b", ResyncPolicy::default()), 0);
+    b.handle_input(0, b"HAProxyS 2.0\nb\na 1 1\n");
+    while let Some(e) = b.poll_event() {
+        if matches!(e, Event::HelloReceived(_)) {
+            b.accept_hello();
+        }
+    }
+    let mut feed = Queues {
+        live: vec![(1, 1, 1)],
+        ..Queues::default()
+    };
+    let mut out = BytesMut::new();
+    b.poll_transmit(0, &mut feed, &mut out);
+    // Decode what b sent, after its status line.
+    let mut d = stktagg_wire::Decoder::new();
+    let at = out.iter().position(|&c| c == b'\n').map_or(0, |i| i + 1);
+    let mut rest = out.split_off(at);
+    let mut kinds = Vec::new();
+    while let Ok(Some(m)) = d.decode(&mut rest) {
+        if let Message::Update(u) = m {
+            kinds.push(u.kind);
+        }
+    }
+    assert_eq!(kinds, vec![stktagg_wire::UpdateKind::Full]);
+}
+
+#[test]
+fn a_write_buffer_over_its_high_water_mark_stops_the_feed() {
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    p.a.feed.live = (0..200).map(|i| (1, i as u8, i)).collect();
+    let mut buf = BytesMut::new();
+    p.a.s.poll_transmit(p.now, &mut p.a.feed, &mut buf);
+    assert!(buf.len() >= 256 && buf.len() < 512, "{}", buf.len());
+    assert!(!p.a.feed.live.is_empty());
+}
