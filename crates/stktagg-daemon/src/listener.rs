@@ -7,15 +7,14 @@
 use crate::section::{Incoming, Section};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use stktagg_wire::hello::{HelloOutcome, HelloParser, StatusCode};
+use stktagg_session::{Event, NothingToSend, PeerSession};
+use stktagg_wire::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-
-/// A HEARTBEAT message (`00 04`).
-pub(crate) const HEARTBEAT: [u8; 2] = [0x00, 0x04];
 
 /// Handshakes in progress at once, per section.
 const MAX_PENDING_HANDSHAKES: usize = 256;
@@ -55,7 +54,7 @@ pub async fn run(section: Arc<Section>, listener: TcpListener, shutdown: Cancell
         let section = section.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = handshake(&section, stream).await {
+            if let Err(e) = handshake(&section, stream, remote).await {
                 tracing::debug!(section = %section.name, %remote, error = %e, "incoming handshake failed");
             }
         });
@@ -63,57 +62,75 @@ pub async fn run(section: Arc<Section>, listener: TcpListener, shutdown: Cancell
 }
 
 /// Reads and checks the hello, answers, and hands a valid session to its peer task.
-async fn handshake(section: &Section, mut stream: TcpStream) -> Result<()> {
+async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr) -> Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut parser = HelloParser::new(section.local_name.clone());
-    let mut buf = BytesMut::with_capacity(256);
+    let mut engine = PeerSession::accept(section.session_config(), section.clock.now_ms());
+    let mut out = BytesMut::new();
     let timeout = section.tunables.hello_timeout;
-    let known = |name: &str| section.peer_by_name(name).is_some();
-    let outcome = tokio::time::timeout(timeout, async {
+    let verdict = tokio::time::timeout(timeout, async {
         loop {
-            if let Some(outcome) = parser.feed(&mut buf, &known)? {
-                return Ok::<_, anyhow::Error>(outcome);
+            while let Some(event) = engine.poll_event() {
+                match event {
+                    Event::HelloReceived(hello) => return Ok(Ok(hello)),
+                    Event::Closed(end) => return Ok::<_, anyhow::Error>(Err(end)),
+                    _ => {}
+                }
             }
-            if buf.len() > section.tunables.max_message_size {
-                anyhow::bail!("hello line too long");
-            }
-            let n = stream.read_buf(&mut buf).await?;
-            if n == 0 {
+            let buf = engine.input_buffer();
+            buf.reserve(256);
+            if stream.read_buf(buf).await? == 0 {
                 anyhow::bail!("connection closed during the hello");
             }
+            engine.input_received(section.clock.now_ms());
         }
     })
     .await
     .context("hello timed out")??;
-    let hello = match outcome {
-        HelloOutcome::Complete(hello) => hello,
-        HelloOutcome::Reject(code) => {
-            crate::metrics::hello_rejected(&section.name, code);
-            if let Some(suppressed) = section.reject_log_limit.allow() {
-                tracing::warn!(section = %section.name, code = code.code(), suppressed, "rejecting a hello");
+    let hello = match verdict {
+        Ok(hello) => hello,
+        Err(end) => {
+            // A malformed hello: the engine answered it (or, for a line too long,
+            // closes without a word, as HAProxy does).
+            if let stktagg_session::End::Rejected(code) = end {
+                count_rejection(section, code, remote, None);
             }
-            let mut out = BytesMut::new();
-            code.encode(&mut out);
+            engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
             let _ = stream.write_all(&out).await;
             return Ok(());
         }
     };
     let Some(peer) = section.peer_by_name(&hello.local_name) else {
-        // The parser only completes for known peers.
-        anyhow::bail!("unknown peer `{}`", hello.local_name);
+        count_rejection(
+            section,
+            StatusCode::UnknownPeer,
+            remote,
+            Some(&hello.local_name),
+        );
+        engine.refuse(StatusCode::UnknownPeer);
+        engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
+        let _ = stream.write_all(&out).await;
+        return Ok(());
     };
-    let mut out = BytesMut::new();
-    StatusCode::Succeeded.encode(&mut out);
-    // A heartbeat with the status: HAProxy may check this session's liveness within
+    engine.set_resync_policy(crate::session::resync_policy(section.peers[peer].role));
+    engine.accept_hello();
+    // The status with a heartbeat: HAProxy may check this session's liveness within
     // 50 ms of a collision, before the peer task has taken it over.
-    out.extend_from_slice(&HEARTBEAT);
+    engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await?;
     let incoming = Incoming {
         stream,
-        leftover: buf,
-        downgraded: hello.downgraded(),
+        engine,
+        remote,
         dialed: false,
     };
     section.peers[peer].hand_over(incoming).await;
     Ok(())
+}
+
+/// Counts and logs a refused hello (rate-limited: hellos come from anyone).
+fn count_rejection(section: &Section, code: StatusCode, remote: SocketAddr, claimed: Option<&str>) {
+    crate::metrics::hello_rejected(&section.name, code);
+    if let Some(suppressed) = section.reject_log_limit.allow() {
+        tracing::warn!(section = %section.name, code = code.code(), %remote, claimed, suppressed, "rejecting a hello");
+    }
 }

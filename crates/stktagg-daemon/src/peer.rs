@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use stktagg_session::{NothingToSend, PeerSession};
 use stktagg_topology::PeerId;
-use stktagg_wire::hello::{Hello, LineDecoder, StatusCode, decode_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -122,10 +122,10 @@ fn spawn_session(
     Running { handle, cancel }
 }
 
-/// The peer answered our hello with an error status.
+/// The peer answered our hello with an error status (or garbage).
 #[derive(Debug, thiserror::Error)]
-#[error("peer refused our hello with status {code} ({0}): check that its local peer name and ours match the configuration", code = .0.code())]
-struct Refused(StatusCode);
+#[error("{0}: check that its local peer name and ours match the configuration")]
+struct Refused(String);
 
 /// Dials the peer and runs the connecting side of the handshake.
 async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
@@ -143,41 +143,44 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     .with_context(|| format!("connecting to {host}:{port} timed out"))?
     .with_context(|| format!("connecting to {host}:{port}"))?;
     let _ = stream.set_nodelay(true);
+    let remote = stream.peer_addr().context("reading the peer's address")?;
+    let mut engine =
+        PeerSession::dial(section.session_config(), &peer.name, section.clock.now_ms())
+            .context("encoding the hello")?;
+    engine.set_resync_policy(crate::session::resync_policy(peer.role));
     let mut out = BytesMut::new();
-    Hello::new(
-        peer.name.clone(),
-        section.local_name.clone(),
-        std::process::id(),
-    )
-    .encode(&mut out)
-    .context("encoding the hello")?;
+    engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await.context("sending the hello")?;
-    let lines = LineDecoder::default();
-    let mut buf = BytesMut::with_capacity(64);
-    let status = tokio::time::timeout(t.hello_timeout, async {
+    tokio::time::timeout(t.hello_timeout, async {
         loop {
-            if let Some(code) = decode_status(&lines, &mut buf)? {
-                return Ok::<_, anyhow::Error>(code);
+            if engine.is_established() {
+                return Ok(());
             }
-            if stream.read_buf(&mut buf).await? == 0 {
+            if let Some(end) = engine.closed_reason() {
+                return Err(anyhow::Error::new(Refused(end.to_string())));
+            }
+            let buf = engine.input_buffer();
+            buf.reserve(64);
+            if stream.read_buf(buf).await? == 0 {
                 bail!("connection closed before the status line");
             }
+            engine.input_received(section.clock.now_ms());
         }
     })
     .await
     .context("waiting for the status line timed out")??;
-    if status != StatusCode::Succeeded {
-        return Err(Refused(status).into());
-    }
-    // Liveness at once, before the session task starts (see `listener::HEARTBEAT`).
+    // Liveness at once, before the session task starts (HAProxy may check it within
+    // 50 ms of a collision).
+    out.clear();
+    engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream
-        .write_all(&crate::listener::HEARTBEAT)
+        .write_all(&out)
         .await
         .context("sending the first heartbeat")?;
     Ok(Incoming {
         stream,
-        leftover: buf,
-        downgraded: false,
+        engine,
+        remote,
         dialed: true,
     })
 }

@@ -6,7 +6,6 @@
 use crate::clock::Clock;
 use crate::load::Tunables;
 use anyhow::{Context, Result, bail};
-use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,17 +21,33 @@ pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// An established TCP connection whose handshake is done, on its way to its peer task.
+/// A TCP connection whose handshake is done, on its way to its peer task.
 #[derive(Debug)]
 pub struct Incoming {
     /// The connection.
     pub stream: TcpStream,
-    /// Bytes read after the hello (the start of the message stream).
-    pub leftover: BytesMut,
-    /// The peer spoke version 2.0: never send it timed updates.
-    pub downgraded: bool,
+    /// The protocol engine, established (it holds any bytes read after the hello).
+    pub engine: stktagg_session::PeerSession,
+    /// The peer's address.
+    pub remote: SocketAddr,
     /// We dialed this session (else the peer did).
     pub dialed: bool,
+}
+
+impl Section {
+    /// The engine configuration for this section's sessions (the resync policy is
+    /// set per peer once the peer is known: [`crate::session::resync_policy`]).
+    pub fn session_config(&self) -> stktagg_session::SessionConfig {
+        let t = &self.tunables;
+        stktagg_session::SessionConfig {
+            pid: std::process::id(),
+            max_message_len: t.max_message_size,
+            hello_timeout_ms: t.hello_timeout.as_millis() as u64,
+            heartbeat_ms: t.heartbeat_interval.as_millis() as u64,
+            idle_timeout_ms: t.idle_timeout.as_millis() as u64,
+            ..stktagg_session::SessionConfig::new(self.local_name.clone())
+        }
+    }
 }
 
 /// A peer session's state, as shown by `show peers` and the metrics.

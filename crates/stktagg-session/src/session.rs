@@ -64,6 +64,8 @@ pub struct PeerSession {
     ask_when_established: bool,
     /// The peer's hello, once known (acceptor) or ours (dialer).
     hello: Option<Hello>,
+    /// The last time a heartbeat was received.
+    last_heartbeat: Option<u64>,
 }
 
 impl PeerSession {
@@ -79,6 +81,7 @@ impl PeerSession {
             last_rx: now,
             ask_when_established: false,
             hello: None,
+            last_heartbeat: None,
         }
     }
 
@@ -127,6 +130,15 @@ impl PeerSession {
         matches!(self.state, State::Closed)
     }
 
+    /// Why the session closed, while the [`Event::Closed`] that says it has not
+    /// been taken by [`PeerSession::poll_event`] yet.
+    pub fn closed_reason(&self) -> Option<&End> {
+        self.events.iter().find_map(|e| match e {
+            Event::Closed(end) => Some(end),
+            _ => None,
+        })
+    }
+
     /// Our state as a learner.
     pub fn learning(&self) -> Learning {
         match &self.state {
@@ -154,6 +166,17 @@ impl PeerSession {
     /// The last time a byte was received.
     pub fn last_rx(&self) -> u64 {
         self.last_rx
+    }
+
+    /// The last time a heartbeat was received, if one was.
+    pub fn last_heartbeat(&self) -> Option<u64> {
+        self.last_heartbeat
+    }
+
+    /// Changes the resync policy (before the session is established for
+    /// `ask_on_start` to apply).
+    pub fn set_resync_policy(&mut self, policy: crate::ResyncPolicy) {
+        self.config.resync = policy;
     }
 
     /// Bytes received and not yet decoded.
@@ -416,7 +439,11 @@ impl PeerSession {
             return None;
         };
         match msg {
-            Message::Heartbeat | Message::TableSwitch { .. } | Message::Ignored { .. } => None,
+            Message::Heartbeat => {
+                self.last_heartbeat = Some(now);
+                None
+            }
+            Message::TableSwitch { .. } | Message::Ignored { .. } => None,
             Message::TableDefinition(def) => Some(Event::TableDefined(def)),
             Message::Update(mut u) => {
                 link.pending_acks.insert(u.table_id, u.update_id);

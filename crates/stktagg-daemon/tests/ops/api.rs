@@ -26,13 +26,16 @@ fn fleet_with_traffic(label: &str, block: u8) -> Fleet {
         fleet.hit(n, c, count).unwrap();
     }
     // Client 0: 3 + 5 requests, client 1: 2, client 2: 4, once summed.
-    let c0 = fleet.block.client(0).to_string();
+    let clients: Vec<String> = (0..3).map(|i| fleet.block.client(i).to_string()).collect();
     eventually("hap1's req.aggr shows every client's sum", CONVERGE, || {
         let d = fleet.nodes[0]
             .api()
             .show_table(&Fleet::node_table("req.aggr"))?;
-        let n = d.entry(&c0).and_then(|e| e.num("http_req_cnt"));
-        if d.entries.len() == 3 && n == Some(8) {
+        let n: Vec<_> = clients
+            .iter()
+            .map(|c| d.entry(c).and_then(|e| e.num("http_req_cnt")))
+            .collect();
+        if d.entries.len() == 3 && n == [Some(8), Some(2), Some(4)] {
             Ok(())
         } else {
             Err(HarnessError::Unexpected(format!("{d:?}")))
