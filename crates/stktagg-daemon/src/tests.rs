@@ -1,14 +1,16 @@
 //! In-process tests: a whole daemon on loopback, driven by mock peers that speak
-//! the protocol through the codec. They cover what real HAProxy nodes cannot easily
+//! the protocol through the session engine. They cover what real HAProxy nodes cannot easily
 //! be made to do: hostile input, slow readers, several sources at once.
 
 use crate::{Daemon, Options, load_str};
 use bytes::{Bytes, BytesMut};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use stktagg_wire::hello::{Hello, LineDecoder, StatusCode, decode_status};
+use stktagg_session::{
+    End, Event, Feed, Outbox, PeerComplaint, PeerSession, Progress, SessionConfig, TableKey,
+};
 use stktagg_wire::{
-    DataSpec, DataType, Decoder, Encoder, FreqCtr, Key, KeyType, Message, TableDefinition, Update,
+    DataSpec, DataType, FreqCtr, Key, KeyType, Message, StatusCode, TableDefinition, Update,
     UpdateKind, Value,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,94 +36,147 @@ async fn start(extra_peers: &str) -> (Daemon, SocketAddr) {
     (d, addr)
 }
 
+/// A peer driven by the session engine, as a HAProxy node would speak: it answers
+/// resync requests (with FINISHED, or PARTIAL when told), confirms lessons and
+/// acknowledges updates by itself. Raw bytes can still be written for the hostile
+/// cases.
 struct Mock {
     stream: TcpStream,
-    buf: BytesMut,
-    dec: Decoder,
-    enc: Encoder,
+    engine: PeerSession,
+    feed: MockFeed,
+    /// The peer's table definitions, by its table id.
+    defs: std::collections::HashMap<u32, TableDefinition>,
+    epoch: tokio::time::Instant,
+}
+
+/// What the mock sends: entries queued by the test, and its answer to a resync.
+#[derive(Default)]
+struct MockFeed {
+    live: std::collections::VecDeque<(TableDefinition, Update)>,
+    partial: bool,
+}
+
+impl Feed for MockFeed {
+    fn lesson_complete(&self) -> bool {
+        !self.partial
+    }
+
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let Some((def, u)) = self.live.pop_front() else {
+            return Progress::Done;
+        };
+        let table = TableKey(u64::from(def.table_id));
+        let sent = out.send(table, || Some(def), u.key, u.values, u.expire_ms);
+        assert!(matches!(sent, Ok(true)), "the mock's update must encode");
+        Progress::More
+    }
 }
 
 impl Mock {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     async fn connect(addr: SocketAddr, remote: &str, local: &str) -> Result<Mock, StatusCode> {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut out = BytesMut::new();
-        Hello::new(remote, local, 1)
-            .encode(&mut out)
-            .expect("hello");
-        stream.write_all(&out).await.expect("write hello");
-        let mut buf = BytesMut::new();
-        let lines = LineDecoder::default();
-        let status = loop {
-            if let Some(s) = decode_status(&lines, &mut buf).expect("status line") {
-                break s;
-            }
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(&mut buf))
-                .await
-                .expect("status in time")
-                .expect("read");
-            assert!(n > 0, "closed before the status line");
-        };
-        if status != StatusCode::Succeeded {
-            return Err(status);
-        }
-        Ok(Mock {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let engine = PeerSession::dial(SessionConfig::new(local), remote, 0).expect("hello");
+        let mut m = Mock {
             stream,
-            buf,
-            dec: Decoder::new(),
-            enc: Encoder::new(),
-        })
-    }
-
-    async fn send(&mut self, msgs: &[Message]) {
-        let mut out = BytesMut::new();
-        for m in msgs {
-            self.enc.encode(m, &mut out).expect("encode");
+            engine,
+            feed: MockFeed::default(),
+            defs: Default::default(),
+            epoch: tokio::time::Instant::now(),
+        };
+        m.flush().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !m.engine.is_established() {
+            if let Some(End::Refused(code)) = m.engine.closed_reason() {
+                return Err(*code);
+            }
+            assert!(m.read(deadline).await, "closed before the status line");
         }
-        self.stream.write_all(&out).await.expect("write");
+        Ok(m)
     }
 
-    /// Next message within `wait`; `None` on timeout or close.
-    async fn recv(&mut self, wait: Duration) -> Option<Message> {
+    /// Writes what the engine has to send.
+    async fn flush(&mut self) {
+        loop {
+            let mut out = BytesMut::new();
+            self.engine
+                .poll_transmit(self.now(), &mut self.feed, &mut out);
+            if out.is_empty() {
+                return;
+            }
+            if self.stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads once (until `deadline`); false on close, error or timeout.
+    async fn read(&mut self, deadline: tokio::time::Instant) -> bool {
+        let buf = self.engine.input_buffer();
+        buf.reserve(16 * 1024);
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let now = self.now();
+                self.engine.input_received(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues updates of table `def` and sends them.
+    async fn send(&mut self, def: &TableDefinition, updates: impl IntoIterator<Item = Update>) {
+        for u in updates {
+            self.feed.live.push_back((def.clone(), u));
+        }
+        self.flush().await;
+    }
+
+    /// Writes bytes as they are, outside the protocol.
+    async fn raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next event within `wait`; `None` on timeout or close.
+    async fn next(&mut self, wait: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(m) = self
-                .dec
-                .decode(&mut self.buf)
-                .expect("daemon sends valid messages")
-            {
-                return Some(m);
+            if let Some(e) = self.engine.poll_event() {
+                if let Event::TableDefined(d) = &e {
+                    self.defs.insert(d.table_id, d.clone());
+                }
+                // Answers (acks, CONFIRM, FINISHED) go out at once.
+                self.flush().await;
+                return Some(e);
             }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
+            if self.engine.is_closed() || !self.read(deadline).await {
                 return None;
             }
         }
     }
 
-    /// Reads until `pred` matches, answering the daemon's resync duties like a node.
+    /// Reads until `pred` matches.
     async fn until(
         &mut self,
         wait: Duration,
-        mut pred: impl FnMut(&Message) -> bool,
-    ) -> Option<Message> {
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let m = self.recv(left).await?;
-            match &m {
-                Message::ResyncRequest => self.send(&[Message::ResyncFinished]).await,
-                Message::ResyncFinished | Message::ResyncPartial => {
-                    self.send(&[Message::ResyncConfirm]).await
-                }
-                _ => {}
-            }
-            if pred(&m) {
-                return Some(m);
+            let e = self.next(left).await?;
+            if pred(&e) {
+                return Some(e);
             }
         }
+    }
+
+    /// The name of the peer's table `table_id`.
+    fn table_name(&self, table_id: u32) -> Option<&[u8]> {
+        self.defs.get(&table_id).map(|d| &d.name[..])
     }
 }
 
@@ -143,11 +198,11 @@ fn def(name: &str) -> TableDefinition {
     }
 }
 
-fn update(id: u32, ip: u8, cnt: u32) -> Message {
-    Message::Update(Update {
+fn update(ip: u8, cnt: u32) -> Update {
+    Update {
         kind: UpdateKind::Full,
         table_id: 7,
-        update_id: id,
+        update_id: 0,
         expire_ms: None,
         key: Key::from_ipv4(Ipv4Addr::new(10, 0, 0, ip)),
         values: vec![
@@ -158,12 +213,12 @@ fn update(id: u32, ip: u8, cnt: u32) -> Message {
                 prev: 0,
             }),
         ],
-    })
+    }
 }
 
-fn count_of(m: &Message, ip: u8) -> Option<u32> {
-    match m {
-        Message::Update(u) if u.key == Key::from_ipv4(Ipv4Addr::new(10, 0, 0, ip)) => {
+fn count_of(e: &Event, ip: u8) -> Option<u32> {
+    match e {
+        Event::Update(u) if u.key == Key::from_ipv4(Ipv4Addr::new(10, 0, 0, ip)) => {
             match u.values.first() {
                 Some(Value::Uint(v)) => Some(*v),
                 _ => None,
@@ -180,35 +235,37 @@ async fn sources_get_the_sum_back_and_acks_use_their_table_id() {
     let (d, addr) = start("").await;
     let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
     let mut b = Mock::connect(addr, "agg", "s2").await.expect("200");
-    a.send(&[Message::TableDefinition(def("/x.in")), update(1, 1, 5)])
-        .await;
-    b.send(&[Message::TableDefinition(def("/x.in")), update(1, 1, 7)])
-        .await;
+    let input = def("/x.in");
+    a.send(&input, [update(1, 5)]).await;
+    b.send(&input, [update(1, 7)]).await;
     let ack = a
-        .until(WAIT, |m| matches!(m, Message::Ack { .. }))
+        .until(WAIT, |e| matches!(e, Event::Acked { .. }))
         .await
         .expect("an ack");
-    assert_eq!(
-        ack,
-        Message::Ack {
-            table_id: 7,
-            update_id: 1
-        }
+    // Our engine numbers its tables from 1: the ack names our table, not the
+    // daemon's, and the update id we gave.
+    assert!(
+        matches!(
+            ack,
+            Event::Acked {
+                table_id: 1,
+                update_id: 1
+            }
+        ),
+        "{ack:?}"
     );
     // Both sources end up with 12 for the key, in a table named /x.out.
     for m in [&mut a, &mut b] {
-        let got = m.until(WAIT, |msg| count_of(msg, 1) == Some(12)).await;
-        assert!(got.is_some(), "the sum 12 never arrived");
-        let out = m
-            .dec
-            .definition(m.dec.selected_table().expect("a table"))
-            .expect("def");
-        assert_eq!(&out.name[..], b"/x.out");
+        let got = m.until(WAIT, |e| count_of(e, 1) == Some(12)).await;
+        let Some(Event::Update(u)) = got else {
+            panic!("the sum 12 never arrived");
+        };
+        assert_eq!(m.table_name(u.table_id), Some(&b"/x.out"[..]));
     }
     // A new snapshot from a replaces its contribution: 6 + 7, not 5 + 6 + 7.
-    a.send(&[update(2, 1, 6)]).await;
+    a.send(&input, [update(1, 6)]).await;
     assert!(
-        a.until(WAIT, |msg| count_of(msg, 1) == Some(13))
+        a.until(WAIT, |e| count_of(e, 1) == Some(13))
             .await
             .is_some()
     );
@@ -234,64 +291,58 @@ async fn bad_hellos_get_haproxys_status_codes() {
     d.stop(Duration::from_secs(2)).await;
 }
 
+/// The daemon's complaint that ended a mock's session, if it did.
+async fn complaint(m: &mut Mock) -> Option<PeerComplaint> {
+    while let Some(e) = m.next(WAIT).await {
+        if let Event::Closed(End::PeerError(c)) = e {
+            return Some(c);
+        }
+    }
+    None
+}
+
 #[tokio::test]
 async fn a_hostile_peer_loses_its_session_and_nobody_else_notices() {
     let (d, addr) = start("").await;
+    let input = def("/x.in");
     let mut good = Mock::connect(addr, "agg", "s1").await.expect("200");
-    good.send(&[Message::TableDefinition(def("/x.in")), update(1, 1, 3)])
-        .await;
+    good.send(&input, [update(1, 3)]).await;
     assert!(
-        good.until(WAIT, |m| count_of(m, 1) == Some(3))
+        good.until(WAIT, |e| count_of(e, 1) == Some(3))
             .await
             .is_some()
     );
 
     // Class 255 is a protocol error: 01 00, then the daemon closes.
     let mut bad = Mock::connect(addr, "agg", "s2").await.expect("200");
-    bad.stream.write_all(&[0xff, 0x00]).await.expect("write");
-    let got = bad
-        .until(WAIT, |m| matches!(m, Message::ProtocolError))
-        .await;
-    assert_eq!(got, Some(Message::ProtocolError));
-    assert!(bad.recv(WAIT).await.is_none(), "the session is closed");
+    bad.raw(&[0xff, 0x00]).await;
+    assert_eq!(
+        complaint(&mut bad).await,
+        Some(PeerComplaint::ProtocolError)
+    );
 
     // A declared length over the limit: 01 01 before any body is buffered.
     let mut big = Mock::connect(addr, "agg", "s3").await.expect("200");
     let mut frame = vec![0x0a, 0x80];
     stktagg_wire::varint::encode(1 << 20, &mut frame);
-    big.stream.write_all(&frame).await.expect("write");
-    let got = big.until(WAIT, |m| matches!(m, Message::SizeLimit)).await;
-    assert_eq!(got, Some(Message::SizeLimit));
+    big.raw(&frame).await;
+    assert_eq!(complaint(&mut big).await, Some(PeerComplaint::SizeLimit));
 
     // The good session never noticed.
-    good.send(&[update(2, 1, 4)]).await;
+    good.send(&input, [update(1, 4)]).await;
     assert!(
-        good.until(WAIT, |m| count_of(m, 1) == Some(4))
+        good.until(WAIT, |e| count_of(e, 1) == Some(4))
             .await
             .is_some()
     );
     let s = &d.sections[0];
-    assert_eq!(
-        s.peers[1]
+    let errors = |i: usize| {
+        s.peers[i]
             .stats
             .protocol_errors
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    assert_eq!(
-        s.peers[2]
-            .stats
-            .protocol_errors
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    assert_eq!(
-        s.peers[0]
-            .stats
-            .protocol_errors
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!((errors(0), errors(1), errors(2)), (0, 1, 1));
     d.stop(Duration::from_secs(2)).await;
 }
 
@@ -301,20 +352,15 @@ async fn a_peer_that_never_reads_does_not_hold_back_the_others() {
     // s3 connects and then never reads a byte.
     let stuck = Mock::connect(addr, "agg", "s3").await.expect("200");
     let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
-    a.send(&[Message::TableDefinition(def("/x.in"))]).await;
+    let input = def("/x.in");
     // Many keys, many times: far more than fits in the stuck peer's socket buffers.
-    let mut id = 0;
     for round in 0..20u32 {
-        let mut msgs = Vec::new();
-        for ip in 1..=250u8 {
-            id += 1;
-            msgs.push(update(id, ip, round + 1));
-        }
-        a.send(&msgs).await;
+        a.send(&input, (1..=250u8).map(|ip| update(ip, round + 1)))
+            .await;
     }
     // a still gets the latest sums promptly.
     assert!(
-        a.until(WAIT, |m| count_of(m, 250) == Some(20))
+        a.until(WAIT, |e| count_of(e, 250) == Some(20))
             .await
             .is_some()
     );
@@ -326,66 +372,61 @@ async fn a_peer_that_never_reads_does_not_hold_back_the_others() {
 #[tokio::test]
 async fn a_peer_that_asks_is_taught_its_own_entries_back() {
     let (d, addr) = start("").await;
+    let input = def("/x.in");
     let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
-    a.send(&[Message::TableDefinition(def("/x.in")), update(1, 9, 42)])
-        .await;
+    a.send(&input, [update(9, 42)]).await;
     assert!(
-        a.until(WAIT, |m| count_of(m, 9) == Some(42))
+        a.until(WAIT, |e| count_of(e, 9) == Some(42))
             .await
             .is_some()
     );
     drop(a);
-    // s1 "restarts": a new session that asks for a resync.
+    // s1 "restarts": a new session that asks for a resync, and is still learning
+    // itself (it answers the daemon's own request with PARTIAL).
     let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
-    a.send(&[Message::ResyncRequest]).await;
+    a.feed.partial = true;
+    a.engine.request_resync();
+    a.flush().await;
     let mut taught_input = false;
-    let mut last_taught = None;
     let mut finished = false;
     let deadline = tokio::time::Instant::now() + WAIT;
     while !(taught_input && finished) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(m) = a.recv(left).await else { break };
-        if let Message::Update(u) = &m {
-            let name = a.dec.definition(u.table_id).map(|d| d.name.clone());
-            if name.as_deref() == Some(&b"/x.in"[..]) && count_of(&m, 9) == Some(42) {
-                // Its own input table, with a remaining lifetime (timed update).
-                assert!(u.expire_ms.is_some_and(|e| e > 0 && e <= 30_000));
-                taught_input = true;
-                last_taught = Some((u.table_id, u.update_id));
-            }
+        let Some(e) = a.next(left).await else { break };
+        if let Event::Update(u) = &e
+            && a.table_name(u.table_id) == Some(&b"/x.in"[..])
+            && count_of(&e, 9) == Some(42)
+        {
+            // Its own input table, with a remaining lifetime (timed update).
+            assert!(u.expire_ms.is_some_and(|e| e > 0 && e <= 30_000));
+            taught_input = true;
         }
-        match m {
-            Message::ResyncFinished | Message::ResyncPartial => {
-                finished = true;
-                a.send(&[Message::ResyncConfirm]).await;
-            }
-            Message::ResyncRequest => a.send(&[Message::ResyncPartial]).await,
-            _ => {}
+        if matches!(e, Event::ResyncEnded { .. }) {
+            assert!(
+                taught_input,
+                "its own entries come before the end of the lesson"
+            );
+            finished = true;
         }
     }
     assert!(taught_input, "its own entry was not taught back");
     assert!(finished, "the teach did not end");
-    // Once the taught entries are acknowledged, the daemon asks for a full resync
-    // (HAProxy 3.2.0 would otherwise never push changes to a learned entry).
-    let (tid, uid) = last_taught.expect("a taught update");
-    a.send(&[Message::Ack {
-        table_id: tid,
-        update_id: uid,
-    }])
-    .await;
-    let got = a.until(WAIT, |m| matches!(m, Message::ResyncRequest)).await;
-    assert_eq!(got, Some(Message::ResyncRequest));
+    // Once the taught entries are acknowledged (the engine acks by itself), the
+    // daemon asks for a full resync (HAProxy 3.2.0 would otherwise never push
+    // changes to a learned entry).
+    let got = a.until(WAIT, |e| matches!(e, Event::ResyncRequested)).await;
+    assert!(got.is_some(), "the daemon did not ask again");
     d.stop(Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
 async fn random_bytes_from_peers_never_hurt_the_daemon() {
     let (d, addr) = start("").await;
+    let input = def("/x.in");
     let mut good = Mock::connect(addr, "agg", "s1").await.expect("200");
-    good.send(&[Message::TableDefinition(def("/x.in")), update(1, 1, 1)])
-        .await;
+    good.send(&input, [update(1, 1)]).await;
     assert!(
-        good.until(WAIT, |m| count_of(m, 1) == Some(1))
+        good.until(WAIT, |e| count_of(e, 1) == Some(1))
             .await
             .is_some()
     );
@@ -404,7 +445,11 @@ async fn random_bytes_from_peers_never_hurt_the_daemon() {
             continue;
         };
         if round % 2 == 0 {
-            bad.send(&[Message::TableDefinition(def("/x.in"))]).await;
+            let mut out = BytesMut::new();
+            let mut enc = stktagg_wire::Encoder::new();
+            enc.encode(&Message::TableDefinition(def("/x.in")), &mut out)
+                .expect("a definition encodes");
+            bad.raw(&out).await;
         }
         let len = (next() % 300) as usize;
         let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -414,14 +459,14 @@ async fn random_bytes_from_peers_never_hurt_the_daemon() {
             junk[1] = [0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86][(next() % 7) as usize];
             junk[2] = (next() % 100) as u8;
         }
-        let _ = bad.stream.write_all(&junk).await;
+        bad.raw(&junk).await;
         let _ = bad.stream.shutdown().await;
     }
     // The good session still works, and its own contribution is exactly what it
     // sent (s2's junk may decode as updates of its own: those are s2's share).
-    good.send(&[update(2, 1, 2)]).await;
+    good.send(&input, [update(1, 2)]).await;
     let got = good
-        .until(WAIT, |m| count_of(m, 1).is_some_and(|v| v >= 2))
+        .until(WAIT, |e| count_of(e, 1).is_some_and(|v| v >= 2))
         .await;
     assert!(got.is_some(), "the good session stopped working");
     let s = &d.sections[0];
