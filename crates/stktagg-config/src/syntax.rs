@@ -333,7 +333,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "global" => "usage: global",
         "aggregations" => "usage: aggregations <name>",
         k if k.starts_with("tune.") => {
-            "usage: tune.heartbeat|tune.reconnect-min|tune.reconnect-max <duration>, tune.max-message-size|tune.max-pending <number>"
+            "usage: tune.heartbeat|tune.reconnect-min|tune.reconnect-max <duration>, tune.max-message-size <bytes>"
         }
         _ => return None,
     })

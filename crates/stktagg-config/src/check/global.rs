@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 
 use super::diag::{Diagnostics, end_of_tok};
-use super::keywords::{is_keyword, suggest};
+use super::keywords::{is_keyword, obsolete, suggest};
 use super::tokens::{Count, duration_value, number, parse_addr, parse_mode};
 use crate::ast::{AccessLevel, Global, Listen, LogLevel, StatsSocket};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, WarningKind};
 use crate::syntax::{AddrTok, Line, Stmt, Tok};
 
 const MESSAGE_SIZE: Count = Count {
@@ -14,13 +14,6 @@ const MESSAGE_SIZE: Count = Count {
     min: 256,
     max: 16 << 20,
     expected: "a size from 256 to 16777216 bytes",
-};
-
-const PENDING: Count = Count {
-    what: "pending bound",
-    min: 1,
-    max: 100_000_000,
-    expected: "a count from 1 to 100000000",
 };
 
 /// `global` as read so far. Every `global` section of the file adds to it.
@@ -173,6 +166,13 @@ impl GlobalBuilder {
 
     fn tune(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, value: Option<&Tok>) {
         let name = kw.text.as_str();
+        if let Some(reason) = obsolete(name) {
+            let kind = WarningKind::ObsoleteKeyword {
+                keyword: name.to_owned(),
+                reason,
+            };
+            return c.warn_at(line.number, &line.text, kw, kind);
+        }
         if !is_keyword(name) {
             let kind = ErrorKind::UnknownKeyword {
                 keyword: name.to_owned(),
@@ -187,18 +187,11 @@ impl GlobalBuilder {
             "tune.heartbeat" | "tune.reconnect-min" | "tune.reconnect-max" => {
                 self.tune_duration(c, line, kw, value);
             }
-            "tune.max-message-size" => {
+            _ => {
                 if let Some(v) = number(c, line, value, &MESSAGE_SIZE)
                     && once(c, &mut self.seen, line, kw, name)
                 {
                     self.global.max_message_size = v;
-                }
-            }
-            _ => {
-                if let Some(v) = number(c, line, value, &PENDING)
-                    && once(c, &mut self.seen, line, kw, name)
-                {
-                    self.global.max_pending = v;
                 }
             }
         }

@@ -14,7 +14,6 @@ const KEYWORDS: &[&str] = &[
     "tune.reconnect-min",
     "tune.reconnect-max",
     "tune.max-message-size",
-    "tune.max-pending",
     "peer",
     "from",
     "forward",
@@ -22,8 +21,25 @@ const KEYWORDS: &[&str] = &[
     "no",
 ];
 
+/// Keywords that are still recognised but do nothing, each with the reason given
+/// in the warning. They are never suggested for a typo.
+const OBSOLETE: &[(&str, &str)] = &[(
+    "tune.max-pending",
+    "changes waiting for a peer are kept once per key, so the number of keys \
+     already bounds them; delete this line",
+)];
+
+/// Whether `word` is a keyword of the language, obsolete ones included.
 pub(super) fn is_keyword(word: &str) -> bool {
-    KEYWORDS.contains(&word)
+    KEYWORDS.contains(&word) || obsolete(word).is_some()
+}
+
+/// Why `word` is an obsolete keyword, if it is one.
+pub(super) fn obsolete(word: &str) -> Option<&'static str> {
+    OBSOLETE
+        .iter()
+        .find(|(k, _)| *k == word)
+        .map(|(_, why)| *why)
 }
 
 /// The known keyword closest to `word`, if it is close enough to be a typo.
@@ -59,6 +75,14 @@ mod tests {
         assert_eq!(suggest("pere"), Some("peer"));
         assert_eq!(suggest("froward"), Some("forward"));
         assert_eq!(suggest("zzzzzz"), None);
+    }
+
+    #[test]
+    fn obsolete_keywords_are_known_but_never_suggested() {
+        assert!(is_keyword("tune.max-pending"));
+        assert!(obsolete("tune.max-pending").is_some());
+        assert_eq!(obsolete("tune.max-message-size"), None);
+        assert_eq!(suggest("tune.max-pendin"), None);
     }
 
     #[test]
