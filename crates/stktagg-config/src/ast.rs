@@ -48,9 +48,6 @@ pub struct Global {
     /// `tune.max-message-size`: largest peers message accepted, in bytes.
     /// Default: 16384.
     pub max_message_size: usize,
-    /// `tune.max-pending`: per-peer bound on keys waiting to be sent (coalesced,
-    /// latest value per key). Default: 100000.
-    pub max_pending: usize,
 }
 
 /// Defaults, named so that the docs and the daemon can quote them.
@@ -71,8 +68,6 @@ pub mod defaults {
     pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
     /// Default `tune.max-message-size`.
     pub const MAX_MESSAGE_SIZE: usize = 16384;
-    /// Default `tune.max-pending`.
-    pub const MAX_PENDING: usize = 100_000;
 }
 
 impl Default for Global {
@@ -89,7 +84,6 @@ impl Default for Global {
             reconnect_min: defaults::RECONNECT_MIN,
             reconnect_max: defaults::RECONNECT_MAX,
             max_message_size: defaults::MAX_MESSAGE_SIZE,
-            max_pending: defaults::MAX_PENDING,
         }
     }
 }

@@ -367,6 +367,15 @@ pub enum WarningKind {
         /// The section.
         section: String,
     },
+    /// A keyword that is still recognised but no longer does anything: the line is
+    /// ignored, so that a configuration written for an older version still loads.
+    #[error("`{keyword}` is obsolete and ignored: {reason}")]
+    ObsoleteKeyword {
+        /// The keyword.
+        keyword: String,
+        /// Why it does nothing, and what to do.
+        reason: &'static str,
+    },
     /// `option teach-back` given twice; the last one wins.
     #[error("teach-back is already set at line {line}; this line wins")]
     TeachBackRepeated {

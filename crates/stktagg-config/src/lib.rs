@@ -19,7 +19,8 @@
 //!   with their columns; pest errors become "unexpected X, expected Y".
 //! - `check`: gives the tokens meaning (addresses, ports, durations, suffixes),
 //!   tracks sections, and runs the rules that span lines (one `local`, unique
-//!   names, addresses and suffixes...). Collects every error.
+//!   names, addresses and suffixes...). Collects every error. One module per
+//!   concern, listed in `check/mod.rs`.
 //! - `ast`: the typed result ([`Config`], [`Aggregations`], [`Peer`], [`Rule`]...),
 //!   every item with its [`Span`].
 //! - `error`: [`ErrorKind`], [`WarningKind`], and their rustc-like rendering.

@@ -45,6 +45,19 @@ pub(crate) enum FromTok {
     Suffix(Tok),
 }
 
+/// `peer <name> [<host>:<port>] [local | down | up [group <n>]]` as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerToks {
+    /// The peer's name.
+    pub(crate) name: Option<Tok>,
+    /// Its address.
+    pub(crate) addr: Option<AddrTok>,
+    /// `local`, `down` or `up`.
+    pub(crate) role: Option<Tok>,
+    /// The `group` keyword and its value.
+    pub(crate) group: Option<(Tok, Option<Tok>)>,
+}
+
 /// What one line says, before any meaning is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stmt {
@@ -72,13 +85,7 @@ pub(crate) enum Stmt {
     /// `tune.<name> ...`.
     Tune { value: Option<Tok> },
     /// `peer ...`.
-    Peer {
-        name: Option<Tok>,
-        addr: Option<AddrTok>,
-        role: Option<Tok>,
-        /// The `group` keyword and its value.
-        group: Option<(Tok, Option<Tok>)>,
-    },
+    Peer(PeerToks),
     /// `from ... [to ...]`.
     From {
         from: Option<FromTok>,
@@ -245,7 +252,7 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
         Rule::tune => Stmt::Tune {
             value: find(Rule::tune_value),
         },
-        Rule::peer => Stmt::Peer {
+        Rule::peer => Stmt::Peer(PeerToks {
             name: find(Rule::peer_name),
             addr: inner
                 .iter()
@@ -265,7 +272,7 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
                 };
                 (kw, value)
             }),
-        },
+        }),
         Rule::from_rule => {
             let from = inner
                 .iter()
@@ -326,7 +333,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "global" => "usage: global",
         "aggregations" => "usage: aggregations <name>",
         k if k.starts_with("tune.") => {
-            "usage: tune.heartbeat|tune.reconnect-min|tune.reconnect-max <duration>, tune.max-message-size|tune.max-pending <number>"
+            "usage: tune.heartbeat|tune.reconnect-min|tune.reconnect-max <duration>, tune.max-message-size <bytes>"
         }
         _ => return None,
     })
@@ -448,12 +455,12 @@ mod tests {
     #[test]
     fn peer_forms() {
         match stmt("\t peer aggr3  192.168.56.113:11111 up group 1 # c") {
-            Stmt::Peer {
+            Stmt::Peer(PeerToks {
                 name,
                 addr,
                 role,
                 group,
-            } => {
+            }) => {
                 assert_eq!(name.unwrap().text, "aggr3");
                 let addr = addr.unwrap();
                 assert_eq!(addr.host.text, "192.168.56.113");
@@ -464,21 +471,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match stmt("  peer hap1") {
-            Stmt::Peer { name, addr, .. } => {
+            Stmt::Peer(PeerToks { name, addr, .. }) => {
                 assert_eq!(name.unwrap().text, "hap1");
                 assert!(addr.is_none());
             }
             other => panic!("{other:?}"),
         }
         match stmt("  peer x [::1]:10000 local") {
-            Stmt::Peer { addr, role, .. } => {
+            Stmt::Peer(PeerToks { addr, role, .. }) => {
                 assert_eq!(addr.unwrap().host.text, "[::1]");
                 assert_eq!(role.unwrap().text, "local");
             }
             other => panic!("{other:?}"),
         }
         match stmt("  peer x down") {
-            Stmt::Peer { addr, role, .. } => {
+            Stmt::Peer(PeerToks { addr, role, .. }) => {
                 assert!(addr.is_none());
                 assert_eq!(role.unwrap().text, "down");
             }

@@ -1,0 +1,208 @@
+//! The `peer` lines of one section: each checked on its own and against the peers
+//! declared before it (names and addresses unique, one `local`, `group` only after
+//! `up`).
+
+use std::collections::BTreeMap;
+
+use super::diag::{Diagnostics, end_of_tok};
+use super::tokens::{check_name, parse_addr};
+use crate::ast::{Peer, PeerAddr, PeerRole};
+use crate::error::ErrorKind;
+use crate::syntax::{AddrTok, Line, PeerToks, Tok};
+
+/// The peers of one section, with what the later checks point back at.
+#[derive(Default)]
+pub(super) struct Peers {
+    list: Vec<Peer>,
+    /// For each peer with an address (by index in `list`), its line.
+    addr_lines: Vec<(usize, u32)>,
+    /// For each group number, the line and value token that first named it.
+    group_lines: BTreeMap<u32, (u32, String, Tok)>,
+}
+
+impl Peers {
+    pub(super) fn all(&self) -> &[Peer] {
+        &self.list
+    }
+
+    pub(super) fn into_vec(self) -> Vec<Peer> {
+        self.list
+    }
+
+    /// Each group number with the line and token that first named it.
+    pub(super) fn group_lines(&self) -> impl Iterator<Item = (u32, &(u32, String, Tok))> {
+        self.group_lines.iter().map(|(g, at)| (*g, at))
+    }
+
+    /// The section's `local` peer, if one was declared.
+    pub(super) fn local(&self) -> Option<&Peer> {
+        self.list.iter().find(|p| p.role == PeerRole::Local)
+    }
+
+    /// Checks one `peer` line of section `section` and adds the peer, unless its
+    /// name or its `local` role is taken. `kw` is the `peer` keyword.
+    pub(super) fn add(
+        &mut self,
+        c: &mut Diagnostics,
+        line: &Line,
+        kw: &Tok,
+        section: &str,
+        toks: &PeerToks,
+    ) {
+        let Some(name) = &toks.name else {
+            return c.missing(line, "peer", "a name");
+        };
+        check_name(c, line, name, "peer name");
+        let addr = toks.addr.as_ref().and_then(|a| parse_addr(c, line, a));
+        let mut role = role_of(toks.role.as_ref());
+        if let Some((gkw, gval)) = &toks.group {
+            role = self.group(c, line, role, gkw, gval.as_ref());
+        }
+        if !self.name_is_new(c, line, name) {
+            return;
+        }
+        if role == PeerRole::Local && !self.local_is_new(c, line, toks, name, section) {
+            return;
+        }
+        if let (Some(a), Some(atok)) = (&addr, &toks.addr) {
+            self.note_addr(c, line, name, a, atok);
+        }
+        self.list.push(Peer {
+            name: name.text.clone(),
+            addr,
+            role,
+            span: c.span(line.number, kw.col),
+        });
+    }
+
+    /// `group <n>` after the role: the role with its group, if the group is valid
+    /// and the role is `up`; the role unchanged otherwise.
+    fn group(
+        &mut self,
+        c: &mut Diagnostics,
+        line: &Line,
+        role: PeerRole,
+        gkw: &Tok,
+        gval: Option<&Tok>,
+    ) -> PeerRole {
+        let (n, t) = (line.number, line.text.as_str());
+        if !matches!(role, PeerRole::Up { .. }) {
+            let role_word = match role {
+                PeerRole::Local => Some("local"),
+                PeerRole::Down => Some("down"),
+                _ => None,
+            };
+            c.error_at(n, t, gkw, ErrorKind::GroupWithoutUp { role: role_word });
+            return role;
+        }
+        let Some(v) = gval else {
+            let kind = ErrorKind::MissingArgument {
+                keyword: "group",
+                what: "a group number",
+            };
+            c.error_at(n, t, &end_of_tok(gkw), kind);
+            return role;
+        };
+        let Ok(g) = v.text.parse::<u32>() else {
+            let kind = ErrorKind::InvalidGroup {
+                value: v.text.clone(),
+            };
+            c.error_at(n, t, v, kind);
+            return role;
+        };
+        self.group_lines
+            .entry(g)
+            .or_insert_with(|| (n, t.to_owned(), v.clone()));
+        PeerRole::Up { group: Some(g) }
+    }
+
+    /// False, with the error, if a peer of this name was declared before.
+    fn name_is_new(&self, c: &mut Diagnostics, line: &Line, name: &Tok) -> bool {
+        let Some(first) = self.list.iter().find(|p| p.name == name.text) else {
+            return true;
+        };
+        let note = format!("first declared at line {}", first.span.line);
+        let kind = ErrorKind::DuplicatePeer {
+            name: name.text.clone(),
+        };
+        c.error_note(line.number, &line.text, name, kind, Some(note));
+        false
+    }
+
+    /// False, with the error, if the section already has its `local` peer. A
+    /// `local` peer without an address is reported but still counts as the local.
+    fn local_is_new(
+        &self,
+        c: &mut Diagnostics,
+        line: &Line,
+        toks: &PeerToks,
+        name: &Tok,
+        section: &str,
+    ) -> bool {
+        let (n, t) = (line.number, line.text.as_str());
+        if let Some(first) = self.local() {
+            let note = format!(
+                "`{}` is already `local` at line {}",
+                first.name, first.span.line
+            );
+            let at = toks.role.as_ref().unwrap_or(name);
+            let kind = ErrorKind::TwoLocals {
+                name: name.text.clone(),
+                section: section.to_owned(),
+            };
+            c.error_note(n, t, at, kind, Some(note));
+            return false;
+        }
+        if toks.addr.is_none() {
+            let kind = ErrorKind::LocalWithoutAddress {
+                name: name.text.clone(),
+            };
+            c.error_at(n, t, name, kind);
+        }
+        true
+    }
+
+    /// Reports an address already used by another peer of the section, or
+    /// remembers this one for the peer about to be added.
+    fn note_addr(
+        &mut self,
+        c: &mut Diagnostics,
+        line: &Line,
+        name: &Tok,
+        addr: &PeerAddr,
+        atok: &AddrTok,
+    ) {
+        let key = addr.canonical();
+        let dup = self.addr_lines.iter().find(|(i, _)| {
+            self.list
+                .get(*i)
+                .and_then(|p| p.addr.as_ref())
+                .is_some_and(|pa| pa.canonical() == key)
+        });
+        let Some((i, first_line)) = dup else {
+            self.addr_lines.push((self.list.len(), line.number));
+            return;
+        };
+        let other = self
+            .list
+            .get(*i)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let note = format!("first used at line {first_line}");
+        let kind = ErrorKind::DuplicateAddress {
+            name: name.text.clone(),
+            addr: addr.to_string(),
+            other,
+        };
+        c.error_note(line.number, &line.text, &atok.whole, kind, Some(note));
+    }
+}
+
+fn role_of(role: Option<&Tok>) -> PeerRole {
+    match role.map(|r| r.text.as_str()) {
+        Some("local") => PeerRole::Local,
+        Some("down") => PeerRole::Down,
+        Some("up") => PeerRole::Up { group: None },
+        _ => PeerRole::Node,
+    }
+}

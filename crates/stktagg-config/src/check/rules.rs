@@ -1,0 +1,171 @@
+//! The rules that need a whole section or the whole file: a `local` peer and a
+//! rule in every section, suffixes that name one kind of table each, `forward`
+//! and `up` going together, a source to aggregate, groups with several members,
+//! one listener per address, and a reconnect range the right way round.
+
+use super::diag::{Diagnostics, header_tok};
+use super::peers::Peers;
+use super::sections::{SectionBuilder, SuffixUse};
+use crate::ast::{Aggregations, Global, PeerRole};
+use crate::error::{ErrorKind, WarningKind};
+use crate::syntax::Tok;
+
+/// Runs the whole-section checks and returns the section.
+pub(super) fn finish_section(c: &mut Diagnostics, s: SectionBuilder) -> Aggregations {
+    required(c, &s);
+    suffixes(c, &s.suffixes);
+    forwarding(c, &s);
+    sources(c, &s);
+    groups(c, &s.peers);
+    s.into_aggregations()
+}
+
+/// Every section needs its `local` peer and a rule, unless a line that tried to
+/// declare one was already reported.
+fn required(c: &mut Diagnostics, s: &SectionBuilder) {
+    let (n, t) = (s.header_line, s.header_text.as_str());
+    let head = header_tok(t);
+    if s.peers.local().is_none() && !s.local_attempted {
+        let kind = ErrorKind::NoLocal {
+            section: s.name.clone(),
+        };
+        c.error_at(n, t, &head, kind);
+    }
+    if s.rules.is_empty() && !s.rule_attempted {
+        let kind = ErrorKind::NoRule {
+            section: s.name.clone(),
+        };
+        c.error_at(n, t, &head, kind);
+    }
+}
+
+/// Every suffix names one kind of table: reused or overlapping suffixes would
+/// make a table both input and output, or match two rules.
+fn suffixes(c: &mut Diagnostics, uses: &[SuffixUse]) {
+    for (i, u) in uses.iter().enumerate() {
+        let earlier = &uses[..i];
+        let kind = if let Some(first) = earlier.iter().find(|e| e.suffix == u.suffix) {
+            ErrorKind::SuffixReused {
+                suffix: u.suffix.clone(),
+                first_use: first.what,
+                line: first.line,
+            }
+        } else if let Some(other) = earlier
+            .iter()
+            .find(|e| u.suffix.ends_with(&e.suffix) || e.suffix.ends_with(&u.suffix))
+        {
+            let (long, short) = if u.suffix.len() > other.suffix.len() {
+                (&u.suffix, &other.suffix)
+            } else {
+                (&other.suffix, &u.suffix)
+            };
+            ErrorKind::SuffixOverlap {
+                suffix: long.clone(),
+                other: short.clone(),
+                line: other.line,
+            }
+        } else {
+            continue;
+        };
+        c.error_at(u.line, &u.text, &u.tok, kind);
+    }
+}
+
+/// `forward` relays what `up` peers send: one without the other is a warning.
+fn forwarding(c: &mut Diagnostics, s: &SectionBuilder) {
+    let up = s
+        .peers
+        .all()
+        .iter()
+        .find(|p| matches!(p.role, PeerRole::Up { .. }));
+    let Some(up) = up else {
+        for f in &s.forwards {
+            let tok = keyword_at(f.span.column, "forward");
+            let kind = WarningKind::ForwardWithoutUp {
+                suffix: f.suffix.clone(),
+            };
+            c.warn_at(f.span.line, &s.text_of(f.span.line), &tok, kind);
+        }
+        return;
+    };
+    if s.forwards.is_empty() {
+        let tok = keyword_at(up.span.column, "peer");
+        let kind = WarningKind::UpWithoutForward {
+            name: up.name.clone(),
+        };
+        c.warn_at(up.span.line, &s.text_of(up.span.line), &tok, kind);
+    }
+}
+
+/// A section with no source has nothing to aggregate.
+fn sources(c: &mut Diagnostics, s: &SectionBuilder) {
+    let has_source = s
+        .peers
+        .all()
+        .iter()
+        .any(|p| matches!(p.role, PeerRole::Node | PeerRole::Down));
+    if !has_source {
+        let kind = WarningKind::NoSource {
+            section: s.name.clone(),
+        };
+        let t = s.header_text.as_str();
+        c.warn_at(s.header_line, t, &header_tok(t), kind);
+    }
+}
+
+/// A group of one member is no different from a plain `up`.
+fn groups(c: &mut Diagnostics, peers: &Peers) {
+    for (group, (line, text, tok)) in peers.group_lines() {
+        let role = PeerRole::Up { group: Some(group) };
+        let members = peers.all().iter().filter(|p| p.role == role).count();
+        if members == 1 {
+            c.warn_at(*line, text, tok, WarningKind::SingleMemberGroup { group });
+        }
+    }
+}
+
+/// A keyword token at column `col`, for warnings about a line already checked.
+fn keyword_at(col: u32, word: &str) -> Tok {
+    Tok {
+        text: word.to_owned(),
+        col,
+        width: u32::try_from(word.len()).unwrap_or(u32::MAX),
+    }
+}
+
+/// Two sections cannot listen on one address.
+pub(super) fn listeners(c: &mut Diagnostics, sections: &[SectionBuilder]) {
+    let mut seen: Vec<((String, u16), &str)> = Vec::new();
+    for s in sections {
+        let Some(local) = s.peers.local() else {
+            continue;
+        };
+        let Some(addr) = &local.addr else { continue };
+        let key = addr.canonical();
+        if let Some((_, other)) = seen.iter().find(|(k, _)| *k == key) {
+            let text = s.text_of(local.span.line);
+            let location = c.location(local.span.line, &text, local.span.column, 4, None);
+            let kind = ErrorKind::DuplicateListener {
+                addr: addr.to_string(),
+                other: (*other).to_owned(),
+            };
+            c.error(kind, location);
+        } else {
+            seen.push((key, &s.name));
+        }
+    }
+}
+
+/// The first redial delay may not exceed the longest; reported on the last
+/// `tune.reconnect-*` line.
+pub(super) fn reconnect_range(
+    c: &mut Diagnostics,
+    global: &Global,
+    line: Option<&(u32, String, Tok)>,
+) {
+    if global.reconnect_min > global.reconnect_max
+        && let Some((n, t, tok)) = line
+    {
+        c.error_at(*n, t, tok, ErrorKind::ReconnectRange);
+    }
+}

@@ -1,0 +1,195 @@
+//! What is kept about one `aggregations` section while its lines are read: its
+//! peers, rules and forwards, every suffix it names, and the text of its lines
+//! for diagnostics given once the section is complete. Also the lines that only
+//! feed that state: `from`, `forward` and `[no] option teach-back`.
+
+use std::collections::HashMap;
+
+use super::diag::Diagnostics;
+use super::peers::Peers;
+use super::tokens::suffix_ok;
+use crate::ast::{Aggregations, Forward, FromSpec, Rule};
+use crate::error::{ErrorKind, Span, WarningKind};
+use crate::syntax::{FromTok, Line, Stmt, Tok};
+
+/// One `aggregations` section being read.
+pub(super) struct SectionBuilder {
+    pub(super) name: String,
+    pub(super) header_line: u32,
+    pub(super) header_text: String,
+    pub(super) peers: Peers,
+    pub(super) rules: Vec<Rule>,
+    pub(super) forwards: Vec<Forward>,
+    teach_back: bool,
+    teach_back_line: Option<u32>,
+    /// Every suffix written in the section, for the uniqueness checks.
+    pub(super) suffixes: Vec<SuffixUse>,
+    /// The text of each line of the section, to quote in late diagnostics.
+    texts: HashMap<u32, String>,
+    /// A `from` line was written, even if it was wrong: do not also say "no rule".
+    pub(super) rule_attempted: bool,
+    /// A `local` peer was written, even if its line was wrong.
+    pub(super) local_attempted: bool,
+    span: Span,
+}
+
+/// One suffix written in a section, and where.
+pub(super) struct SuffixUse {
+    pub(super) suffix: String,
+    /// Which kind of suffix, as in "already used as a `to` suffix".
+    pub(super) what: &'static str,
+    pub(super) line: u32,
+    pub(super) text: String,
+    pub(super) tok: Tok,
+}
+
+impl SectionBuilder {
+    /// A section whose header is line `line`, `text`.
+    pub(super) fn new(name: String, line: u32, text: &str, span: Span) -> Self {
+        Self {
+            name,
+            header_line: line,
+            header_text: text.to_owned(),
+            peers: Peers::default(),
+            rules: Vec::new(),
+            forwards: Vec::new(),
+            teach_back: true,
+            teach_back_line: None,
+            suffixes: Vec::new(),
+            texts: HashMap::new(),
+            rule_attempted: false,
+            local_attempted: false,
+            span,
+        }
+    }
+
+    /// One line inside the section; `kw` is its keyword.
+    pub(super) fn stmt(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok) {
+        self.texts.insert(line.number, line.text.clone());
+        self.note_attempt(&line.text);
+        match &line.stmt {
+            Stmt::Peer(toks) => self.peers.add(c, line, kw, &self.name, toks),
+            Stmt::From { from, to_kw, to } => {
+                let Some(from) = from else {
+                    return c.missing(line, "from", "a suffix or `any`, then `to <suffix>`");
+                };
+                if to_kw.is_none() {
+                    return c.missing(line, "from", "`to <suffix>`");
+                }
+                let Some(to) = to else {
+                    return c.missing(line, "to", "a suffix");
+                };
+                self.rule(c, line, kw, from, to);
+            }
+            Stmt::Forward { suffix } => {
+                let Some(suffix) = suffix else {
+                    return c.missing(line, "forward", "a suffix");
+                };
+                self.forward(c, line, kw, suffix);
+            }
+            Stmt::TeachBack { on } => self.teach_back(c, line, kw, *on),
+            _ => {}
+        }
+    }
+
+    /// Remembers that a line tried to declare a rule or the local peer, so that
+    /// a mistake on it is reported once, not again as "no rule" or "no local".
+    pub(super) fn note_attempt(&mut self, text: &str) {
+        let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
+        match words.next() {
+            Some("from") => self.rule_attempted = true,
+            Some("peer") if words.any(|w| w == "local") => self.local_attempted = true,
+            _ => {}
+        }
+    }
+
+    /// The text of line `line` of the section.
+    pub(super) fn text_of(&self, line: u32) -> String {
+        self.texts.get(&line).cloned().unwrap_or_default()
+    }
+
+    /// `from <suffix>|any to <suffix>`.
+    fn rule(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, from: &FromTok, to: &Tok) {
+        let (n, t) = (line.number, line.text.as_str());
+        let from_tok = match from {
+            FromTok::Any(tok) => {
+                if self.rules.iter().any(|r| r.from == FromSpec::Any) {
+                    return c.error_at(n, t, tok, ErrorKind::TwoFromAny);
+                }
+                None
+            }
+            FromTok::Suffix(tok) => {
+                if !suffix_ok(c, line, tok) {
+                    return;
+                }
+                Some(tok)
+            }
+        };
+        if !suffix_ok(c, line, to) {
+            return;
+        }
+        let from_spec = match from_tok {
+            Some(f) if f.text == to.text => {
+                let kind = ErrorKind::FromEqualsTo {
+                    suffix: f.text.clone(),
+                };
+                return c.error_at(n, t, to, kind);
+            }
+            Some(f) => {
+                self.use_suffix(line, f, "a `from` suffix");
+                FromSpec::Suffix(f.text.clone())
+            }
+            None => FromSpec::Any,
+        };
+        self.use_suffix(line, to, "a `to` suffix");
+        self.rules.push(Rule {
+            from: from_spec,
+            to: to.text.clone(),
+            span: c.span(n, kw.col),
+        });
+    }
+
+    /// `forward <suffix>`.
+    fn forward(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, suffix: &Tok) {
+        if !suffix_ok(c, line, suffix) {
+            return;
+        }
+        self.use_suffix(line, suffix, "a `forward` suffix");
+        self.forwards.push(Forward {
+            suffix: suffix.text.clone(),
+            span: c.span(line.number, kw.col),
+        });
+    }
+
+    /// `[no] option teach-back`: the last line wins, with a warning.
+    fn teach_back(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, on: bool) {
+        if let Some(first) = self.teach_back_line {
+            let kind = WarningKind::TeachBackRepeated { line: first };
+            c.warn_at(line.number, &line.text, kw, kind);
+        }
+        self.teach_back = on;
+        self.teach_back_line = Some(line.number);
+    }
+
+    fn use_suffix(&mut self, line: &Line, tok: &Tok, what: &'static str) {
+        self.suffixes.push(SuffixUse {
+            suffix: tok.text.clone(),
+            what,
+            line: line.number,
+            text: line.text.clone(),
+            tok: tok.clone(),
+        });
+    }
+
+    /// The section, once every check has run.
+    pub(super) fn into_aggregations(self) -> Aggregations {
+        Aggregations {
+            name: self.name,
+            peers: self.peers.into_vec(),
+            rules: self.rules,
+            forwards: self.forwards,
+            teach_back: self.teach_back,
+            span: self.span,
+        }
+    }
+}
