@@ -9,9 +9,10 @@
 //! peer (latest value per key) plus a write buffer that is only refilled below the
 //! engine's high-water mark, so a slow or stuck peer costs at most one entry per key.
 //!
-//! Reading and writing happen in one `select!` loop, never one waiting for the other,
-//! so two peers that both write a lot cannot deadlock on full socket buffers, and a
-//! session busy writing still reads (the idle rule looks at bytes received).
+//! Reading and writing happen in one `select!` loop, never one waiting for the other
+//! and neither with priority, so two peers that both write a lot cannot deadlock on
+//! full socket buffers, and a session busy writing still reads (the idle rule looks
+//! at bytes received).
 
 use crate::section::{Incoming, Section, SessionState};
 use bytes::{Bytes, BytesMut};
@@ -194,8 +195,13 @@ async fn drive(core: &mut Core, conn: Incoming, wake: &Wake, cancel: Cancellatio
         // Read in large chunks: a full buffer would otherwise grow by a few bytes
         // per read.
         inbuf.reserve(READ_CHUNK);
+        // No branch has priority (tokio polls them in a random order): a session
+        // whose peer reads fast still reads what the peer sends while it writes its
+        // backlog, and a source that streams at full speed still gets its acks and
+        // sums. The idle rule looks at bytes received, so our own backlog can never
+        // make a peer look silent. Reading is never stopped, so two aggregators that
+        // both have a full write buffer cannot deadlock each other.
         tokio::select! {
-            biased;
             _ = cancel.cancelled() => {
                 // Drain: what is pending for this peer (up to the high-water mark)
                 // and the write buffer, best effort and bounded in time.
@@ -203,10 +209,6 @@ async fn drive(core: &mut Core, conn: Incoming, wake: &Wake, cancel: Cancellatio
                 let _ = tokio::time::timeout(Duration::from_millis(500), wr.write_all(&out)).await;
                 return End::Cancelled;
             }
-            // Writing before reading: a source that streams at full speed must not
-            // hold back its acks and sums (nor the other peers' sums) until it
-            // pauses. Reading is never stopped, so two aggregators that both have a
-            // full write buffer cannot deadlock each other.
             r = wr.write_buf(&mut out), if writing => {
                 if let Err(e) = r {
                     return End::Io(e);
