@@ -2,6 +2,8 @@
 //!
 //! - `ci`: everything CI checks (format, lints, dependency rules, the whole test
 //!   suite against a real `haproxy`).
+//! - `tidy`: the workspace's structural rules (sans-IO crates, no anyhow in
+//!   libraries).
 //! - `topo-test [scenario]`: multi-process HA scenarios (see `tests/topologies/`).
 //! - `bench [--quick]`: benchmarks and `docs/performance.md`.
 
@@ -19,11 +21,12 @@ fn main() -> Result<()> {
     let rest: Vec<String> = args.collect();
     match cmd.as_str() {
         "ci" => ci(),
+        "tidy" => check_sans_io(),
         "topo-test" => topo::main(&rest),
         "bench" => bench::main(&rest),
         "deb" => deb::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|topo-test|bench|deb>");
+            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
@@ -75,7 +78,7 @@ fn ci() -> Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
-    check_wire_is_sans_io()?;
+    check_sans_io()?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -100,32 +103,72 @@ fn ci() -> Result<()> {
     bench::main(&["--quick".to_owned()])
 }
 
-/// The codec must never depend on tokio (with its default features).
-fn check_wire_is_sans_io() -> Result<()> {
-    let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "stktagg-wire",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .output()
-        .context("running cargo tree")?;
-    if !out.status.success() {
-        bail!(
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// The sans-IO crates: no tokio in their dependency trees (default features), no
+/// clock reads in their sources (time is passed in), and no anyhow in any library
+/// crate (each has its own `thiserror` error type).
+const SANS_IO: [&str; 6] = [
+    "stktagg-wire",
+    "stktagg-session",
+    "stktagg-section",
+    "stktagg-store",
+    "stktagg-topology",
+    "stktagg-config",
+];
+
+fn check_sans_io() -> Result<()> {
+    for krate in SANS_IO {
+        let out = cargo()
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none"])
+            .output()
+            .context("running cargo tree")?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        for banned in ["tokio", "anyhow"] {
+            if let Some(line) = tree.lines().find(|l| l.starts_with(banned)) {
+                bail!("{krate} must stay sans-IO but depends on `{line}`");
+            }
+        }
+        let src = project_root().join("crates").join(krate).join("src");
+        if let Some(hit) =
+            find_in_sources(&src, &["Instant::now", "SystemTime::now", "std::net::Tcp"])?
+        {
+            bail!("{krate} must take time and sockets from its caller, but {hit}");
+        }
     }
-    let tree = String::from_utf8_lossy(&out.stdout);
-    if let Some(line) = tree.lines().find(|l| l.starts_with("tokio")) {
-        bail!("stktagg-wire must stay sans-IO but depends on `{line}`");
-    }
-    eprintln!("stktagg-wire: no tokio in its dependency tree");
+    eprintln!(
+        "sans-IO crates: no tokio, no anyhow, no clock reads ({})",
+        SANS_IO.join(", ")
+    );
     Ok(())
+}
+
+/// The first line of a `.rs` file under `dir` that contains one of `needles`.
+fn find_in_sources(dir: &Path, needles: &[&str]) -> Result<Option<String>> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if let Some(hit) = find_in_sources(&path, needles)? {
+                return Ok(Some(hit));
+            }
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if let Some(n) = needles.iter().find(|n| line.contains(**n)) {
+                return Ok(Some(format!("{}:{} uses `{n}`", path.display(), i + 1)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The suite drives a real `haproxy`. On a machine without it, install Debian's

@@ -6,11 +6,14 @@
 //! # Layout
 //! - `load`: configuration files (or the embedded default) to a resolved plan.
 //! - `clock`: the one monotonic clock handed to the sans-IO crates.
-//! - `section`: one `aggregations` section at run time: its store, peers and groups.
+//! - `section`: one `aggregations` section at run time: its sans-IO core (store,
+//!   peers, group election: crate `stktagg-section`) and its tasks' shared handles.
+//! - `supervisor`: starts a section's tasks and does its housekeeping.
 //! - `listener`: accepts TCP connections and runs the acceptor side of the handshake.
 //! - `peer`: one task per configured peer: dials, takes incoming sessions, applies the
 //!   collision rule (newest session wins) and reconnect backoff.
-//! - `session`: one established peer session: resyncs, updates, acks, heartbeats.
+//! - `session`: one established peer session: the engine and the section's session
+//!   core around a socket.
 //! - `api`: the runtime API on the `stats socket`.
 //! - `metrics`: Prometheus names and the exporter.
 //! - `logging`: tracing set-up.
@@ -22,10 +25,10 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
-pub mod ratelimit;
 pub mod section;
 pub mod session;
 pub mod shutdown;
+pub mod supervisor;
 
 mod load;
 
@@ -77,7 +80,7 @@ impl Daemon {
             let listener = listener::bind(&section)
                 .await
                 .with_context(|| format!("section `{}`", section.name))?;
-            section::start(&section, listener, &mut tasks, shutdown.clone());
+            supervisor::start(&section, listener, &mut tasks, shutdown.clone());
             sections.push(section);
         }
         let api_path = loaded.stats_socket.as_ref().map(|s| s.path.clone());

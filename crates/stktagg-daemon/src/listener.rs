@@ -111,7 +111,7 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
         let _ = stream.write_all(&out).await;
         return Ok(());
     };
-    engine.set_resync_policy(crate::session::resync_policy(section.peers[peer].role));
+    engine.set_resync_policy(stktagg_section::resync_policy(section.peers[peer].role));
     engine.accept_hello();
     // The status with a heartbeat: HAProxy may check this session's liveness within
     // 50 ms of a collision, before the peer task has taken it over.
@@ -123,14 +123,14 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
         remote,
         dialed: false,
     };
-    section.peers[peer].hand_over(incoming).await;
+    section.hand_over(peer, incoming).await;
     Ok(())
 }
 
 /// Counts and logs a refused hello (rate-limited: hellos come from anyone).
 fn count_rejection(section: &Section, code: StatusCode, remote: SocketAddr, claimed: Option<&str>) {
     crate::metrics::hello_rejected(&section.name, code);
-    if let Some(suppressed) = section.reject_log_limit.allow() {
+    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
         tracing::warn!(section = %section.name, code = code.code(), %remote, claimed, suppressed, "rejecting a hello");
     }
 }

@@ -3,10 +3,11 @@
 //! Every series is labelled by section and, where it makes sense, by peer: both come
 //! from the configuration, so label sets are bounded. No per-key labels, ever.
 
-use crate::section::Section;
 use anyhow::{Context, Result};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use std::net::SocketAddr;
+use stktagg_section::SectionCore;
+use stktagg_store::Store;
 use stktagg_wire::hello::StatusCode;
 
 /// Installs the Prometheus exporter with its HTTP listener on `addr`.
@@ -72,73 +73,14 @@ fn describe() {
     );
 }
 
-/// A session came up or went down.
-pub fn session_up(section: &str, peer: &str, up: bool) {
-    gauge!("stktagg_peer_up", "section" => section.to_owned(), "peer" => peer.to_owned())
-        .set(if up { 1.0 } else { 0.0 });
-    if up {
-        counter!("stktagg_sessions_total", "section" => section.to_owned(), "peer" => peer.to_owned())
-            .increment(1);
-    }
-}
-
-/// The counters a session bumps for every update, looked up once per session
-/// rather than once per update (a lookup builds the label strings).
-#[derive(Debug, Clone)]
-pub struct UpdateCounters {
-    /// `stktagg_updates_received_total` for the peer.
-    pub received: metrics::Counter,
-    /// `stktagg_updates_sent_total` for the peer.
-    pub sent: metrics::Counter,
-}
-
-impl UpdateCounters {
-    /// The peer's counters.
-    pub fn new(section: &str, peer: &str) -> Self {
-        UpdateCounters {
-            received: counter!("stktagg_updates_received_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
-            sent: counter!("stktagg_updates_sent_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
-        }
-    }
-}
-
-/// A full resync went `in` (from the peer) or `out` (to the peer).
-pub fn resync(section: &str, peer: &str, direction: &'static str) {
-    counter!("stktagg_resyncs_total", "section" => section.to_owned(), "peer" => peer.to_owned(), "direction" => direction)
-        .increment(1);
-}
-
-/// A session ended on bad input.
-pub fn protocol_error(section: &str, peer: &str, kind: &str) {
-    counter!("stktagg_protocol_errors_total", "section" => section.to_owned(), "peer" => peer.to_owned(), "kind" => kind.to_owned())
-        .increment(1);
-}
-
 /// An incoming hello was rejected.
 pub fn hello_rejected(section: &str, code: StatusCode) {
     counter!("stktagg_hello_rejected_total", "section" => section.to_owned(), "code" => code.code().to_string())
         .increment(1);
 }
 
-/// A peer defined a table that no rule takes.
-pub fn table_ignored(section: &str, peer: &str) {
-    counter!("stktagg_tables_ignored_total", "section" => section.to_owned(), "peer" => peer.to_owned())
-        .increment(1);
-}
-
-/// A group's active member changed.
-pub fn group_switch(section: &str, group: &str) {
-    counter!("stktagg_group_switches_total", "section" => section.to_owned(), "group" => group.to_owned())
-        .increment(1);
-}
-
-/// Time from a source update to the new value leaving for a peer.
-pub fn propagation(ms: u64) {
-    histogram!("stktagg_propagation_seconds").record(ms as f64 / 1000.0);
-}
-
 /// Publishes per-table entry counts and group membership.
-pub fn table_sizes(section: &Section) {
+pub fn table_sizes(section: &SectionCore<Store>) {
     for t in section.store.table_summaries() {
         gauge!("stktagg_table_entries", "section" => section.name.clone(), "table" => String::from_utf8_lossy(&t.name).into_owned())
             .set(t.used as f64);
@@ -151,12 +93,4 @@ pub fn table_sizes(section: &Section) {
                 .set(if active == Some(*m) { 1.0 } else { 0.0 });
         }
     }
-}
-
-/// A bounded label for a wire error: its variant name.
-pub fn error_kind(e: &stktagg_wire::WireError) -> String {
-    let dbg = format!("{e:?}");
-    dbg.chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect()
 }

@@ -91,7 +91,7 @@ pub async fn run(
                         // but refuses the hello is a configuration mismatch (names):
                         // a warning, rate-limited.
                         if e.downcast_ref::<Refused>().is_some() {
-                            if let Some(suppressed) = peer.stats.log_limit.allow() {
+                            if let Some(suppressed) = peer.stats.log_limit.allow(section.clock.now_ms()) {
                                 tracing::warn!(section = %section.name, peer = %peer.name, suppressed, "{e:#}");
                             }
                         } else {
@@ -147,7 +147,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     let mut engine =
         PeerSession::dial(section.session_config(), &peer.name, section.clock.now_ms())
             .context("encoding the hello")?;
-    engine.set_resync_policy(crate::session::resync_policy(peer.role));
+    engine.set_resync_policy(stktagg_section::resync_policy(peer.role));
     let mut out = BytesMut::new();
     engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await.context("sending the hello")?;

@@ -1230,7 +1230,8 @@ impl Store {
     /// Registers a member's relay table (a `forward` table received from a member of
     /// up group `group`). The table is created from the first definition, under its
     /// own `name`; a later definition with another key type or length is refused.
-    /// The first member to register becomes the group's active member.
+    /// Registering elects nobody: the group's relayed member is set by
+    /// [`Store::relay_replace`] only.
     pub fn register_relay(
         &self,
         group: u16,
@@ -1238,14 +1239,10 @@ impl Store {
         def: &TableDefinition,
         name: &[u8],
     ) -> Result<RelayHandle, StoreError> {
+        // Which member is relayed is the section's election, never a side effect of
+        // registering (see `relay_replace`).
         let mut reg = self.reg_write();
         let g = reg.group(group);
-        let _ = g.active.compare_exchange(
-            NO_MEMBER,
-            u32::from(member.0),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
         let table = match reg
             .relays_by_name
             .get(&(group, Bytes::copy_from_slice(name)))

@@ -562,6 +562,9 @@ fn relay_failover_replaces_the_relayed_data() {
     let m1 = store.register_relay(1, s(10), &d, b"/g.l2").unwrap();
     let m2 = store.register_relay(1, s(11), &d, b"/g.l2").unwrap();
     assert_eq!(m1.table(), m2.table());
+    // Registering elects nobody; the section's election relays m1.
+    assert_eq!(store.active_member(1), None);
+    store.relay_replace(1, s(10), 0);
     assert_eq!(store.active_member(1), Some(s(10)));
     let t = m1.table();
     let v = |n| [Value::Uint(n), freq(100, 40, 10)];

@@ -1,0 +1,188 @@
+//! [`SectionCore`]: one `aggregations` section's state and rules, without tasks or
+//! sockets: its plan, its tables, its peers' state, and who is relayed in each `up`
+//! group.
+
+use crate::ratelimit::LogLimiter;
+use crate::stats::PeerStats;
+use crate::store::TableStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use stktagg_store::SourceId;
+use stktagg_topology::{PeerId, Role, SectionPlan};
+
+/// What a section asks of whoever runs its sessions.
+pub trait Signals: Send + Sync {
+    /// Asks `peer`'s running session (or its next one) for a full resync.
+    fn request_resync(&self, peer: PeerId);
+}
+
+/// One configured peer of a section (never the `local` one).
+#[derive(Debug)]
+pub struct PeerInfo {
+    /// Index in the section's peer list; also the store's source id.
+    pub id: PeerId,
+    /// The peer's name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Where to dial it (host and port), if it has an address.
+    pub addr: Option<(String, u16)>,
+    /// State and counters.
+    pub stats: PeerStats,
+}
+
+impl PeerInfo {
+    /// The store's id for this peer as a source.
+    pub fn source_id(&self) -> SourceId {
+        SourceId(self.id.0 as u16)
+    }
+
+    /// Whether this peer sends us input tables (a node or a `down` aggregator).
+    pub fn is_source(&self) -> bool {
+        matches!(self.role, Role::Source(_))
+    }
+
+    /// The `up` group of this peer, if it is an upstream.
+    pub fn group(&self) -> Option<u16> {
+        match self.role {
+            Role::Upstream { group } => Some(group.0 as u16),
+            Role::Source(_) => None,
+        }
+    }
+}
+
+/// One `aggregations` section (see the module documentation).
+#[derive(Debug)]
+pub struct SectionCore<S> {
+    /// The section name.
+    pub name: String,
+    /// Our local peer name.
+    pub local_name: String,
+    /// The resolved plan.
+    pub plan: SectionPlan,
+    /// The tables.
+    pub store: Arc<S>,
+    /// Peers by id (never the local one).
+    pub peers: Vec<PeerInfo>,
+    /// Clock reading at start.
+    pub started_ms: u64,
+    /// After start, how long we may answer PARTIAL while our sources have not all
+    /// resynced to us.
+    pub startup_grace_ms: u64,
+    /// Changes of a group's relayed member, all groups.
+    pub group_switches: AtomicU64,
+    /// Limits warning lines about rejected hellos (they come from anyone).
+    pub reject_log_limit: LogLimiter,
+}
+
+impl<S: TableStore> SectionCore<S> {
+    /// A section from its plan, over `store`, started at `now`.
+    pub fn new(plan: SectionPlan, store: Arc<S>, now: u64, startup_grace_ms: u64) -> Self {
+        let peers = plan
+            .peers
+            .iter()
+            .map(|p| PeerInfo {
+                id: p.id,
+                name: p.name.clone(),
+                role: p.role,
+                addr: p.addr.as_ref().map(|a| (a.host.clone(), a.port)),
+                stats: PeerStats::default(),
+            })
+            .collect();
+        SectionCore {
+            name: plan.name.clone(),
+            local_name: plan.local_name.clone(),
+            store,
+            peers,
+            started_ms: now,
+            startup_grace_ms,
+            group_switches: AtomicU64::new(0),
+            reject_log_limit: LogLimiter::default(),
+            plan,
+        }
+    }
+
+    /// The peer called `name`, if it is one of ours (the local peer is not).
+    pub fn peer_by_name(&self, name: &str) -> Option<usize> {
+        self.peers.iter().position(|p| p.name == name)
+    }
+
+    /// Whether we hold complete data ourselves: every source has finished a full
+    /// resync to us since we started, or the start-up grace period is over (a source
+    /// that never comes back must not keep us incomplete forever). A peer that asks
+    /// us for a resync is answered FINISHED when this holds, PARTIAL otherwise, as
+    /// HAProxy does with its own resync state; an aggregator below us then waits for
+    /// a FINISHED before it relays our tables.
+    pub fn up_to_date(&self, now: u64) -> bool {
+        now.saturating_sub(self.started_ms) >= self.startup_grace_ms
+            || self
+                .peers
+                .iter()
+                .filter(|p| p.is_source())
+                .all(|p| p.stats.resynced.load(Ordering::Relaxed))
+    }
+
+    /// The number of `group` as written in the configuration, for logs and displays.
+    pub fn group_number(&self, group: u16) -> String {
+        self.plan
+            .groups
+            .get(group as usize)
+            .and_then(|g| g.number)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("#{group}"))
+    }
+
+    /// The member of `group` whose tables are relayed (the store holds this fact;
+    /// only [`SectionCore::relay_defined`] and [`SectionCore::elect`] change it).
+    pub fn active_member(&self, group: u16) -> Option<PeerId> {
+        self.store
+            .active_member(group)
+            .map(|s| PeerId(usize::from(s.0)))
+    }
+
+    /// A member of `group` defined a relayed table. While the group has no relayed
+    /// member yet, the first one to define a table is relayed at once, so that the
+    /// lesson it is sending is kept; [`SectionCore::elect`] corrects the choice once
+    /// members are complete.
+    pub fn relay_defined(&self, group: u16, member: PeerId, now: u64) {
+        if self.store.active_member(group).is_none() {
+            self.switch(group, member, now);
+        }
+    }
+
+    /// The election rule, the one place that decides who is relayed: the first
+    /// member of `group` in configuration order whose session is established and
+    /// whose last full resync ended FINISHED. While no member qualifies, the relayed
+    /// member stays (stale data beats none) until one does. A new member's tables
+    /// replace the old one's by its full resync, which its session is asked for. A
+    /// member that is already relayed and has just finished its resync is complete
+    /// and current: nothing changes.
+    pub fn elect(&self, group: u16, now: u64, signals: &dyn Signals) {
+        let Some(g) = self.plan.groups.iter().find(|g| g.id.0 == group as usize) else {
+            return;
+        };
+        let best = g
+            .members
+            .iter()
+            .copied()
+            .find(|m| self.peers[m.0].stats.is_complete());
+        let Some(best) = best else {
+            return;
+        };
+        if self.active_member(group) == Some(best) {
+            return;
+        }
+        self.switch(group, best, now);
+        // Even if its lesson just ended, it was heard while another member was
+        // relayed (and dropped): the relayed tables are rebuilt from a new one.
+        signals.request_resync(best);
+    }
+
+    fn switch(&self, group: u16, member: PeerId, now: u64) {
+        self.store
+            .relay_replace(group, self.peers[member.0].source_id(), now);
+        self.group_switches.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::group_switch(&self.name, &self.group_number(group));
+        tracing::info!(section = %self.name, group = %self.group_number(group), active = %self.peers[member.0].name, "group active member changed");
+    }
+}

@@ -1,0 +1,438 @@
+//! [`SessionCore`]: what one peer session means to its section. The protocol engine
+//! ([`stktagg_session::PeerSession`]) reports events and asks for entries; this
+//! gives them their meaning: input tables go into the store, a resync request is
+//! answered from the store, the store's changes for this peer are what is sent
+//! live, and the group election hears of every session that comes and goes.
+
+use crate::section::{PeerInfo, SectionCore, Signals};
+use crate::stats::SessionState;
+use crate::store::TableStore;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
+use stktagg_store::{SubscriptionFilter, TableId, Waker};
+use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
+use stktagg_wire::{Key, TableDefinition, Update, Value};
+
+/// Entries taken from the dirty set or a teach queue per call.
+const BATCH: usize = 256;
+/// Most tables a section holds (outputs and relays).
+const MAX_TABLES: usize = 1024;
+/// Delay before asking an aggregator again after it answered PARTIAL.
+const RESYNC_RETRY_MS: u64 = 1_000;
+/// Delay before asking a HAProxy node again after it answered PARTIAL
+/// (HAProxy's own `PEER_RESYNC_TIMEOUT`).
+const NODE_RESYNC_RETRY_MS: u64 = 5_000;
+/// Teach-back tables get table keys above every store table id.
+const TEACH_BACK_KEYS: u64 = 1 << 32;
+
+/// The resync policy for a peer: sources and upstreams are asked at once; a node
+/// that answers PARTIAL is asked again when it confirms our lesson or after
+/// HAProxy's 5 s, an aggregator after 1 s; a source that acknowledged every entry
+/// taught back to it is asked again (HAProxy 3.2.0 never pushes changes to an entry
+/// it learned from a peer; a resync makes them its own again).
+pub fn resync_policy(role: Role) -> ResyncPolicy {
+    let is_node = matches!(role, Role::Source(SourceKind::Node));
+    ResyncPolicy {
+        ask_on_start: true,
+        retry_after_partial_ms: Some(if is_node {
+            NODE_RESYNC_RETRY_MS
+        } else {
+            RESYNC_RETRY_MS
+        }),
+        retry_on_confirm: is_node,
+        ask_after_teach_back: true,
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// Shutdown or a newer session took over.
+    Cancelled,
+    /// The peer closed the connection.
+    Closed,
+    /// The protocol engine ended it (silence, bad input, the peer's complaint).
+    Protocol(End),
+    /// A socket error.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Cancelled => f.write_str("session closed by us (shutdown or replaced)"),
+            Ending::Closed => f.write_str("connection closed by peer"),
+            Ending::Protocol(e) => write!(f, "{e}"),
+            Ending::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// What we do with a table a peer defined to us, by the peer's table id.
+enum Inbound<S: TableStore> {
+    Aggregate(S::Input),
+    Relay(S::Relay),
+    Ignored,
+}
+
+/// A source's own input table, taught back to it after its restart.
+#[derive(Debug)]
+struct TeachBack {
+    key: TableKey,
+    def: TableDefinition,
+    entries: VecDeque<(Key, Vec<Value>, Option<u32>)>,
+}
+
+/// One established session's meaning (see the module documentation).
+pub struct SessionCore<S: TableStore> {
+    section: Arc<SectionCore<S>>,
+    signals: Arc<dyn Signals>,
+    id: PeerId,
+    remote: String,
+    inbound: HashMap<u32, Inbound<S>>,
+    filter: SubscriptionFilter,
+    /// The full resync we teach: the entries still to send.
+    lesson: VecDeque<(TableId, Key)>,
+    /// The peer's own entries still to teach back, per input table.
+    teach_back: VecDeque<TeachBack>,
+    /// Table keys of the teach-back tables, by input table name.
+    teach_back_keys: HashMap<Bytes, TableKey>,
+    counters: crate::metrics::UpdateCounters,
+    sub: S::Sub,
+    now: u64,
+}
+
+impl<S: TableStore> std::fmt::Debug for SessionCore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCore")
+            .field("section", &self.section.name)
+            .field("peer", &self.peer().name)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TableStore> SessionCore<S> {
+    /// A session with peer `id` is established at `now` (`remote` names its address
+    /// in logs). `waker` is woken whenever the store has something for this peer.
+    pub fn start(
+        section: Arc<SectionCore<S>>,
+        signals: Arc<dyn Signals>,
+        id: PeerId,
+        remote: String,
+        waker: Arc<dyn Waker>,
+        now: u64,
+    ) -> Self {
+        let peer = &section.peers[id.0];
+        let n = peer.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        if n > 0 {
+            peer.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        peer.stats.set_state(SessionState::Established);
+        peer.stats.last_hello_ms.store(now, Ordering::Relaxed);
+        peer.stats.last_rx_ms.store(now, Ordering::Relaxed);
+        crate::metrics::session_up(&section.name, &peer.name, true);
+        let filter = SubscriptionFilter {
+            outputs: true,
+            relays: peer.is_source(),
+        };
+        // A peer that reconnects without restarting does not ask for a resync, and
+        // it may have missed changes while it was away: every session starts by
+        // sending every entry the peer should hold (coalesced with live changes).
+        let sub = section.store.subscribe_all(filter, waker);
+        let counters = crate::metrics::UpdateCounters::new(&section.name, &peer.name);
+        SessionCore {
+            signals,
+            id,
+            remote,
+            inbound: HashMap::new(),
+            filter,
+            lesson: VecDeque::new(),
+            teach_back: VecDeque::new(),
+            teach_back_keys: HashMap::new(),
+            counters,
+            sub,
+            now,
+            section,
+        }
+    }
+
+    /// The section.
+    pub fn section(&self) -> &SectionCore<S> {
+        &self.section
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.section.peers[self.id.0]
+    }
+
+    /// Sets the time the next calls run at.
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Handles every pending event of `engine`; the protocol end, if it closed.
+    pub fn handle_events(&mut self, engine: &mut PeerSession, now: u64) -> Option<End> {
+        self.now = now;
+        while let Some(event) = engine.poll_event() {
+            match event {
+                Event::TableDefined(def) => self.on_definition(def),
+                Event::Update(u) => self.on_update(u),
+                Event::ResyncAsked => {
+                    let source = self.peer().source_id();
+                    self.section.store.begin_resync(source, self.now);
+                }
+                Event::ResyncEnded { finished } => self.on_resync_end(finished),
+                Event::ResyncRequested => self.on_resync_request(),
+                Event::Closed(end) => return Some(end),
+                Event::HelloReceived(_)
+                | Event::Established { .. }
+                | Event::Acked { .. }
+                | Event::Confirmed => {}
+            }
+        }
+        if let Some(t) = engine.last_heartbeat() {
+            self.peer()
+                .stats
+                .last_heartbeat_ms
+                .store(t, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// The session is over: counts, logs, and re-elects the peer's group.
+    pub fn finish(self, ending: &Ending) {
+        let section = &self.section;
+        let peer = self.peer();
+        peer.stats.set_state(SessionState::Idle);
+        crate::metrics::session_up(&section.name, &peer.name, false);
+        if let Ending::Protocol(End::Protocol(e)) = ending {
+            peer.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::protocol_error(
+                &section.name,
+                &peer.name,
+                &crate::metrics::error_kind(e),
+            );
+        }
+        // A peer that keeps failing must not flood the logs: a few lines a minute,
+        // with the count of the ones left out.
+        let remote = &self.remote;
+        if let Some(suppressed) = peer.stats.log_limit.allow(self.now) {
+            if matches!(ending, Ending::Protocol(_)) {
+                tracing::warn!(section = %section.name, peer = %peer.name, %remote, suppressed, "session ended: {ending}");
+            } else {
+                tracing::info!(section = %section.name, peer = %peer.name, %remote, suppressed, "session ended: {ending}");
+            }
+        }
+        if !matches!(ending, Ending::Cancelled) {
+            *crate::lock(&peer.stats.last_error) = Some(ending.to_string());
+        }
+        if let Some(group) = peer.group() {
+            peer.stats.resynced.store(false, Ordering::Relaxed);
+            section.elect(group, self.now, self.signals.as_ref());
+        }
+    }
+
+    fn on_definition(&mut self, def: TableDefinition) {
+        let section = self.section.clone();
+        let peer = &section.peers[self.id.0];
+        let name = String::from_utf8_lossy(&def.name).into_owned();
+        let mut route = section.plan.route_incoming(self.id, &name);
+        if let Route::Aggregate { output } = &route
+            && !section.store.has_output(output.as_bytes())
+            && section.store.table_count() >= MAX_TABLES
+        {
+            // Tables are created on demand from the names peers send: a bound keeps a
+            // peer that invents names from growing the store without end.
+            if let Some(suppressed) = peer.stats.log_limit.allow(self.now) {
+                tracing::warn!(section = %section.name, peer = %peer.name, table = %name, suppressed, "too many tables, ignoring a new one");
+            }
+            route = Route::Ignore {
+                reason: IgnoreReason::NoRule,
+            };
+        }
+        let store = &section.store;
+        let inbound = match route {
+            Route::Aggregate { output } => {
+                match store.register_input(peer.source_id(), &def.name, &def, output.as_bytes()) {
+                    Ok(h) => Inbound::Aggregate(h),
+                    Err(e) => {
+                        crate::metrics::table_ignored(&section.name, &peer.name);
+                        tracing::warn!(section = %section.name, peer = %peer.name, table = %name, error = %e, "input table refused");
+                        Inbound::Ignored
+                    }
+                }
+            }
+            Route::Relay { group } => {
+                let group = group.0 as u16;
+                match store.register_relay(group, peer.source_id(), &def, &def.name) {
+                    Ok(handle) => {
+                        section.relay_defined(group, self.id, self.now);
+                        Inbound::Relay(handle)
+                    }
+                    Err(e) => {
+                        tracing::warn!(section = %section.name, peer = %peer.name, table = %name, error = %e, "relayed table refused");
+                        Inbound::Ignored
+                    }
+                }
+            }
+            Route::Ignore { reason } => {
+                crate::metrics::table_ignored(&section.name, &peer.name);
+                tracing::debug!(section = %section.name, peer = %peer.name, table = %name, %reason, "ignoring table");
+                Inbound::Ignored
+            }
+        };
+        self.inbound.insert(def.table_id, inbound);
+    }
+
+    fn on_update(&mut self, u: Update) {
+        let peer = &self.section.peers[self.id.0];
+        peer.stats.updates_in.fetch_add(1, Ordering::Relaxed);
+        self.counters.received.increment(1);
+        let store = &self.section.store;
+        let res = match self.inbound.get(&u.table_id) {
+            Some(Inbound::Aggregate(h)) => store.apply(h, &u.key, &u.values, u.expire_ms, self.now),
+            // The store only hears the group's relayed member.
+            Some(Inbound::Relay(h)) => {
+                store.relay_apply(h, &u.key, &u.values, u.expire_ms, self.now)
+            }
+            Some(Inbound::Ignored) | None => return,
+        };
+        if let Err(e) = res {
+            tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+        }
+    }
+
+    fn on_resync_request(&mut self) {
+        let section = self.section.clone();
+        let peer = &section.peers[self.id.0];
+        peer.stats.resyncs_out.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::resync(&section.name, &peer.name, "out");
+        self.lesson = section.store.lesson(self.filter).into();
+        self.teach_back.clear();
+        if peer.is_source() && section.plan.teach_back {
+            for c in section.store.contributions_of(peer.source_id(), self.now) {
+                let next = TableKey(TEACH_BACK_KEYS + self.teach_back_keys.len() as u64);
+                let key = *self
+                    .teach_back_keys
+                    .entry(c.input_name.clone())
+                    .or_insert(next);
+                self.teach_back.push_back(TeachBack {
+                    key,
+                    def: TableDefinition {
+                        name: c.input_name,
+                        ..c.definition
+                    },
+                    entries: c
+                        .entries
+                        .into_iter()
+                        .map(|e| (e.key, e.values, e.expire_ms))
+                        .collect(),
+                });
+            }
+        }
+        tracing::info!(section = %section.name, peer = %peer.name, "peer asked for a full resync");
+    }
+
+    fn on_resync_end(&mut self, finished: bool) {
+        let section = self.section.clone();
+        let peer = &section.peers[self.id.0];
+        peer.stats.resyncs_in.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::resync(&section.name, &peer.name, "in");
+        // A source that says PARTIAL was not up to date itself: a node that has just
+        // restarted and is still learning, or an aggregator still rebuilding. What it
+        // did not send is not gone: a node gets it back from our teach-back, an
+        // aggregator from its own sources. So its earlier contributions stay until it
+        // sends them again or they expire. Only a node we do not teach back has really
+        // lost them: it counts anew, and so does its share of the sums. (The engine
+        // asks it again later, by the peer's resync policy.)
+        let lost = matches!(peer.role, Role::Source(SourceKind::Node)) && !section.plan.teach_back;
+        if finished || !peer.is_source() || lost {
+            section.store.end_resync(peer.source_id(), self.now);
+        }
+        peer.stats.resynced.store(finished, Ordering::Relaxed);
+        if let Some(group) = peer.group() {
+            section.elect(group, self.now, self.signals.as_ref());
+        }
+    }
+
+    /// Sends one entry of a store table; `live` for a change (as opposed to a full
+    /// resync we teach), which is what the propagation histogram measures.
+    fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key, live: bool) {
+        let store = &self.section.store;
+        let Some(entry) = store.read(table, &key, self.now) else {
+            // Gone since it was marked (expired): there are no deletes on the wire.
+            return;
+        };
+        let def = || store.definition(table);
+        match out.send(TableKey(u64::from(table.0)), def, key, entry.values, None) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(section = %self.section.name, peer = %self.peer().name, error = %e, "failed to encode our own update");
+                return;
+            }
+        }
+        self.peer()
+            .stats
+            .updates_out
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters.sent.increment(1);
+        if live && entry.changed_at > 0 {
+            crate::metrics::propagation(self.now.saturating_sub(entry.changed_at));
+        }
+    }
+}
+
+impl<S: TableStore> Feed for SessionCore<S> {
+    fn teach_back(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let Some(tb) = self.teach_back.front_mut() else {
+            return Progress::Done;
+        };
+        for _ in 0..BATCH {
+            let Some((key, values, expire)) = tb.entries.pop_front() else {
+                self.teach_back.pop_front();
+                return Progress::More;
+            };
+            let def = || Some(tb.def.clone());
+            if let Err(e) = out.send(tb.key, def, key, values, expire) {
+                tracing::error!(section = %self.section.name, error = %e, "failed to encode a taught-back entry");
+            }
+        }
+        Progress::More
+    }
+
+    fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        for _ in 0..BATCH {
+            let Some((table, key)) = self.lesson.pop_front() else {
+                return Progress::Done;
+            };
+            self.send_entry(out, table, key, false);
+        }
+        Progress::More
+    }
+
+    /// PARTIAL tells an aggregator not to rely on us yet. A HAProxy node told
+    /// PARTIAL would wait 5 s before it pushes its own counts, and we would wait for
+    /// those counts to be complete: nodes always get FINISHED; the sums reach them
+    /// live as they complete.
+    fn lesson_complete(&self) -> bool {
+        matches!(self.peer().role, Role::Source(SourceKind::Node))
+            || self.section.up_to_date(self.now)
+    }
+
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let batch = self.section.store.drain(&self.sub, BATCH);
+        if batch.is_empty() {
+            return Progress::Done;
+        }
+        for (table, key) in batch {
+            self.send_entry(out, table, key, true);
+        }
+        Progress::More
+    }
+}
