@@ -14,27 +14,81 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every `stktagg_…` name in `text`.
+/// Every `stktagg_…` and `process_…` name in `text` (a name starts a word).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("stktagg_") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_owned());
-        rest = &tail[end..];
+    for prefix in ["stktagg_", "process_"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().next_back();
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.insert(tail[..end].to_owned());
+            }
+            rest = &tail[end..];
+        }
     }
     out
 }
 
-/// The series names registered in `src/metrics.rs` (the `describe_*!` calls).
+/// The series names `src/metrics.rs` describes (the first string of each
+/// `describe_*!` call).
 fn exported() -> BTreeSet<String> {
     let src = read(&root().join("crates/stktagg-daemon/src/metrics.rs"));
-    let names = metric_names(&src);
-    assert!(names.contains("stktagg_peer_up"), "{names:?}");
+    let names: BTreeSet<String> = src
+        .split("describe_")
+        .skip(1)
+        .filter_map(|chunk| chunk.split('"').nth(1))
+        .filter(|n| n.starts_with("stktagg_") || n.starts_with("process_"))
+        .map(str::to_owned)
+        .collect();
+    for want in [
+        "stktagg_peer_up",
+        "stktagg_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(names.contains(want), "{want} not in {names:?}");
+    }
     names
+}
+
+/// The exported name behind a series name: a histogram is exported under one name
+/// and read through its `_bucket`, `_sum` and `_count` series.
+fn base_name(name: &str, exported: &BTreeSet<String>) -> String {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|b| exported.contains(*b))
+        .unwrap_or(name)
+        .to_owned()
+}
+
+/// The panel titled `title`.
+fn panel<'a>(panels: &'a [serde_json::Value], title: &str) -> &'a serde_json::Value {
+    panels
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel `{title}`"))
+}
+
+/// The threshold steps of a panel's defaults (the base step has no value).
+fn threshold_steps(p: &serde_json::Value) -> Vec<f64> {
+    p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("panel {} has no thresholds", p["title"]))
+        .iter()
+        .filter_map(|s| s["value"].as_f64())
+        .collect()
+}
+
+/// The texts a panel's value mappings give to `0` and `1`.
+fn mapped(p: &serde_json::Value) -> (String, String) {
+    let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    let text = |v: &str| m[v]["text"].as_str().unwrap_or_default().to_owned();
+    (text("0"), text("1"))
 }
 
 #[test]
@@ -52,14 +106,7 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
         for t in targets {
             let expr = t["expr"].as_str().unwrap();
             for name in metric_names(expr) {
-                // A histogram is exported under one name and read through its
-                // `_bucket`, `_sum` and `_count` series.
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s))
-                    .filter(|b| exported.contains(*b))
-                    .unwrap_or(&name)
-                    .to_owned();
+                let base = base_name(&name, &exported);
                 assert!(
                     exported.contains(&base),
                     "panel {} uses `{name}`, which src/metrics.rs does not export",
@@ -81,9 +128,45 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
         "stktagg_group_active_member",
         "stktagg_group_switches_total",
         "stktagg_propagation_seconds",
+        "stktagg_build_info",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
     ] {
         assert!(used.contains(want), "`{want}` is not on the dashboard");
     }
+    // Thresholds agree with the alert rules, and states read as words.
+    let alerts = read(&deploy("prometheus/stktagg-alerts.yml"));
+    let latency = panel(panels, "Propagation latency");
+    assert!(
+        threshold_steps(latency).contains(&0.25)
+            && alerts.contains("stktagg_propagation_seconds_bucket[5m]))) > 0.25"),
+        "{latency}"
+    );
+    let p99 = latency["targets"][1]["expr"].as_str().unwrap();
+    assert!(p99.contains("by (instance, section, le)"), "{p99}");
+    let fds = panel(panels, "Open file descriptors");
+    assert!(
+        threshold_steps(fds).contains(&0.8) && alerts.contains("> 0) > 0.8"),
+        "{fds}"
+    );
+    assert_eq!(
+        mapped(panel(panels, "Peer session state")),
+        ("DOWN".to_owned(), "UP".to_owned())
+    );
+    assert_eq!(
+        mapped(panel(panels, "Up group active member")),
+        ("standby".to_owned(), "active".to_owned())
+    );
+    assert_eq!(
+        mapped(panel(panels, "Scrape target")),
+        ("DOWN".to_owned(), "UP".to_owned())
+    );
+    let mut ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
 }
 
 #[test]
@@ -93,8 +176,37 @@ fn alert_rules_name_only_exported_series() {
     let names = metric_names(&text);
     assert!(!names.is_empty());
     for n in names {
-        assert!(exported.contains(&n), "alert rule uses `{n}`");
+        assert!(
+            exported.contains(&base_name(&n, &exported)),
+            "alert rule uses `{n}`"
+        );
     }
+    // The alerts the issue asks for, each with a case in the promtool unit tests
+    // (`promtool test rules deploy/prometheus/stktagg-alerts.test.yml`).
+    let alerts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for want in [
+        "StktaggTargetDown",
+        "StktaggPeerDown",
+        "StktaggHelloRejected",
+        "StktaggSessionFlapping",
+        "StktaggPropagationSlow",
+        "StktaggProtocolErrors",
+    ] {
+        assert!(alerts.contains(&want), "no alert `{want}`: {alerts:?}");
+    }
+    let cases = read(&deploy("prometheus/stktagg-alerts.test.yml"));
+    for a in &alerts {
+        assert!(
+            cases.contains(&format!("alertname: {a}\n")),
+            "alert `{a}` has no case in stktagg-alerts.test.yml"
+        );
+    }
+    // A counter read by `increase()` must be one the daemon registers at 0 (see
+    // `metrics::register_section`); the table sizes are the only late series.
+    assert!(!text.contains("stktagg_table_entries"), "{text}");
 }
 
 #[test]
