@@ -1,6 +1,6 @@
 //! The Prometheus endpoint, scraped over plain HTTP, series by series.
 
-use crate::rig::{Block, CONVERGE, Daemon, Fleet, FleetOpts, Scrape, root};
+use crate::rig::{Block, CONVERGE, Daemon, Fleet, FleetOpts, Scrape, peer_block, root};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use stktagg_tests::{HarnessError, MockPeer, eventually};
@@ -164,13 +164,7 @@ fn every_series_with_an_up_group_failing_over() {
         "{aggrs}"
     );
     let peers = fleet.agg.api.command("show peers").unwrap();
-    let line = |p: &str| -> String {
-        peers
-            .lines()
-            .find(|l| l.contains(&format!("peer={p} ")))
-            .unwrap()
-            .to_owned()
-    };
+    let line = |p: &str| -> String { peer_block(&peers, p).unwrap() };
     assert!(line("top1").contains("role=(up group=1 active)"), "{peers}");
     assert!(
         line("top2").contains("role=(up group=1 standby)"),
