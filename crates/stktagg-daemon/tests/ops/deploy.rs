@@ -241,31 +241,122 @@ fn example_and_packaged_configs_check() {
     assert!(read(&deploy("stktagg.cfg")).contains("stats socket /run/stktagg/"));
 }
 
+/// `haproxy -c` on `files` (given in order with `-f`), which must pass.
+fn haproxy_checks(files: &[PathBuf]) {
+    let mut cmd = Command::new(stktagg_tests::haproxy::haproxy_binary());
+    cmd.arg("-c");
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{files:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn haproxy_node_configs_check() {
     stktagg_tests::require_haproxy().unwrap();
-    let mut n = 0;
-    for dir in ["examples", "examples/ha"] {
-        for e in std::fs::read_dir(deploy(dir)).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("haproxy-") && name.ends_with(".cfg") {
-                let out = Command::new(stktagg_tests::haproxy::haproxy_binary())
-                    .arg("-c")
-                    .arg("-f")
-                    .arg(&p)
-                    .output()
-                    .unwrap();
+    // The loopback nodes of the embedded configuration are whole files, run as
+    // they are (`haproxy -f deploy/examples/haproxy-hap1.cfg`).
+    for i in 1..=3 {
+        haproxy_checks(&[deploy(&format!("examples/haproxy-hap{i}.cfg"))]);
+    }
+    // The seed's nodes are lines to merge into a host's existing haproxy.cfg:
+    // checked on top of Debian's stock file, which they must leave in charge of
+    // logging, privileges, the stats socket and the defaults.
+    let debian = root().join("crates/stktagg-daemon/tests/ops/data/debian12-haproxy.cfg");
+    assert!(read(&debian).contains("chroot /var/lib/haproxy"));
+    for i in 1..=4 {
+        let f = deploy(&format!("examples/ha/haproxy-hapee{i}.cfg"));
+        haproxy_checks(&[debian.clone(), f.clone()]);
+        let text = read(&f);
+        assert!(text.contains("MERGE into"), "{}", f.display());
+        for line in text.lines().map(str::trim) {
+            for word in [
+                "defaults",
+                "stats socket",
+                "chroot",
+                "user ",
+                "group ",
+                "log ",
+                "daemon",
+            ] {
                 assert!(
-                    out.status.success(),
-                    "{name}: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    !line.starts_with(word),
+                    "{}: `{line}` would override the host's own",
+                    f.display()
                 );
-                n += 1;
             }
         }
+        assert!(
+            text.contains(&format!("global\n    localpeer hapee{i}\n")),
+            "{text}"
+        );
     }
-    assert_eq!(n, 7, "3 nodes for the default config, 4 for the seed");
+    // Concatenated, as the README says, the result checks too.
+    let merged = std::env::temp_dir().join(format!("stktagg-merged-{}.cfg", std::process::id()));
+    std::fs::write(
+        &merged,
+        read(&debian) + &read(&deploy("examples/ha/haproxy-hapee1.cfg")),
+    )
+    .unwrap();
+    haproxy_checks(std::slice::from_ref(&merged));
+    let _ = std::fs::remove_file(&merged);
+    let readme = read(&deploy("examples/ha/README.md"));
+    assert!(
+        !readme.contains("copy its file to\n`/etc/haproxy/haproxy.cfg`"),
+        "{readme}"
+    );
+}
+
+/// The metrics port of the packaged and example configurations.
+const METRICS_PORT: &str = "10090";
+
+#[test]
+fn metrics_listener_avoids_the_exporters_ports_everywhere() {
+    // Every `prometheus` line and every scrape target uses the one port, outside
+    // 9100-9999 (Prometheus's exporters: node_exporter is 9100).
+    let mut listeners = Vec::new();
+    let (_, default, _) = run_bin(&["--print-default-config"]);
+    let mut texts = vec![("embedded".to_owned(), default)];
+    texts.push(("stktagg.cfg".to_owned(), read(&deploy("stktagg.cfg"))));
+    for i in 1..=4 {
+        let f = format!("examples/ha/aggr{i}.cfg");
+        texts.push((f.clone(), read(&deploy(&f))));
+    }
+    for (name, text) in &texts {
+        let l = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("prometheus "))
+            .unwrap_or_else(|| panic!("{name} has no prometheus line"));
+        listeners.push((name.clone(), l.trim().to_owned()));
+    }
+    let scrape = read(&deploy("prometheus/prometheus.yml"));
+    for t in scrape.lines().filter_map(|l| l.trim().strip_prefix("- ")) {
+        // A target is one `host:port` word; `- job_name: …` and `- targets:` are not.
+        if t.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty()) && !t.contains(' ') {
+            listeners.push(("prometheus.yml".to_owned(), t.trim().to_owned()));
+        }
+    }
+    assert!(listeners.len() >= 10, "{listeners:?}");
+    for (name, l) in &listeners {
+        assert_eq!(l.rsplit(':').next(), Some(METRICS_PORT), "{name}: {l}");
+    }
+    // The documents say the same.
+    for doc in [
+        "README.md",
+        "docs/operations.md",
+        "docs/configuration.md",
+        "docs/ha.md",
+        "deploy/examples/ha/README.md",
+    ] {
+        let text = read(&root().join(doc));
+        assert!(!text.contains(":9100"), "{doc} still names :9100");
+    }
+    assert!(read(&root().join("docs/ha.md")).contains(&format!("| {METRICS_PORT} |")));
 }
 
 #[test]
