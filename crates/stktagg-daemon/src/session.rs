@@ -486,7 +486,8 @@ impl Core {
             .fetch_add(1, Ordering::Relaxed);
         self.counters.sent.increment(1);
         if live && entry.changed_at > 0 {
-            self.counters.propagation(self.now.saturating_sub(entry.changed_at));
+            self.counters
+                .propagation(self.now.saturating_sub(entry.changed_at));
         }
     }
 }

@@ -17,6 +17,8 @@
 //!   connected (every series there, at 0, from the start).
 //! - `cli`: `-c`, `--version`, `--print-default-config`, exit codes, SIGTERM and
 //!   SIGINT.
+//! - `ha_example`: the seed's HA example run as its README says (node lines
+//!   merged into Debian's stock haproxy.cfg), on 127.0.59.N.
 //! - `deploy`: the files under `deploy/` (configs check, the seed's node lines
 //!   merged into Debian's stock haproxy.cfg check, the metrics port is 10090
 //!   everywhere, the Grafana dashboard and the alert rules name only real series
@@ -29,5 +31,6 @@
 mod api;
 mod cli;
 mod deploy;
+mod ha_example;
 mod metrics;
 mod rig;
