@@ -150,7 +150,7 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
     crate::metrics::session_up(&section.name, &peer.name, false);
     if let End::Protocol(ProtocolEnd::Protocol(e)) = &end {
         peer.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::protocol_error(&section.name, &peer.name, &crate::metrics::error_kind(e));
+        crate::metrics::protocol_error(&section.name, &peer.name, crate::metrics::error_kind(e));
     }
     // A peer that keeps failing must not flood the logs: a few lines a minute, with
     // the count of the ones left out.
