@@ -10,13 +10,16 @@
 //! - `/usr/bin/stktagg` (release build unless `--debug`, for a quick local check)
 //! - `/lib/systemd/system/stktagg.service` (`deploy/systemd/`)
 //! - `/etc/stktagg/stktagg.cfg` (`deploy/stktagg.cfg`), a conffile
-//! - `/usr/share/doc/stktagg/`: README, operations, runtime API and configuration
-//!   docs, copyright, and `examples/` (the seed's HA configs, the HAProxy node
+//! - `/usr/share/doc/stktagg/`: `README.md`, `ARCHITECTURE.md` and `docs/` laid out
+//!   as in the repository (so that the README's links, `docs/ha.md` and the like,
+//!   resolve), `copyright`, and `examples/` (the seed's HA configs, the HAProxy node
 //!   configs, the Prometheus scrape config and alerts, the Grafana dashboard)
 //!
 //! `--check` then lists the package with `dpkg-deb -I` and `-c`, fails if an
-//! expected path is missing, extracts it into a scratch root with `dpkg -x`, and
-//! runs the extracted binary (`--version`, and `-c` on the packaged config).
+//! expected path is missing, extracts it into a scratch root with `dpkg -x`, fails
+//! if a relative link of any packaged Markdown file leads nowhere inside the
+//! package's documentation, and runs the extracted binary (`--version`, and `-c`
+//! on the packaged config).
 
 use crate::{cargo, project_root, run};
 use anyhow::{Context, Result, bail};
@@ -30,9 +33,14 @@ const EXPECTED: &[&str] = &[
     "/etc/stktagg/stktagg.cfg",
     "/usr/share/doc/stktagg/copyright",
     "/usr/share/doc/stktagg/README.md",
-    "/usr/share/doc/stktagg/operations.md",
-    "/usr/share/doc/stktagg/runtime-api.md",
-    "/usr/share/doc/stktagg/configuration.md",
+    "/usr/share/doc/stktagg/ARCHITECTURE.md",
+    "/usr/share/doc/stktagg/docs/operations.md",
+    "/usr/share/doc/stktagg/docs/runtime-api.md",
+    "/usr/share/doc/stktagg/docs/configuration.md",
+    "/usr/share/doc/stktagg/docs/ha.md",
+    "/usr/share/doc/stktagg/docs/decisions.md",
+    "/usr/share/doc/stktagg/examples/ha/README.md",
+    "/usr/share/doc/stktagg/examples/prometheus/stktagg-alerts.yml",
     "/usr/share/doc/stktagg/examples/ha/aggr1.cfg",
     "/usr/share/doc/stktagg/examples/ha/haproxy-hapee1.cfg",
     "/usr/share/doc/stktagg/examples/haproxy-hap1.cfg",
@@ -98,10 +106,12 @@ fn build(debug: bool) -> Result<PathBuf> {
         &doc.join("copyright"),
         0o644,
     )?;
-    copy(&root.join("README.md"), &doc.join("README.md"), 0o644)?;
-    for d in ["operations.md", "runtime-api.md", "configuration.md"] {
-        copy(&root.join("docs").join(d), &doc.join(d), 0o644)?;
+    // The documents keep the repository's layout, so that their relative links
+    // (the README's `docs/ha.md`, `performance.md`'s charts) resolve in the package.
+    for d in ["README.md", "ARCHITECTURE.md"] {
+        copy(&root.join(d), &doc.join(d), 0o644)?;
     }
+    copy_dir(&root.join("docs"), &doc.join("docs"))?;
     copy_dir(&deploy.join("examples"), &ex)?;
     copy_dir(&deploy.join("prometheus"), &ex.join("prometheus"))?;
     copy_dir(&deploy.join("grafana"), &ex.join("grafana"))?;
@@ -283,6 +293,13 @@ fn check_package(deb: &Path) -> Result<()> {
     let mut x = Command::new("dpkg");
     x.arg("-x").arg(deb).arg(&scratch);
     run(x)?;
+    let broken = broken_links(&scratch.join("usr/share/doc/stktagg"))?;
+    if !broken.is_empty() {
+        bail!(
+            "links in the packaged documents lead nowhere in the package:\n{}",
+            broken.join("\n")
+        );
+    }
     let bin = scratch.join("usr/bin/stktagg");
     let v = output(Command::new(&bin).arg("--version"))?;
     println!("extracted binary: {v}");
@@ -294,4 +311,130 @@ fn check_package(deb: &Path) -> Result<()> {
     std::fs::remove_dir_all(&scratch)?;
     println!("package checked: {}", deb.display());
     Ok(())
+}
+
+/// The relative link targets of a Markdown text: the `(target)` of every
+/// `[text](target)`, without a `#fragment`; web and mail links and links to an
+/// anchor of the same page are left out.
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        // Fenced code blocks hold configuration and shell lines, not links.
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("](") {
+            let tail = &rest[i + 2..];
+            let Some(end) = tail.find(')') else { break };
+            let target = tail[..end].split_whitespace().next().unwrap_or_default();
+            let path = target.split('#').next().unwrap_or_default();
+            let external = target.contains("://") || target.starts_with("mailto:");
+            if !external && !path.is_empty() {
+                out.push(path.to_owned());
+            }
+            rest = &tail[end..];
+        }
+    }
+    out
+}
+
+/// Every relative link of every Markdown file under `root` whose target does not
+/// exist, or lies outside `root`, as `file: target` lines.
+pub fn broken_links(root: &Path) -> Result<Vec<String>> {
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("resolving {}", root.display()))?;
+    let mut files = Vec::new();
+    markdown_files(&root, &mut files)?;
+    if files.is_empty() {
+        bail!("no Markdown file under {}", root.display());
+    }
+    let mut broken = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let dir = f.parent().unwrap_or(&root);
+        for target in relative_links(&text) {
+            let ok = dir
+                .join(&target)
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&root));
+            if !ok {
+                let rel = f.strip_prefix(&root).unwrap_or(&f);
+                broken.push(format!("{}: {target}", rel.display()));
+            }
+        }
+    }
+    Ok(broken)
+}
+
+fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            markdown_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "md") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links_skip_the_web_anchors_and_code() {
+        let md = "See [a](docs/ha.md) and [b](docs/x.md#part), [c](https://e.org/y.md),\n\
+                  [d](#here) [e](mailto:x@y) ![chart](performance/s.svg \"title\")\n\
+                  ```\n[f](in/code.md)\n```\n";
+        assert_eq!(
+            relative_links(md),
+            vec!["docs/ha.md", "docs/x.md", "performance/s.svg"]
+        );
+    }
+
+    #[test]
+    fn broken_links_finds_missing_and_escaping_targets() {
+        let dir = std::env::temp_dir().join(format!("stktagg-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("docs")).unwrap();
+        std::fs::write(
+            dir.join("README.md"),
+            "[ok](docs/ha.md) [gone](docs/decisions.md) [out](../etc/passwd)",
+        )
+        .unwrap();
+        std::fs::write(dir.join("docs/ha.md"), "[back](../README.md)").unwrap();
+        let broken = broken_links(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            broken,
+            vec!["README.md: docs/decisions.md", "README.md: ../etc/passwd"]
+        );
+    }
+
+    #[test]
+    fn the_repositorys_documents_link_only_to_files_a_package_holds() {
+        // What the package holds of the repository: README, ARCHITECTURE and
+        // docs/ keep their places, so a link that resolves here resolves there,
+        // unless it leaves them (into the source tree, say).
+        let root = crate::project_root();
+        let stage = std::env::temp_dir().join(format!("stktagg-docs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&stage);
+        for d in ["README.md", "ARCHITECTURE.md"] {
+            copy(&root.join(d), &stage.join(d), 0o644).unwrap();
+        }
+        copy_dir(&root.join("docs"), &stage.join("docs")).unwrap();
+        copy_dir(&root.join("deploy/examples"), &stage.join("examples")).unwrap();
+        let broken = broken_links(&stage).unwrap();
+        let _ = std::fs::remove_dir_all(&stage);
+        assert!(broken.is_empty(), "{broken:#?}");
+    }
 }

@@ -45,7 +45,7 @@ pub const DEFAULT_CONFIG: &str = "\
 # stktagg built-in configuration: a single-level aggregator on loopback.
 global
     stats socket /tmp/stktagg.sock mode 600 level admin
-    prometheus 127.0.0.1:9100
+    prometheus 127.0.0.1:10090
     log-level info
 
 aggregations default
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(cfg.global.stats_sockets[0].path, "/tmp/stktagg.sock");
         assert_eq!(
             cfg.global.prometheus.as_ref().unwrap().addr.to_string(),
-            "127.0.0.1:9100"
+            "127.0.0.1:10090"
         );
     }
 

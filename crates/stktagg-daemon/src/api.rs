@@ -134,6 +134,7 @@ pub fn execute(ctx: &ApiContext, cmd: &str) -> String {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.as_slice() {
         ["help"] => help(),
+        ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "info"] => show_info(ctx),
         ["show", "peers", rest @ ..] => show_peers(ctx, rest.first().copied()),
         ["show", "aggrs"] => show_aggrs(ctx),
@@ -148,6 +149,7 @@ fn help() -> String {
      \x20 help                                    : this message\n\
      \x20 prompt                                  : toggle interactive mode with prompt\n\
      \x20 quit                                    : disconnect\n\
+     \x20 show version                            : show this process's version\n\
      \x20 show info                               : report information about the running process\n\
      \x20 show peers [<section>]                  : dump peer sessions per section\n\
      \x20 show aggrs                              : dump aggregation rules and the tables they produced\n\
@@ -160,6 +162,11 @@ fn help() -> String {
 fn show_info(ctx: &ApiContext) -> String {
     let mut o = String::new();
     let up = ctx.started.elapsed().unwrap_or_default().as_secs();
+    let started = ctx
+        .started
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let _ = writeln!(o, "Name: stktagg");
     let _ = writeln!(o, "Version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(o, "Pid: {}", std::process::id());
@@ -172,38 +179,174 @@ fn show_info(ctx: &ApiContext) -> String {
         up % 60
     );
     let _ = writeln!(o, "Uptime_sec: {up}");
-    let (mut peers, mut peers_up, mut tables, mut entries, mut upd_in, mut upd_out) =
-        (0, 0, 0, 0, 0u64, 0u64);
+    let _ = writeln!(o, "Start_time_sec: {started}");
+    // The process as the kernel sees it: `-` where the platform does not say.
+    let p = crate::metrics::ProcessStats::collect();
+    let or_dash = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let _ = writeln!(o, "Rss_MB: {}", or_dash(p.rss_bytes.map(|b| b >> 20)));
+    let _ = writeln!(o, "Rss_bytes: {}", or_dash(p.rss_bytes));
+    let _ = writeln!(
+        o,
+        "Cpu_sec: {}",
+        p.cpu_seconds
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"))
+    );
+    let _ = writeln!(o, "Threads: {}", or_dash(p.threads));
+    let _ = writeln!(o, "OpenFds: {}", or_dash(p.open_fds));
+    let _ = writeln!(o, "Ulimit-n: {}", or_dash(p.max_fds));
+    let mut t = Totals::default();
     for s in &ctx.sections {
         for p in &s.peers {
-            peers += 1;
-            if p.stats.state() == crate::section::SessionState::Established {
-                peers_up += 1;
+            let st = &p.stats;
+            t.peers += 1;
+            if st.state() == crate::section::SessionState::Established {
+                t.peers_up += 1;
             }
-            upd_in += p.stats.updates_in.load(Ordering::Relaxed);
-            upd_out += p.stats.updates_out.load(Ordering::Relaxed);
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            t.sessions += n(&st.sessions);
+            t.reconnects += n(&st.reconnects);
+            t.collisions += n(&st.collisions);
+            t.resyncs_in += n(&st.resyncs_in);
+            t.resyncs_out += n(&st.resyncs_out);
+            t.updates_in += n(&st.updates_in);
+            t.updates_out += n(&st.updates_out);
+            t.protocol_errors += n(&st.protocol_errors);
         }
-        for t in s.store.table_summaries() {
-            tables += 1;
-            entries += t.used;
+        t.group_switches += s.group_switches.load(Ordering::Relaxed);
+        for tbl in s.store.table_summaries() {
+            t.tables += 1;
+            t.entries += tbl.used as u64;
         }
     }
-    let _ = writeln!(o, "Sections: {}", ctx.sections.len());
-    let _ = writeln!(o, "Peers: {peers}");
-    let _ = writeln!(o, "PeersUp: {peers_up}");
-    let _ = writeln!(o, "Tables: {tables}");
-    let _ = writeln!(o, "Entries: {entries}");
-    let _ = writeln!(o, "UpdatesIn: {upd_in}");
-    let _ = writeln!(o, "UpdatesOut: {upd_out}");
+    for (name, v) in [
+        ("Sections", ctx.sections.len() as u64),
+        ("Peers", t.peers),
+        ("PeersUp", t.peers_up),
+        ("Tables", t.tables),
+        ("Entries", t.entries),
+        ("CumSessions", t.sessions),
+        ("Reconnects", t.reconnects),
+        ("Collisions", t.collisions),
+        ("ResyncsIn", t.resyncs_in),
+        ("ResyncsOut", t.resyncs_out),
+        ("UpdatesIn", t.updates_in),
+        ("UpdatesOut", t.updates_out),
+        ("ProtocolErrors", t.protocol_errors),
+        ("HelloRejected", crate::metrics::hellos_rejected()),
+        ("GroupSwitches", t.group_switches),
+    ] {
+        let _ = writeln!(o, "{name}: {v}");
+    }
     o
 }
 
+/// The counters `show info` sums over every peer of every section.
+#[derive(Debug, Default)]
+struct Totals {
+    peers: u64,
+    peers_up: u64,
+    tables: u64,
+    entries: u64,
+    sessions: u64,
+    reconnects: u64,
+    collisions: u64,
+    resyncs_in: u64,
+    resyncs_out: u64,
+    updates_in: u64,
+    updates_out: u64,
+    protocol_errors: u64,
+    group_switches: u64,
+}
+
+/// A time since an event, in milliseconds, `<NEVER>` if it never happened.
 fn ago(now: u64, then: u64) -> String {
     if then == 0 {
         "<NEVER>".to_owned()
     } else {
         format!("{}ms", now.saturating_sub(then))
     }
+}
+
+/// A duration in HAProxy's `show peers` style: the first two non-zero units among
+/// days, hours, minutes and seconds (`4s`, `1m3s`, `2h5m`, `1d5m`), `0s` for none.
+fn human_time(secs: u64) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut rest = secs;
+    for (size, unit) in [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')] {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 && shown < 2 {
+            let _ = write!(out, "{n}{unit}");
+            shown += 1;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+/// A date in HAProxy's log style, `[04/Dec/2026:23:26:57]`, in UTC (HAProxy prints
+/// local time; a daemon under systemd usually runs in UTC anyway).
+fn log_date(t: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (days, tod) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "[{d:02}/{}/{y:04}:{:02}:{:02}:{:02}]",
+        MONTHS[(m - 1) as usize],
+        tod / 3600,
+        (tod / 60) % 60,
+        tod % 60
+    )
+}
+
+/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01, in the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A stable stand-in for HAProxy's object pointers in `show peers`, so that scripts
+/// that split blocks on `0x…:` read ours.
+fn pseudo_ptr_of(parts: &[&str]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    format!("0x{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// The word HAProxy's `last_status` would show for a peer: `ESTA` while a session
+/// is established, `CONN` while dialing or in the handshake, `NONE` otherwise (we do
+/// not keep the status of a session that ended; `last_error` says why it ended).
+fn last_status(state: crate::section::SessionState) -> &'static str {
+    match state {
+        crate::section::SessionState::Established => "ESTA",
+        crate::section::SessionState::Connecting => "CONN",
+        crate::section::SessionState::Idle => "NONE",
+    }
+}
+
+/// The established session's transport addresses (source, destination) as HAProxy
+/// shows them (`xprt=RAW src=… addr=…`): ours, then the peer's.
+fn session_addrs(peer: &crate::section::PeerInfo) -> Option<(String, String)> {
+    crate::section::lock(&peer.stats.addrs).clone()
 }
 
 fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
@@ -215,10 +358,13 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
         }
         let _ = writeln!(
             o,
-            "section={} local={} listen={}",
+            "{}: {} id={} disabled=0 local={} listen={} complete={}",
+            pseudo_ptr_of(&[&s.name]),
+            log_date(ctx.started),
             s.name,
             s.local_name,
-            s.listen_addr()
+            s.listen_addr(),
+            u8::from(s.up_to_date()),
         );
         for p in &s.peers {
             let role = match p.role {
@@ -245,26 +391,56 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
                 .map(|(h, port)| format!("{h}:{port}"))
                 .unwrap_or_else(|| "-".to_owned());
             let st = &p.stats;
+            let state = st.state();
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let last_hello = n(&st.last_hello_ms);
             let _ = writeln!(
                 o,
-                "  peer={} addr={} role=({}) state={} last_hello={} last_rx={} last_heartbeat={} \
-                 sessions={} reconnects={} collisions={} resyncs_in={} resyncs_out={} \
-                 updates_in={} updates_out={} proto_err={} last_error={}",
+                "  {}: id={}(remote,{}) addr={} last_status={} last_hdshk={}",
+                pseudo_ptr_of(&[&s.name, &p.name]),
                 p.name,
+                if state == crate::section::SessionState::Idle {
+                    "inactive"
+                } else {
+                    "active"
+                },
                 addr,
-                role,
-                st.state().as_str(),
-                ago(now, st.last_hello_ms.load(Ordering::Relaxed)),
-                ago(now, st.last_rx_ms.load(Ordering::Relaxed)),
-                ago(now, st.last_heartbeat_ms.load(Ordering::Relaxed)),
-                st.sessions.load(Ordering::Relaxed),
-                st.reconnects.load(Ordering::Relaxed),
-                st.collisions.load(Ordering::Relaxed),
-                st.resyncs_in.load(Ordering::Relaxed),
-                st.resyncs_out.load(Ordering::Relaxed),
-                st.updates_in.load(Ordering::Relaxed),
-                st.updates_out.load(Ordering::Relaxed),
-                st.protocol_errors.load(Ordering::Relaxed),
+                last_status(state),
+                if last_hello == 0 {
+                    "<NEVER>".to_owned()
+                } else {
+                    human_time(now.saturating_sub(last_hello) / 1000)
+                },
+            );
+            let _ = writeln!(
+                o,
+                "        role=({role}) state={} last_hello={} last_rx={} last_heartbeat={}",
+                state.as_str(),
+                ago(now, last_hello),
+                ago(now, n(&st.last_rx_ms)),
+                ago(now, n(&st.last_heartbeat_ms)),
+            );
+            let _ = writeln!(
+                o,
+                "        sessions={} reconnects={} coll={} proto_err={} resyncs_in={} resyncs_out={} \
+                 updates_in={} updates_out={}",
+                n(&st.sessions),
+                n(&st.reconnects),
+                n(&st.collisions),
+                n(&st.protocol_errors),
+                n(&st.resyncs_in),
+                n(&st.resyncs_out),
+                n(&st.updates_in),
+                n(&st.updates_out),
+            );
+            if state == crate::section::SessionState::Established {
+                let (src, dst) =
+                    session_addrs(p).unwrap_or_else(|| ("-".to_owned(), "-".to_owned()));
+                let _ = writeln!(o, "        xprt=RAW src={src} addr={dst}");
+            }
+            let _ = writeln!(
+                o,
+                "        last_error={}",
                 crate::section::lock(&st.last_error)
                     .as_deref()
                     .map(|e| format!("\"{e}\""))
@@ -614,5 +790,34 @@ fn parse_key(kt: KeyType, key_len: u32, s: &str) -> Result<Key, String> {
             v.resize(key_len as usize, 0);
             Ok(Key(bytes::Bytes::from(v)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_time_shows_two_units_like_haproxy() {
+        for (secs, want) in [
+            (0, "0s"),
+            (4, "4s"),
+            (63, "1m3s"),
+            (3600, "1h"),
+            (7_507, "2h5m"),
+            (86_400 + 300, "1d5m"),
+            (3 * 86_400 + 4 * 3600 + 59, "3d4h"),
+        ] {
+            assert_eq!(human_time(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn log_dates_are_civil_utc() {
+        let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        assert_eq!(log_date(at(0)), "[01/Jan/1970:00:00:00]");
+        // 2024-02-29 12:34:56 UTC: a leap day.
+        assert_eq!(log_date(at(1_709_210_096)), "[29/Feb/2024:12:34:56]");
+        assert_eq!(log_date(at(1_796_426_817)), "[04/Dec/2026:23:26:57]");
     }
 }

@@ -77,11 +77,15 @@ impl Daemon {
         for plan in loaded.plan.sections.iter() {
             let section = section::Section::new(plan.clone(), &loaded.tunables, clock);
             let section = Arc::new(section);
+            register_metrics(&section);
             let listener = listener::bind(&section)
                 .await
                 .with_context(|| format!("section `{}`", section.name))?;
             supervisor::start(&section, listener, &mut tasks, shutdown.clone());
             sections.push(section);
+        }
+        if prometheus.is_some() {
+            tasks.spawn(metrics::process_task(shutdown.clone()));
         }
         let api_path = loaded.stats_socket.as_ref().map(|s| s.path.clone());
         if let Some(sock) = &loaded.stats_socket {
@@ -125,6 +129,26 @@ impl Daemon {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Registers the section's series at 0, before any of its tasks runs (see
+/// `metrics`: a peer that never connects must still have `stktagg_peer_up 0`).
+fn register_metrics(section: &section::Section) {
+    let peers: Vec<&str> = section.peers.iter().map(|p| p.name.as_str()).collect();
+    let groups: Vec<metrics::GroupLabels> = section
+        .plan
+        .groups
+        .iter()
+        .map(|g| metrics::GroupLabels {
+            group: section.group_number(g.id.0 as u16),
+            members: g
+                .members
+                .iter()
+                .map(|m| section.peers[m.0].name.clone())
+                .collect(),
+        })
+        .collect();
+    metrics::register_section(&section.name, &peers, &groups);
 }
 
 /// SIGHUP: re-reads and checks the configuration, but does not apply a change.

@@ -117,10 +117,12 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     // 50 ms of a collision, before the peer task has taken it over.
     engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await?;
+    let local = stream.local_addr()?;
     let incoming = Incoming {
         stream,
         engine,
         remote,
+        local,
         dialed: false,
     };
     section.hand_over(peer, incoming).await;

@@ -27,7 +27,7 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
-    /// Prometheus listener address (overrides the configuration), e.g. 127.0.0.1:9100.
+    /// Prometheus listener address (overrides the configuration), e.g. 127.0.0.1:10090.
     #[arg(long, value_name = "ADDR")]
     prometheus: Option<std::net::SocketAddr>,
 }

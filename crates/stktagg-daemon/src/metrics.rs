@@ -2,33 +2,68 @@
 //!
 //! Every series is labelled by section and, where it makes sense, by peer: both come
 //! from the configuration, so label sets are bounded. No per-key labels, ever.
+//!
+//! Every series whose label values are known from the configuration is registered
+//! at start ([`register_section`]): a peer that never connects has
+//! `stktagg_peer_up 0`, and every counter starts at 0, so that alert rules such as
+//! `increase(stktagg_protocol_errors_total[10m]) > 0` see the first error (a series
+//! born at 1 has no earlier sample to increase from). Only `stktagg_table_entries`
+//! appears later: table names come from the peers' definitions.
+//!
+//! The functions here take plain data (names and numbers), never a section, so that
+//! the modules that call them stay free to change shape.
 
 use anyhow::{Context, Result};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+pub use stktagg_section::PROTOCOL_ERROR_KINDS;
 use stktagg_section::SectionCore;
 use stktagg_store::Store;
 use stktagg_wire::hello::StatusCode;
 
-/// Installs the Prometheus exporter with its HTTP listener on `addr`.
+/// The propagation histogram's bucket bounds, in seconds.
+const PROPAGATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// The status codes our listener answers a bad hello with (the `code` label of
+/// `stktagg_hello_rejected_total`).
+pub const HELLO_REJECT_CODES: &[StatusCode] = &[
+    StatusCode::ProtocolError,
+    StatusCode::BadVersion,
+    StatusCode::LocalPeerMismatch,
+    StatusCode::UnknownPeer,
+];
+
+/// Hellos rejected since start, all sections: `show info` prints it. (The other
+/// counters `show info` sums live in each peer's stats; rejected hellos belong to
+/// no configured peer.)
+static HELLOS_REJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the Prometheus exporter with its HTTP listener on `addr`, describes
+/// every series and publishes `stktagg_build_info`.
 pub fn install(addr: SocketAddr) -> Result<()> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("stktagg_propagation_seconds".to_owned()),
-            &[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0,
-            ],
+            PROPAGATION_BUCKETS,
         )
         .context("configuring the propagation histogram")?
         .install()
         .with_context(|| format!("starting the Prometheus listener on {addr}"))?;
     describe();
+    gauge!("stktagg_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    publish_process(&ProcessStats::collect());
     Ok(())
 }
 
 fn describe() {
+    describe_gauge!(
+        "stktagg_build_info",
+        "always 1; the version label says which stktagg runs"
+    );
     describe_gauge!("stktagg_peer_up", "1 while the peer session is established");
     describe_counter!(
         "stktagg_updates_received_total",
@@ -69,14 +104,94 @@ fn describe() {
     );
     describe_histogram!(
         "stktagg_propagation_seconds",
-        "time from receiving a source update to sending the new value"
+        metrics::Unit::Seconds,
+        "time from receiving a source update to sending the new value, per section"
     );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        metrics::Unit::Bytes,
+        "resident set size"
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        metrics::Unit::Bytes,
+        "virtual memory size"
+    );
+    describe_gauge!(
+        "process_cpu_seconds_total",
+        metrics::Unit::Seconds,
+        "user and system CPU time (a gauge only because the exporter's counters are integers: rate() reads it the same)"
+    );
+    describe_gauge!("process_open_fds", "open file descriptors");
+    describe_gauge!(
+        "process_max_fds",
+        "the soft limit on open file descriptors (0: unlimited)"
+    );
+    describe_gauge!("process_threads", "OS threads");
+    describe_gauge!(
+        "process_start_time_seconds",
+        metrics::Unit::Seconds,
+        "start time of the process since the Unix epoch"
+    );
+}
+
+/// One `up` group of a section, for [`register_section`]: its number as shown in
+/// labels, and its members' names.
+#[derive(Debug, Clone)]
+pub struct GroupLabels {
+    /// The `group` label value.
+    pub group: String,
+    /// The members, in configuration order.
+    pub members: Vec<String>,
+}
+
+/// Registers every series of a section whose label values the configuration
+/// fixes, at 0: per peer its session gauge and counters, per group its switches and
+/// members, the section's rejected hellos by code and its propagation histogram.
+pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
+    let s = || section.to_owned();
+    for &peer in peers {
+        let p = || peer.to_owned();
+        gauge!("stktagg_peer_up", "section" => s(), "peer" => p()).set(0.0);
+        counter!("stktagg_sessions_total", "section" => s(), "peer" => p()).increment(0);
+        counter!("stktagg_updates_received_total", "section" => s(), "peer" => p()).increment(0);
+        counter!("stktagg_updates_sent_total", "section" => s(), "peer" => p()).increment(0);
+        counter!("stktagg_tables_ignored_total", "section" => s(), "peer" => p()).increment(0);
+        for direction in ["in", "out"] {
+            counter!("stktagg_resyncs_total", "section" => s(), "peer" => p(), "direction" => direction)
+                .increment(0);
+        }
+        for &kind in PROTOCOL_ERROR_KINDS {
+            counter!("stktagg_protocol_errors_total", "section" => s(), "peer" => p(), "kind" => kind)
+                .increment(0);
+        }
+    }
+    for g in groups {
+        counter!("stktagg_group_switches_total", "section" => s(), "group" => g.group.clone())
+            .increment(0);
+        for m in &g.members {
+            gauge!("stktagg_group_active_member", "section" => s(), "group" => g.group.clone(), "peer" => m.clone())
+                .set(0.0);
+        }
+    }
+    for code in HELLO_REJECT_CODES {
+        counter!("stktagg_hello_rejected_total", "section" => s(), "code" => code.code().to_string())
+            .increment(0);
+    }
+    // A registered histogram is exported with zero counts until its first sample.
+    let _ = histogram!("stktagg_propagation_seconds", "section" => s());
 }
 
 /// An incoming hello was rejected.
 pub fn hello_rejected(section: &str, code: StatusCode) {
+    HELLOS_REJECTED.fetch_add(1, Ordering::Relaxed);
     counter!("stktagg_hello_rejected_total", "section" => section.to_owned(), "code" => code.code().to_string())
         .increment(1);
+}
+
+/// Hellos rejected since start, all sections.
+pub fn hellos_rejected() -> u64 {
+    HELLOS_REJECTED.load(Ordering::Relaxed)
 }
 
 /// Publishes per-table entry counts and group membership.
@@ -92,5 +207,98 @@ pub fn table_sizes(section: &SectionCore<Store>) {
             gauge!("stktagg_group_active_member", "section" => section.name.clone(), "group" => section.group_number(g.id.0 as u16), "peer" => peer.name.clone())
                 .set(if active == Some(*m) { 1.0 } else { 0.0 });
         }
+    }
+}
+
+/// The process's resource use, as `/proc` tells it (fields the platform does not
+/// report are `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessStats {
+    /// Resident set size, in bytes.
+    pub rss_bytes: Option<u64>,
+    /// Virtual memory size, in bytes.
+    pub virtual_bytes: Option<u64>,
+    /// User and system CPU time, in seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Open file descriptors.
+    pub open_fds: Option<u64>,
+    /// The soft limit on open file descriptors (0: unlimited).
+    pub max_fds: Option<u64>,
+    /// OS threads.
+    pub threads: Option<u64>,
+    /// Start time, in seconds since the Unix epoch.
+    pub start_time_seconds: Option<u64>,
+}
+
+impl ProcessStats {
+    /// Reads them now.
+    pub fn collect() -> ProcessStats {
+        let m = metrics_process::collector::collect();
+        ProcessStats {
+            rss_bytes: m.resident_memory_bytes,
+            virtual_bytes: m.virtual_memory_bytes,
+            cpu_seconds: m.cpu_seconds_total,
+            open_fds: m.open_fds,
+            max_fds: m.max_fds,
+            threads: m.threads,
+            start_time_seconds: m.start_time_seconds,
+        }
+    }
+}
+
+/// Publishes the standard `process_*` series.
+pub fn publish_process(p: &ProcessStats) {
+    let set = |name: &'static str, v: Option<f64>| {
+        if let Some(v) = v {
+            gauge!(name).set(v);
+        }
+    };
+    set(
+        "process_resident_memory_bytes",
+        p.rss_bytes.map(|v| v as f64),
+    );
+    set(
+        "process_virtual_memory_bytes",
+        p.virtual_bytes.map(|v| v as f64),
+    );
+    set("process_cpu_seconds_total", p.cpu_seconds);
+    set("process_open_fds", p.open_fds.map(|v| v as f64));
+    set("process_max_fds", p.max_fds.map(|v| v as f64));
+    set("process_threads", p.threads.map(|v| v as f64));
+    set(
+        "process_start_time_seconds",
+        p.start_time_seconds.map(|v| v as f64),
+    );
+}
+
+/// Refreshes the `process_*` series every second until shutdown. Reading `/proc`
+/// (a few small files and the fd directory) costs tens of microseconds; the
+/// exporter has no per-scrape hook, so a timer keeps the values at most a second old.
+pub async fn process_task(shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let stats = tokio::task::spawn_blocking(ProcessStats::collect)
+            .await
+            .unwrap_or_default();
+        publish_process(&stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_on_linux() {
+        let p = ProcessStats::collect();
+        assert!(p.rss_bytes.is_some_and(|b| b > 1024 * 1024), "{p:?}");
+        assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
+        assert!(p.cpu_seconds.is_some_and(|s| s >= 0.0), "{p:?}");
+        assert!(p.threads.is_some_and(|n| n >= 1), "{p:?}");
     }
 }

@@ -177,10 +177,12 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
         .write_all(&out)
         .await
         .context("sending the first heartbeat")?;
+    let local = stream.local_addr().context("reading our address")?;
     Ok(Incoming {
         stream,
         engine,
         remote,
+        local,
         dialed: true,
     })
 }

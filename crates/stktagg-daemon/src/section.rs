@@ -29,6 +29,8 @@ pub struct Incoming {
     pub engine: stktagg_session::PeerSession,
     /// The peer's address.
     pub remote: SocketAddr,
+    /// Our address on this connection.
+    pub local: SocketAddr,
     /// We dialed this session (else the peer did).
     pub dialed: bool,
 }

@@ -53,7 +53,10 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
         wake.clone(),
         section.clock.now_ms(),
     );
+    let addrs = &section.peers[id.0].stats.addrs;
+    *crate::section::lock(addrs) = Some((conn.local.to_string(), remote.to_string()));
     let ending = drive(&section, &mut core, conn, &wake, cancel).await;
+    *crate::section::lock(addrs) = None;
     core.set_now(section.clock.now_ms());
     core.finish(&ending);
 }

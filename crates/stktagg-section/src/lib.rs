@@ -25,7 +25,7 @@ mod session;
 mod stats;
 mod store;
 
-pub use metrics::{UpdateCounters, error_kind};
+pub use metrics::{PROTOCOL_ERROR_KINDS, UpdateCounters, error_kind};
 pub use ratelimit::LogLimiter;
 pub use section::{PeerInfo, SectionCore, Signals};
 pub use session::{Ending, SessionCore, resync_policy};

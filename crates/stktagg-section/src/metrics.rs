@@ -5,7 +5,32 @@
 
 use metrics::{counter, histogram};
 
-/// The counters a session bumps for every update, looked up once per session
+/// The `kind` label values of `stktagg_protocol_errors_total`: the names of the wire
+/// errors a peer can cause (decoding errors), and `Other` for anything else, so that
+/// the label set is fixed and can be registered at start.
+pub const PROTOCOL_ERROR_KINDS: &[&str] = &[
+    "Truncated",
+    "VarintTooLong",
+    "VarintOverflow",
+    "OutOfRange",
+    "LengthTooLong",
+    "MessageTooLarge",
+    "ReservedClass",
+    "UnknownKeyType",
+    "BadKeyLength",
+    "BadTableName",
+    "DefinitionParams",
+    "TooManyTables",
+    "UpdateWithoutTable",
+    "UnknownTableId",
+    "DictIdOutOfRange",
+    "UnknownDictId",
+    "BadDictLength",
+    "LineTooLong",
+    "Other",
+];
+
+/// The series a session updates for every update, looked up once per session
 /// rather than once per update (a lookup builds the label strings).
 #[derive(Debug, Clone)]
 pub struct UpdateCounters {
@@ -13,6 +38,8 @@ pub struct UpdateCounters {
     pub received: metrics::Counter,
     /// `stktagg_updates_sent_total` for the peer.
     pub sent: metrics::Counter,
+    /// `stktagg_propagation_seconds` for the section.
+    propagation: metrics::Histogram,
 }
 
 impl UpdateCounters {
@@ -21,7 +48,19 @@ impl UpdateCounters {
         UpdateCounters {
             received: counter!("stktagg_updates_received_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
             sent: counter!("stktagg_updates_sent_total", "section" => section.to_owned(), "peer" => peer.to_owned()),
+            propagation: histogram!("stktagg_propagation_seconds", "section" => section.to_owned()),
         }
+    }
+
+    /// Time from a source update to the new value leaving for a peer, in
+    /// milliseconds of the daemon's clock, recorded in seconds.
+    ///
+    /// The store stamps changes with that millisecond clock, so a sample is a whole
+    /// number of milliseconds (0 means "within the same millisecond") although the
+    /// buckets go down to 0.1 ms: finer samples need the store to stamp changes
+    /// with a finer clock.
+    pub fn propagation(&self, ms: u64) {
+        self.propagation.record(ms as f64 / 1000.0);
     }
 }
 
@@ -43,11 +82,6 @@ pub fn group_switch(section: &str, group: &str) {
         .increment(1);
 }
 
-/// Time from a source update to the new value leaving for a peer.
-pub fn propagation(ms: u64) {
-    histogram!("stktagg_propagation_seconds").record(ms as f64 / 1000.0);
-}
-
 /// A session came up or went down.
 pub fn session_up(section: &str, peer: &str, up: bool) {
     metrics::gauge!("stktagg_peer_up", "section" => section.to_owned(), "peer" => peer.to_owned())
@@ -58,16 +92,82 @@ pub fn session_up(section: &str, peer: &str, up: bool) {
     }
 }
 
-/// A session ended on bad input.
+/// A session ended on bad input; `kind` is one of [`PROTOCOL_ERROR_KINDS`]
+/// (see [`error_kind`]).
 pub fn protocol_error(section: &str, peer: &str, kind: &str) {
     counter!("stktagg_protocol_errors_total", "section" => section.to_owned(), "peer" => peer.to_owned(), "kind" => kind.to_owned())
         .increment(1);
 }
 
-/// A bounded label for a wire error: its variant name.
-pub fn error_kind(e: &stktagg_wire::WireError) -> String {
+/// A bounded label for a wire error: its variant name if the peer can cause it
+/// (one of [`PROTOCOL_ERROR_KINDS`]), else `Other`.
+pub fn error_kind(e: &stktagg_wire::WireError) -> &'static str {
     let dbg = format!("{e:?}");
-    dbg.chars()
+    let name: String = dbg
+        .chars()
         .take_while(|c| c.is_ascii_alphanumeric())
-        .collect()
+        .collect();
+    PROTOCOL_ERROR_KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == name && *k != "Other")
+        .unwrap_or("Other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stktagg_wire::{DataType, KeyType, WireError};
+
+    #[test]
+    fn every_error_a_peer_can_cause_has_its_own_kind() {
+        let peer_errors = [
+            WireError::Truncated { field: "f" },
+            WireError::VarintTooLong,
+            WireError::VarintOverflow,
+            WireError::OutOfRange {
+                field: "f",
+                value: 1,
+            },
+            WireError::LengthTooLong,
+            WireError::MessageTooLarge { len: 1, limit: 1 },
+            WireError::ReservedClass { msg_type: 1 },
+            WireError::UnknownKeyType { id: 1 },
+            WireError::BadKeyLength {
+                key_type: KeyType::Ipv4,
+                key_len: 1,
+            },
+            WireError::BadTableName,
+            WireError::DefinitionParams {
+                data_type: DataType::Gpc,
+            },
+            WireError::TooManyTables { limit: 1 },
+            WireError::UpdateWithoutTable,
+            WireError::UnknownTableId { table_id: 1 },
+            WireError::DictIdOutOfRange { id: 1 },
+            WireError::UnknownDictId { id: 1 },
+            WireError::BadDictLength,
+            WireError::LineTooLong { limit: 1 },
+        ];
+        let mut kinds: Vec<&str> = peer_errors
+            .iter()
+            .map(|e| {
+                assert!(e.is_peer_fault(), "{e:?}");
+                error_kind(e)
+            })
+            .collect();
+        kinds.push("Other");
+        assert_eq!(kinds, PROTOCOL_ERROR_KINDS);
+        // Our own encoding errors and socket errors are not a peer's protocol error
+        // kind: they fold into `Other`.
+        assert_eq!(error_kind(&WireError::BadDictLength), "BadDictLength");
+        assert_eq!(
+            error_kind(&WireError::UndefinedTable { table_id: 3 }),
+            "Other"
+        );
+        assert_eq!(
+            error_kind(&WireError::Io(std::io::Error::other("x"))),
+            "Other"
+        );
+    }
 }

@@ -215,7 +215,7 @@ impl<S: TableStore> SessionCore<S> {
             crate::metrics::protocol_error(
                 &section.name,
                 &peer.name,
-                &crate::metrics::error_kind(e),
+                crate::metrics::error_kind(e),
             );
         }
         // A peer that keeps failing must not flood the logs: a few lines a minute,
@@ -383,7 +383,8 @@ impl<S: TableStore> SessionCore<S> {
             .fetch_add(1, Ordering::Relaxed);
         self.counters.sent.increment(1);
         if live && entry.changed_at > 0 {
-            crate::metrics::propagation(self.now.saturating_sub(entry.changed_at));
+            self.counters
+                .propagation(self.now.saturating_sub(entry.changed_at));
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct PeerStats {
     /// The peer's last full resync to us ended with FINISHED (for `up` peers: it can
     /// be the group's active member; for sources: we hold its data).
     pub resynced: AtomicBool,
+    /// The established session's addresses (ours, the peer's), as text.
+    pub addrs: Mutex<Option<(String, String)>>,
     /// Why the last session ended.
     pub last_error: Mutex<Option<String>>,
     /// Limits this peer's warning lines (failed sessions, dial errors).

@@ -458,13 +458,28 @@ pub struct PeerLine {
     pub sessions: u64,
 }
 
-/// Parses a daemon's `show peers`.
+/// Parses a daemon's `show peers`: HAProxy's layout, one block per peer whose
+/// first line is `  0x…: id=<name>(…)`, then indented `key=value` lines.
 pub fn parse_peers(text: &str) -> Vec<PeerLine> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let rest = l.strip_prefix("peer=")?;
-            let name = rest.split_whitespace().next()?.to_owned();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for l in text.lines() {
+        let t = l.trim_start();
+        let indent = l.len() - t.len();
+        if indent == 2
+            && let Some((_, rest)) = t.split_once(": id=")
+        {
+            let name = rest.split('(').next().unwrap_or_default().to_owned();
+            blocks.push((name, t.to_owned()));
+        } else if indent > 2
+            && let Some((_, body)) = blocks.last_mut()
+        {
+            body.push(' ');
+            body.push_str(t);
+        }
+    }
+    blocks
+        .into_iter()
+        .map(|(name, l)| {
             let field = |k: &str| {
                 l.split_whitespace()
                     .find_map(|w| w.strip_prefix(k).map(str::to_owned))
@@ -474,12 +489,12 @@ pub fn parse_peers(text: &str) -> Vec<PeerLine> {
             } else {
                 None
             };
-            Some(PeerLine {
+            PeerLine {
                 name,
                 state: field("state=").unwrap_or_default(),
                 active,
                 sessions: field("sessions=").and_then(|s| s.parse().ok()).unwrap_or(0),
-            })
+            }
         })
         .collect()
 }
@@ -640,10 +655,17 @@ No such table\n\n\
 
     #[test]
     fn parses_show_peers() {
-        let text = "section=myaggr local=aggr1 listen=127.0.56.111:11111\n  \
-peer=hapee1 addr=127.0.56.101:44444 role=(node) state=ESTA last_hello=1ms sessions=1 reconnects=0\n  \
-peer=aggr3 addr=127.0.56.113:11111 role=(up group=1 active) state=ESTA sessions=2 reconnects=1\n  \
-peer=aggr4 addr=127.0.56.114:11111 role=(up group=1 standby) state=IDLE sessions=0\n";
+        let text = "0x1: [04/Dec/2026:23:37:05] id=myaggr disabled=0 local=aggr1 listen=127.0.56.111:11111 complete=1\n\
+\x20 0x2: id=hapee1(remote,active) addr=127.0.56.101:44444 last_status=ESTA last_hdshk=1s\n\
+\x20       role=(node) state=ESTA last_hello=1ms last_rx=1ms last_heartbeat=<NEVER>\n\
+\x20       sessions=1 reconnects=0 coll=0 proto_err=0\n\
+\x20 0x3: id=aggr3(remote,active) addr=127.0.56.113:11111 last_status=ESTA last_hdshk=2s\n\
+\x20       role=(up group=1 active) state=ESTA last_hello=2000ms\n\
+\x20       sessions=2 reconnects=1 coll=0 proto_err=0\n\
+\x20       last_error=\"connection closed by peer\"\n\
+\x20 0x4: id=aggr4(remote,inactive) addr=127.0.56.114:11111 last_status=NONE last_hdshk=<NEVER>\n\
+\x20       role=(up group=1 standby) state=IDLE last_hello=<NEVER>\n\
+\x20       sessions=0 reconnects=0 coll=0 proto_err=0\n";
         let p = parse_peers(text);
         assert_eq!(p.len(), 3);
         assert_eq!((p[0].name.as_str(), p[0].active), ("hapee1", None));

@@ -2,7 +2,7 @@
 //! HAProxy nodes; `show table` is compared with what the nodes print for the same
 //! entries.
 
-use crate::rig::{AGG_SECTION, Block, CONVERGE, CliConn, Daemon, Fleet, FleetOpts};
+use crate::rig::{AGG_SECTION, Block, CONVERGE, CliConn, Daemon, Fleet, FleetOpts, peer_block};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -277,6 +277,11 @@ fn info_peers_aggrs_and_help() {
             .unwrap_or_else(|| panic!("no {name} in {info}"))
             .to_owned()
     };
+    let num = |name: &str| -> u64 {
+        field(name)
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e} in {info}"))
+    };
     assert_eq!(field("Name"), "stktagg");
     assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
     assert_eq!(field("Pid"), fleet.agg.pid().unwrap().to_string());
@@ -285,39 +290,67 @@ fn info_peers_aggrs_and_help() {
     assert_eq!(field("PeersUp"), "2");
     assert_eq!(field("Tables"), "1");
     assert_eq!(field("Entries"), "3");
-    assert!(field("UpdatesIn").parse::<u64>().unwrap() >= 3, "{info}");
-    assert!(field("UpdatesOut").parse::<u64>().unwrap() >= 3, "{info}");
+    assert!(num("UpdatesIn") >= 3, "{info}");
+    assert!(num("UpdatesOut") >= 3, "{info}");
     assert!(field("Uptime").starts_with("0d 0h"), "{info}");
-    field("Uptime_sec").parse::<u64>().unwrap();
-
-    let peers = api.command("show peers").unwrap();
-    let mut lines = peers.lines();
-    let head = lines.next().unwrap();
+    let up = num("Uptime_sec");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let started = num("Start_time_sec");
+    assert!(started <= now && now - started <= up + 2, "{info}");
+    // Memory, CPU and descriptors of the process, as the kernel counts them.
+    let rss = num("Rss_bytes");
+    assert!(rss > 1 << 20 && rss < 1 << 30, "{info}");
+    assert_eq!(num("Rss_MB"), rss >> 20);
+    assert!(field("Cpu_sec").parse::<f64>().unwrap() >= 0.0, "{info}");
+    assert!(num("Threads") >= 1 && num("OpenFds") >= 3, "{info}");
+    num("Ulimit-n");
+    // Counters, summed over the peers: each node has one session and a resync.
+    assert_eq!(num("CumSessions"), 2, "{info}");
+    assert_eq!(num("Reconnects"), 0, "{info}");
+    assert!(num("ResyncsIn") >= 2, "{info}");
+    for zero in [
+        "ProtocolErrors",
+        "HelloRejected",
+        "GroupSwitches",
+        "Collisions",
+    ] {
+        assert_eq!(num(zero), 0, "{zero}: {info}");
+    }
     assert_eq!(
-        head,
-        format!(
-            "section={AGG_SECTION} local=stktagg listen={}",
-            fleet.listen
-        )
+        api.command("show version").unwrap(),
+        format!("{}\n\n", env!("CARGO_PKG_VERSION"))
     );
-    let hap1 = peers
-        .lines()
-        .find(|l| l.trim_start().starts_with("peer=hap1 "))
-        .unwrap();
+
+    // `show peers` in HAProxy's layout: a section line, then a block per peer.
+    let peers = api.command("show peers").unwrap();
+    let head = peers.lines().next().unwrap();
+    let (ptr, rest) = head.split_once(": [").unwrap();
+    assert!(ptr.starts_with("0x") && ptr.len() == 14, "{head}");
+    assert!(
+        rest.contains(&format!(
+            "] id={AGG_SECTION} disabled=0 local=stktagg listen={} complete=",
+            fleet.listen
+        )),
+        "{head}"
+    );
+    let hap1 = peer_block(&peers, "hap1").unwrap();
     for want in [
+        "id=hap1(remote,active)",
+        &format!("addr={} ", fleet.nodes[0].peer),
+        "last_status=ESTA",
         "role=(node)",
         "state=ESTA",
         "sessions=1",
         "reconnects=0",
+        "coll=0",
         "proto_err=0",
-        "last_error=-",
+        "xprt=RAW",
     ] {
         assert!(hap1.contains(want), "`{want}` not in {hap1}");
     }
-    assert!(
-        hap1.contains(&format!("addr={} ", fleet.nodes[0].peer)),
-        "{hap1}"
-    );
     let kv = |line: &str, k: &str| -> String {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
@@ -325,26 +358,45 @@ fn info_peers_aggrs_and_help() {
             .to_owned()
     };
     assert!(
-        kv(hap1, "updates_in").parse::<u64>().unwrap() >= 2,
+        kv(&hap1, "updates_in").parse::<u64>().unwrap() >= 2,
         "{hap1}"
     );
     assert!(
-        kv(hap1, "resyncs_in").parse::<u64>().unwrap() >= 1,
+        kv(&hap1, "resyncs_in").parse::<u64>().unwrap() >= 1,
         "{hap1}"
     );
-    assert!(kv(hap1, "last_hello").ends_with("ms"), "{hap1}");
-    let rogue = peers.lines().find(|l| l.contains("peer=rogue ")).unwrap();
+    assert!(kv(&hap1, "last_hello").ends_with("ms"), "{hap1}");
+    // HAProxy's human time: whole seconds, at most two units.
+    let hdshk = kv(&hap1, "last_hdshk");
+    let units = hdshk.chars().filter(|c| "dhms".contains(*c)).count();
     assert!(
-        rogue.contains("addr=-") && rogue.contains("last_hello=<NEVER>"),
-        "{rogue}"
+        (1..=2).contains(&units)
+            && !hdshk.ends_with("ms")
+            && hdshk.ends_with(['d', 'h', 'm', 's'])
+            && hdshk
+                .chars()
+                .all(|c| c.is_ascii_digit() || "dhms".contains(c)),
+        "{hap1}"
     );
-    assert!(!rogue.contains("state=ESTA"), "{rogue}");
+    let rogue = peer_block(&peers, "rogue").unwrap();
+    for want in [
+        "id=rogue(remote,inactive)",
+        "addr=-",
+        "last_status=NONE",
+        "last_hdshk=<NEVER>",
+        "last_hello=<NEVER>",
+        "state=IDLE",
+        "last_error=-",
+    ] {
+        assert!(rogue.contains(want), "`{want}` not in {rogue}");
+    }
+    assert!(!rogue.contains("xprt="), "{rogue}");
     // One section only, by name; an unknown one is an error line.
-    // (Ages in ms move between the two reads: compare with them blanked.)
+    // (Ages move between the two reads: compare with them blanked.)
     let blank_ages = |t: &str| -> String {
         t.split(' ')
             .map(|w| match w.split_once('=') {
-                Some((k, v)) if v.ends_with("ms") => format!("{k}=_"),
+                Some((k, v)) if v.ends_with("ms") || v.ends_with('s') => format!("{k}=_"),
                 _ => w.to_owned(),
             })
             .collect::<Vec<_>>()
@@ -375,6 +427,7 @@ fn info_peers_aggrs_and_help() {
         "help",
         "prompt",
         "quit",
+        "show version",
         "show info",
         "show peers",
         "show aggrs",
@@ -490,7 +543,7 @@ fn semicolons_prompt_and_quit() {
     cli.send("show peers; show aggrs").unwrap();
     let both = cli.read_until("\n> ").unwrap();
     assert!(
-        both.contains("peer=hap1") && both.contains("from .uncombined"),
+        both.contains("id=hap1(") && both.contains("from .uncombined"),
         "{both}"
     );
     cli.send("quit").unwrap();

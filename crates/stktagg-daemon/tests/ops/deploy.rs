@@ -14,27 +14,81 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Every `stktagg_…` name in `text`.
+/// Every `stktagg_…` and `process_…` name in `text` (a name starts a word).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("stktagg_") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_owned());
-        rest = &tail[end..];
+    for prefix in ["stktagg_", "process_"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().next_back();
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.insert(tail[..end].to_owned());
+            }
+            rest = &tail[end..];
+        }
     }
     out
 }
 
-/// The series names registered in `src/metrics.rs` (the `describe_*!` calls).
+/// The series names `src/metrics.rs` describes (the first string of each
+/// `describe_*!` call).
 fn exported() -> BTreeSet<String> {
     let src = read(&root().join("crates/stktagg-daemon/src/metrics.rs"));
-    let names = metric_names(&src);
-    assert!(names.contains("stktagg_peer_up"), "{names:?}");
+    let names: BTreeSet<String> = src
+        .split("describe_")
+        .skip(1)
+        .filter_map(|chunk| chunk.split('"').nth(1))
+        .filter(|n| n.starts_with("stktagg_") || n.starts_with("process_"))
+        .map(str::to_owned)
+        .collect();
+    for want in [
+        "stktagg_peer_up",
+        "stktagg_build_info",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(names.contains(want), "{want} not in {names:?}");
+    }
     names
+}
+
+/// The exported name behind a series name: a histogram is exported under one name
+/// and read through its `_bucket`, `_sum` and `_count` series.
+fn base_name(name: &str, exported: &BTreeSet<String>) -> String {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .filter(|b| exported.contains(*b))
+        .unwrap_or(name)
+        .to_owned()
+}
+
+/// The panel titled `title`.
+fn panel<'a>(panels: &'a [serde_json::Value], title: &str) -> &'a serde_json::Value {
+    panels
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel `{title}`"))
+}
+
+/// The threshold steps of a panel's defaults (the base step has no value).
+fn threshold_steps(p: &serde_json::Value) -> Vec<f64> {
+    p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("panel {} has no thresholds", p["title"]))
+        .iter()
+        .filter_map(|s| s["value"].as_f64())
+        .collect()
+}
+
+/// The texts a panel's value mappings give to `0` and `1`.
+fn mapped(p: &serde_json::Value) -> (String, String) {
+    let m = &p["fieldConfig"]["defaults"]["mappings"][0]["options"];
+    let text = |v: &str| m[v]["text"].as_str().unwrap_or_default().to_owned();
+    (text("0"), text("1"))
 }
 
 #[test]
@@ -52,14 +106,7 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
         for t in targets {
             let expr = t["expr"].as_str().unwrap();
             for name in metric_names(expr) {
-                // A histogram is exported under one name and read through its
-                // `_bucket`, `_sum` and `_count` series.
-                let base = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|s| name.strip_suffix(s))
-                    .filter(|b| exported.contains(*b))
-                    .unwrap_or(&name)
-                    .to_owned();
+                let base = base_name(&name, &exported);
                 assert!(
                     exported.contains(&base),
                     "panel {} uses `{name}`, which src/metrics.rs does not export",
@@ -81,9 +128,45 @@ fn grafana_dashboard_is_json_and_names_only_exported_series() {
         "stktagg_group_active_member",
         "stktagg_group_switches_total",
         "stktagg_propagation_seconds",
+        "stktagg_build_info",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
     ] {
         assert!(used.contains(want), "`{want}` is not on the dashboard");
     }
+    // Thresholds agree with the alert rules, and states read as words.
+    let alerts = read(&deploy("prometheus/stktagg-alerts.yml"));
+    let latency = panel(panels, "Propagation latency");
+    assert!(
+        threshold_steps(latency).contains(&0.25)
+            && alerts.contains("stktagg_propagation_seconds_bucket[5m]))) > 0.25"),
+        "{latency}"
+    );
+    let p99 = latency["targets"][1]["expr"].as_str().unwrap();
+    assert!(p99.contains("by (instance, section, le)"), "{p99}");
+    let fds = panel(panels, "Open file descriptors");
+    assert!(
+        threshold_steps(fds).contains(&0.8) && alerts.contains("> 0) > 0.8"),
+        "{fds}"
+    );
+    assert_eq!(
+        mapped(panel(panels, "Peer session state")),
+        ("DOWN".to_owned(), "UP".to_owned())
+    );
+    assert_eq!(
+        mapped(panel(panels, "Up group active member")),
+        ("standby".to_owned(), "active".to_owned())
+    );
+    assert_eq!(
+        mapped(panel(panels, "Scrape target")),
+        ("DOWN".to_owned(), "UP".to_owned())
+    );
+    let mut ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
 }
 
 #[test]
@@ -93,8 +176,37 @@ fn alert_rules_name_only_exported_series() {
     let names = metric_names(&text);
     assert!(!names.is_empty());
     for n in names {
-        assert!(exported.contains(&n), "alert rule uses `{n}`");
+        assert!(
+            exported.contains(&base_name(&n, &exported)),
+            "alert rule uses `{n}`"
+        );
     }
+    // The alerts the issue asks for, each with a case in the promtool unit tests
+    // (`promtool test rules deploy/prometheus/stktagg-alerts.test.yml`).
+    let alerts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for want in [
+        "StktaggTargetDown",
+        "StktaggPeerDown",
+        "StktaggHelloRejected",
+        "StktaggSessionFlapping",
+        "StktaggPropagationSlow",
+        "StktaggProtocolErrors",
+    ] {
+        assert!(alerts.contains(&want), "no alert `{want}`: {alerts:?}");
+    }
+    let cases = read(&deploy("prometheus/stktagg-alerts.test.yml"));
+    for a in &alerts {
+        assert!(
+            cases.contains(&format!("alertname: {a}\n")),
+            "alert `{a}` has no case in stktagg-alerts.test.yml"
+        );
+    }
+    // A counter read by `increase()` must be one the daemon registers at 0 (see
+    // `metrics::register_section`); the table sizes are the only late series.
+    assert!(!text.contains("stktagg_table_entries"), "{text}");
 }
 
 #[test]
@@ -129,31 +241,122 @@ fn example_and_packaged_configs_check() {
     assert!(read(&deploy("stktagg.cfg")).contains("stats socket /run/stktagg/"));
 }
 
+/// `haproxy -c` on `files` (given in order with `-f`), which must pass.
+fn haproxy_checks(files: &[PathBuf]) {
+    let mut cmd = Command::new(stktagg_tests::haproxy::haproxy_binary());
+    cmd.arg("-c");
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{files:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn haproxy_node_configs_check() {
     stktagg_tests::require_haproxy().unwrap();
-    let mut n = 0;
-    for dir in ["examples", "examples/ha"] {
-        for e in std::fs::read_dir(deploy(dir)).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("haproxy-") && name.ends_with(".cfg") {
-                let out = Command::new(stktagg_tests::haproxy::haproxy_binary())
-                    .arg("-c")
-                    .arg("-f")
-                    .arg(&p)
-                    .output()
-                    .unwrap();
+    // The loopback nodes of the embedded configuration are whole files, run as
+    // they are (`haproxy -f deploy/examples/haproxy-hap1.cfg`).
+    for i in 1..=3 {
+        haproxy_checks(&[deploy(&format!("examples/haproxy-hap{i}.cfg"))]);
+    }
+    // The seed's nodes are lines to merge into a host's existing haproxy.cfg:
+    // checked on top of Debian's stock file, which they must leave in charge of
+    // logging, privileges, the stats socket and the defaults.
+    let debian = root().join("crates/stktagg-daemon/tests/ops/data/debian12-haproxy.cfg");
+    assert!(read(&debian).contains("chroot /var/lib/haproxy"));
+    for i in 1..=4 {
+        let f = deploy(&format!("examples/ha/haproxy-hapee{i}.cfg"));
+        haproxy_checks(&[debian.clone(), f.clone()]);
+        let text = read(&f);
+        assert!(text.contains("MERGE into"), "{}", f.display());
+        for line in text.lines().map(str::trim) {
+            for word in [
+                "defaults",
+                "stats socket",
+                "chroot",
+                "user ",
+                "group ",
+                "log ",
+                "daemon",
+            ] {
                 assert!(
-                    out.status.success(),
-                    "{name}: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    !line.starts_with(word),
+                    "{}: `{line}` would override the host's own",
+                    f.display()
                 );
-                n += 1;
             }
         }
+        assert!(
+            text.contains(&format!("global\n    localpeer hapee{i}\n")),
+            "{text}"
+        );
     }
-    assert_eq!(n, 7, "3 nodes for the default config, 4 for the seed");
+    // Concatenated, as the README says, the result checks too.
+    let merged = std::env::temp_dir().join(format!("stktagg-merged-{}.cfg", std::process::id()));
+    std::fs::write(
+        &merged,
+        read(&debian) + &read(&deploy("examples/ha/haproxy-hapee1.cfg")),
+    )
+    .unwrap();
+    haproxy_checks(std::slice::from_ref(&merged));
+    let _ = std::fs::remove_file(&merged);
+    let readme = read(&deploy("examples/ha/README.md"));
+    assert!(
+        !readme.contains("copy its file to\n`/etc/haproxy/haproxy.cfg`"),
+        "{readme}"
+    );
+}
+
+/// The metrics port of the packaged and example configurations.
+const METRICS_PORT: &str = "10090";
+
+#[test]
+fn metrics_listener_avoids_the_exporters_ports_everywhere() {
+    // Every `prometheus` line and every scrape target uses the one port, outside
+    // 9100-9999 (Prometheus's exporters: node_exporter is 9100).
+    let mut listeners = Vec::new();
+    let (_, default, _) = run_bin(&["--print-default-config"]);
+    let mut texts = vec![("embedded".to_owned(), default)];
+    texts.push(("stktagg.cfg".to_owned(), read(&deploy("stktagg.cfg"))));
+    for i in 1..=4 {
+        let f = format!("examples/ha/aggr{i}.cfg");
+        texts.push((f.clone(), read(&deploy(&f))));
+    }
+    for (name, text) in &texts {
+        let l = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("prometheus "))
+            .unwrap_or_else(|| panic!("{name} has no prometheus line"));
+        listeners.push((name.clone(), l.trim().to_owned()));
+    }
+    let scrape = read(&deploy("prometheus/prometheus.yml"));
+    for t in scrape.lines().filter_map(|l| l.trim().strip_prefix("- ")) {
+        // A target is one `host:port` word; `- job_name: …` and `- targets:` are not.
+        if t.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty()) && !t.contains(' ') {
+            listeners.push(("prometheus.yml".to_owned(), t.trim().to_owned()));
+        }
+    }
+    assert!(listeners.len() >= 10, "{listeners:?}");
+    for (name, l) in &listeners {
+        assert_eq!(l.rsplit(':').next(), Some(METRICS_PORT), "{name}: {l}");
+    }
+    // The documents say the same.
+    for doc in [
+        "README.md",
+        "docs/operations.md",
+        "docs/configuration.md",
+        "docs/ha.md",
+        "deploy/examples/ha/README.md",
+    ] {
+        let text = read(&root().join(doc));
+        assert!(!text.contains(":9100"), "{doc} still names :9100");
+    }
+    assert!(read(&root().join("docs/ha.md")).contains(&format!("| {METRICS_PORT} |")));
 }
 
 #[test]

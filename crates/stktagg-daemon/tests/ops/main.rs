@@ -12,12 +12,17 @@
 //! - `rig`: the `stktagg` subprocess, HAProxy nodes, HTTP client, a Prometheus
 //!   scraper and text-exposition parser, an interactive CLI client.
 //! - `api`: every runtime API command, compared with what a real HAProxy prints.
-//! - `metrics`: every Prometheus series, with an `up` group fail-over and a
-//!   protocol error provoked by a raw client.
+//! - `metrics`: every Prometheus series, with an `up` group fail-over, a
+//!   protocol error provoked by a raw client, and a daemon whose peers never
+//!   connected (every series there, at 0, from the start).
 //! - `cli`: `-c`, `--version`, `--print-default-config`, exit codes, SIGTERM and
 //!   SIGINT.
-//! - `deploy`: the files under `deploy/` (configs check, Grafana dashboard names
-//!   only real series, systemd unit, Prometheus scrape config).
+//! - `ha_example`: the seed's HA example run as its README says (node lines
+//!   merged into Debian's stock haproxy.cfg), on 127.0.59.N.
+//! - `deploy`: the files under `deploy/` (configs check, the seed's node lines
+//!   merged into Debian's stock haproxy.cfg check, the metrics port is 10090
+//!   everywhere, the Grafana dashboard and the alert rules name only real series
+//!   and agree on thresholds, systemd unit, Prometheus scrape config).
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
@@ -26,5 +31,6 @@
 mod api;
 mod cli;
 mod deploy;
+mod ha_example;
 mod metrics;
 mod rig;

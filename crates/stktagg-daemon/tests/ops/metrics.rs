@@ -1,6 +1,7 @@
 //! The Prometheus endpoint, scraped over plain HTTP, series by series.
 
-use crate::rig::{Block, CONVERGE, Daemon, Fleet, FleetOpts, Scrape};
+use crate::rig::{Block, CONVERGE, Daemon, Fleet, FleetOpts, Scrape, peer_block, root};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use stktagg_tests::{HarnessError, MockPeer, eventually};
 
@@ -163,13 +164,7 @@ fn every_series_with_an_up_group_failing_over() {
         "{aggrs}"
     );
     let peers = fleet.agg.api.command("show peers").unwrap();
-    let line = |p: &str| -> String {
-        peers
-            .lines()
-            .find(|l| l.contains(&format!("peer={p} ")))
-            .unwrap()
-            .to_owned()
-    };
+    let line = |p: &str| -> String { peer_block(&peers, p).unwrap() };
     assert!(line("top1").contains("role=(up group=1 active)"), "{peers}");
     assert!(
         line("top2").contains("role=(up group=1 standby)"),
@@ -246,10 +241,15 @@ fn protocol_errors_are_counted_by_kind() {
         &[],
     )
     .unwrap();
+    // The series exists at 0 before the first error, so that `increase()` over it
+    // sees the error.
     let s = Scrape::fetch(prom).unwrap();
     assert_eq!(
-        s.get("stktagg_protocol_errors_total", &[("peer", "rogue")]),
-        None
+        s.get(
+            "stktagg_protocol_errors_total",
+            &[("peer", "rogue"), ("kind", "ReservedClass")]
+        ),
+        Some(0.0)
     );
     // A valid hello, then a message of the reserved class 255.
     let mut raw = MockPeer::dial(listen, "me", "rogue").unwrap();
@@ -304,4 +304,169 @@ fn protocol_errors_are_counted_by_kind() {
         }
     })
     .unwrap();
+}
+
+/// Every `stktagg_…` name `src/metrics.rs` describes.
+fn described() -> BTreeSet<String> {
+    let src = std::fs::read_to_string(root().join("crates/stktagg-daemon/src/metrics.rs")).unwrap();
+    let mut names = BTreeSet::new();
+    for chunk in src.split("describe_").skip(1) {
+        if let Some(name) = chunk
+            .split('"')
+            .nth(1)
+            .filter(|n| n.starts_with("stktagg_"))
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    assert!(names.len() >= 12, "{names:?}");
+    names
+}
+
+#[test]
+fn a_daemon_whose_peers_never_connected_exports_every_series_at_zero() {
+    let b = Block(13);
+    let listen = b.addr(1);
+    let prom = b.addr(1);
+    // Nothing listens at the nodes' and the tops' addresses; `lone` has none.
+    let d = Daemon::start(
+        "ops_metrics_zero",
+        &format!(
+            "global\n    stats socket {{dir}}/api.sock\n    prometheus {prom}\n\n\
+             aggregations s\n    peer me {listen} local\n    peer hap1 {}\n    peer hap2 {}\n    \
+             peer lone\n    peer top1 {} up group 1\n    peer top2 {} up group 1\n    \
+             from .uncombined to .aggr\n    forward .l2\n",
+            b.addr(4),
+            b.addr(5),
+            b.addr(2),
+            b.addr(3)
+        ),
+        &[],
+    )
+    .unwrap();
+    // Let every peer with an address fail a dial first: failed dials are no session.
+    eventually("every dial failed once", Duration::from_secs(10), || {
+        let p = d.api.command("show peers")?;
+        let failed = p.matches("Connection refused").count();
+        if failed >= 4 {
+            Ok(())
+        } else {
+            Err(HarnessError::Unexpected(p))
+        }
+    })
+    .unwrap();
+    let s = Scrape::fetch(prom).unwrap();
+    let sec = ("section", "s");
+    let peers = ["hap1", "hap2", "lone", "top1", "top2"];
+    for p in peers {
+        let peer = ("peer", p);
+        for name in [
+            "stktagg_peer_up",
+            "stktagg_sessions_total",
+            "stktagg_updates_received_total",
+            "stktagg_updates_sent_total",
+            "stktagg_tables_ignored_total",
+        ] {
+            assert_eq!(
+                s.get(name, &[sec, peer]),
+                Some(0.0),
+                "{name} {p}:\n{}",
+                s.text
+            );
+        }
+        for dir in ["in", "out"] {
+            assert_eq!(
+                s.get("stktagg_resyncs_total", &[sec, peer, ("direction", dir)]),
+                Some(0.0),
+                "{p} {dir}"
+            );
+        }
+        for kind in stktagg_daemon::metrics::PROTOCOL_ERROR_KINDS {
+            assert_eq!(
+                s.get(
+                    "stktagg_protocol_errors_total",
+                    &[sec, peer, ("kind", kind)]
+                ),
+                Some(0.0),
+                "{p} {kind}"
+            );
+        }
+    }
+    for code in ["501", "502", "503", "504"] {
+        assert_eq!(
+            s.get("stktagg_hello_rejected_total", &[sec, ("code", code)]),
+            Some(0.0),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        s.get("stktagg_group_switches_total", &[sec, ("group", "1")]),
+        Some(0.0)
+    );
+    for p in ["top1", "top2"] {
+        assert_eq!(
+            s.get(
+                "stktagg_group_active_member",
+                &[sec, ("group", "1"), ("peer", p)]
+            ),
+            Some(0.0)
+        );
+    }
+    // The histogram is there, per section, empty: every bucket, the sum and the count.
+    assert_eq!(
+        s.get("stktagg_propagation_seconds_count", &[sec]),
+        Some(0.0)
+    );
+    assert_eq!(s.get("stktagg_propagation_seconds_sum", &[sec]), Some(0.0));
+    for le in ["0.0001", "0.001", "0.25", "1", "+Inf"] {
+        assert_eq!(
+            s.get("stktagg_propagation_seconds_bucket", &[sec, ("le", le)]),
+            Some(0.0),
+            "le={le}"
+        );
+    }
+    // Every described series is exported but the table sizes (no table exists
+    // before a peer defines one), and every stktagg sample is 0 but the build info.
+    for name in described() {
+        let present = s.samples.iter().any(|x| {
+            x.name == name
+                || x.name
+                    .strip_prefix(&name)
+                    .is_some_and(|r| r.starts_with('_'))
+        });
+        assert_eq!(
+            present,
+            name != "stktagg_table_entries",
+            "{name}:\n{}",
+            s.text
+        );
+    }
+    for x in s.samples.iter().filter(|x| x.name.starts_with("stktagg_")) {
+        let want = if x.name == "stktagg_build_info" {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(x.value, want, "{x:?}");
+    }
+    assert_eq!(
+        s.get(
+            "stktagg_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    // Process metrics, under their standard names.
+    let rss = s.get("process_resident_memory_bytes", &[]).unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    assert!(s.get("process_open_fds", &[]).unwrap() >= 3.0);
+    assert!(s.get("process_max_fds", &[]).is_some());
+    assert!(s.get("process_threads", &[]).unwrap() >= 1.0);
+    assert!(s.get("process_cpu_seconds_total", &[]).unwrap() >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = s.get("process_start_time_seconds", &[]).unwrap();
+    assert!((now - started).abs() < 120.0, "{started} vs {now}");
 }

@@ -494,6 +494,26 @@ impl Scrape {
     }
 }
 
+/// The block of peer `name` in a `show peers` answer (HAProxy's layout: a line
+/// `  0x…: id=<name>(…) …`, then lines indented by 8), its lines joined by spaces.
+pub fn peer_block(show_peers: &str, name: &str) -> Option<String> {
+    let head = format!(": id={name}(");
+    let mut lines = show_peers
+        .lines()
+        .skip_while(|l| !(l.starts_with("  0x") && l.contains(&head)));
+    let first = lines.next()?.trim().to_owned();
+    let rest: Vec<&str> = lines
+        .take_while(|l| l.starts_with("        "))
+        .map(str::trim)
+        .collect();
+    Some(
+        std::iter::once(first.as_str())
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// An interactive connection to a stats socket (for `prompt` mode and `;` lines).
 #[derive(Debug)]
 pub struct CliConn {
