@@ -13,6 +13,7 @@ use std::process::Command;
 
 mod bench;
 mod deb;
+mod haproxy;
 mod topo;
 
 fn main() -> Result<()> {
@@ -25,8 +26,9 @@ fn main() -> Result<()> {
         "topo-test" => topo::main(&rest),
         "bench" => bench::main(&rest),
         "deb" => deb::main(&rest),
+        "haproxy" => haproxy::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb>");
+            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
