@@ -126,8 +126,15 @@ pub fn version_line(bin: &Path) -> Result<String> {
 
 /// Whether `bin` runs and says it is `version`.
 fn is_built(bin: &Path, version: &str) -> bool {
-    bin.is_file()
-        && version_line(bin).is_ok_and(|v| v.starts_with(&format!("HAProxy version {version}")))
+    bin.is_file() && version_line(bin).is_ok_and(|v| says_version(&v, version))
+}
+
+/// Whether a `haproxy -v` line names exactly `version` (`3.0.11-9e587df` or
+/// `3.0.11 2025/06/02`, not `3.0.110`).
+fn says_version(line: &str, version: &str) -> bool {
+    line.strip_prefix("HAProxy version ")
+        .and_then(|rest| rest.strip_prefix(version))
+        .is_some_and(|rest| rest.starts_with(['-', ' ']))
 }
 
 /// Returns the cached binary of `rel`, building it first if the cache lacks it.
@@ -140,7 +147,7 @@ pub fn ensure(rel: &Release) -> Result<PathBuf> {
     }
     let dir = bin.parent().context("the binary path has a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lock_path = dir.with_extension("lock");
+    let lock_path = dir.join("build.lock");
     let lock = File::create(&lock_path)
         .with_context(|| format!("creating lock file {}", lock_path.display()))?;
     lock.lock()
@@ -407,6 +414,16 @@ mod tests {
             ))
         );
         assert_eq!(orig_uri(out, "haproxy_3.0.12.orig.tar.gz"), None);
+    }
+
+    #[test]
+    fn version_lines_name_one_release() {
+        let line = "HAProxy version 3.0.11-9e587df 2025/06/02 - https://haproxy.org/";
+        assert!(says_version(line, "3.0.11"));
+        assert!(says_version("HAProxy version 3.0.11 2025/06/02", "3.0.11"));
+        assert!(!says_version(line, "3.0.1"));
+        assert!(!says_version("HAProxy version 3.0.110-abc", "3.0.11"));
+        assert!(!says_version("HA-Proxy version 3.0.11-abc", "3.0.11"));
     }
 
     #[test]
