@@ -184,6 +184,13 @@ pub fn ensure(rel: &Release) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Runs a step of the build with its output on stderr: stdout is only the result,
+/// so that `$(cargo xtask haproxy --path)` is the path even on the first run.
+fn run(mut cmd: Command) -> Result<()> {
+    cmd.stdout(std::io::stderr());
+    crate::run(cmd)
+}
+
 /// Fetches `rel`'s upstream tarball into `work` and returns its path.
 fn download(rel: &Release, work: &Path) -> Result<PathBuf> {
     let apt = PrivateApt::new(work, rel.suite)?;
@@ -211,7 +218,7 @@ fn download(rel: &Release, work: &Path) -> Result<PathBuf> {
         .arg(&uri)
         .arg(&dest)
         .arg(format!("SHA256:{sha256}"));
-    crate::run(get)?;
+    run(get)?;
     Ok(dest)
 }
 
@@ -234,7 +241,7 @@ fn orig_uri(print_uris: &str, name: &str) -> Option<(String, String)> {
 fn unpack(tarball: &Path, work: &Path, rel: &Release) -> Result<PathBuf> {
     let mut tar = Command::new("tar");
     tar.arg("-xzf").arg(tarball).arg("-C").arg(work);
-    crate::run(tar)?;
+    run(tar)?;
     let src = work.join(format!("haproxy-{}", rel.version));
     if !src.join("Makefile").is_file() {
         bail!("{} has no Makefile after unpacking", src.display());
@@ -251,7 +258,7 @@ fn build(src: &Path) -> Result<()> {
     make.current_dir(src)
         .arg(format!("-j{jobs}"))
         .args(["TARGET=linux-glibc", "USE_OPENSSL=1"]);
-    crate::run(make)
+    run(make)
 }
 
 /// The compiler, `make` and the headers the build includes (OpenSSL, and
@@ -289,7 +296,7 @@ fn ensure_build_deps() -> Result<()> {
         .args(["install", "-y", "--no-install-recommends", "libc6-dev"])
         .args(&need)
         .env("DEBIAN_FRONTEND", "noninteractive");
-    crate::run(install)?;
+    run(install)?;
     let still = missing();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
@@ -356,7 +363,7 @@ impl PrivateApt {
     }
 
     fn run(&self, args: &[&str]) -> Result<()> {
-        crate::run(self.command(args))
+        run(self.command(args))
     }
 
     fn output(&self, args: &[&str]) -> Result<String> {
