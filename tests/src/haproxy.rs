@@ -15,6 +15,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long `haproxy` may take to answer on its stats socket after being started.
@@ -28,26 +29,63 @@ pub const INSTALL_HINT: &str = "install haproxy: apt-get install -y haproxy";
 /// The hint given under `CI=true`, where the real-HAProxy suite must never be skipped.
 pub const CI_HINT: &str = "CI=true and haproxy is missing: the real-HAProxy suite must run in CI; \
      install haproxy: apt-get install -y haproxy";
+/// The hint given when the binary named by `STKTAGG_HAPROXY` cannot be run.
+pub const BUILD_HINT: &str = "STKTAGG_HAPROXY names a haproxy that does not run; \
+     `cargo xtask haproxy` builds HAProxy 3.0 into a cache and prints its path";
+/// The same under `CI=true`.
+pub const CI_BUILD_HINT: &str = "CI=true and the haproxy named by STKTAGG_HAPROXY is missing: \
+     the real-HAProxy suite must run in CI against every tested version; \
+     `cargo xtask haproxy` builds HAProxy 3.0 into a cache and prints its path";
 
 /// The `haproxy` binary to run: `$STKTAGG_HAPROXY`, else `haproxy` from `PATH`.
 pub fn haproxy_binary() -> String {
     std::env::var(HAPROXY_ENV).unwrap_or_else(|_| "haproxy".to_owned())
 }
 
+/// The version line of the binary this process runs, once it has been read.
+static VERSION_LINE: OnceLock<String> = OnceLock::new();
+
 /// Checks that `haproxy` runs and returns its version line. Tests call this (or
 /// `Haproxy::start`, which calls it) and fail when it errs: they never skip. Under
 /// `CI=true` the message says that CI needs haproxy; elsewhere it says how to
-/// install it.
+/// install (or, for `STKTAGG_HAPROXY`, build) it.
+///
+/// The first success in a process prints the binary and its version on stderr, so
+/// that a failing test's output says which HAProxy it ran against (the suites run
+/// against more than one).
 pub fn require_haproxy() -> Result<String> {
+    if let Some(v) = VERSION_LINE.get() {
+        return Ok(v.clone());
+    }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    check_haproxy(&haproxy_binary(), ci)
+    let binary = haproxy_binary();
+    let line = check_haproxy(&binary, ci)?;
+    if VERSION_LINE.set(line.clone()).is_ok() {
+        eprintln!("stktagg-tests: running `{binary}`: {line}");
+    }
+    Ok(line)
 }
 
-/// `require_haproxy` for a given binary and CI flag.
+/// The version of the binary the harness runs (see `require_haproxy`).
+pub fn haproxy_version() -> Result<HaproxyVersion> {
+    let line = require_haproxy()?;
+    HaproxyVersion::parse(&line)
+        .ok_or_else(|| HarnessError::Unexpected(format!("cannot read a version in `{line}`")))
+}
+
+/// `require_haproxy` for a given binary and CI flag. A bare name is looked up on
+/// `PATH`, so the hint says to install Debian's package; a path (as
+/// `STKTAGG_HAPROXY` gives for HAProxy 3.0) gets the hint to build it.
 pub fn check_haproxy(binary: &str, ci: bool) -> Result<String> {
+    let hint = match (!binary.contains('/'), ci) {
+        (true, false) => INSTALL_HINT,
+        (true, true) => CI_HINT,
+        (false, false) => BUILD_HINT,
+        (false, true) => CI_BUILD_HINT,
+    };
     let missing = |source| HarnessError::HaproxyMissing {
         binary: binary.to_owned(),
-        hint: if ci { CI_HINT } else { INSTALL_HINT },
+        hint,
         source,
     };
     let out = Command::new(binary).arg("-v").output().map_err(missing)?;
@@ -59,6 +97,50 @@ pub fn check_haproxy(binary: &str, ci: bool) -> Result<String> {
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// A HAProxy release, as `haproxy -v` names it: `2.6.12`, or `3.4.0` for
+/// `3.4-dev5`. Ordered, so that tests can say `>= HaproxyVersion::new(3, 0, 0)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HaproxyVersion {
+    /// `3` in 3.0.11.
+    pub major: u32,
+    /// `0` in 3.0.11.
+    pub minor: u32,
+    /// `11` in 3.0.11; 0 for a development version.
+    pub patch: u32,
+}
+
+impl HaproxyVersion {
+    /// A version from its numbers.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> HaproxyVersion {
+        HaproxyVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Reads the first line of `haproxy -v`, e.g. `HAProxy version 2.6.12-1+deb12u4
+    /// 2026/10/17 - https://haproxy.org/`.
+    pub fn parse(line: &str) -> Option<HaproxyVersion> {
+        let (_, rest) = line.split_once("version ")?;
+        let release = rest.split(['-', ' ']).next()?;
+        let mut nums = release.split('.').map(str::parse::<u32>);
+        let major = nums.next()?.ok()?;
+        let minor = nums.next()?.ok()?;
+        let patch = match nums.next() {
+            Some(p) => p.ok()?,
+            None => 0,
+        };
+        Some(HaproxyVersion::new(major, minor, patch))
+    }
+}
+
+impl std::fmt::Display for HaproxyVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
 }
 
 /// One `peer <name> <addr>` line.
@@ -374,8 +456,9 @@ impl Drop for Haproxy {
         }
         if std::thread::panicking() {
             eprintln!(
-                "--- haproxy log ({}), last lines ---\n{}\n--- config ---\n{}",
+                "--- haproxy log ({}, {}), last lines ---\n{}\n--- config ---\n{}",
                 self.log.display(),
+                VERSION_LINE.get().map_or("version unknown", String::as_str),
                 self.log_tail(40),
                 self.config
             );
@@ -388,6 +471,31 @@ impl Drop for Haproxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_haproxy_v() {
+        let v = |l| HaproxyVersion::parse(l);
+        assert_eq!(
+            v("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"),
+            Some(HaproxyVersion::new(2, 6, 12))
+        );
+        assert_eq!(
+            v("HAProxy version 3.0.11-9e587df 2025/06/02 - https://haproxy.org/"),
+            Some(HaproxyVersion::new(3, 0, 11))
+        );
+        assert_eq!(
+            v("HAProxy version 3.4-dev5-1a2b3c 2026/02/01 - https://haproxy.org/"),
+            Some(HaproxyVersion::new(3, 4, 0))
+        );
+        assert_eq!(
+            v("HAProxy version 3.2.0 2025/05/28"),
+            Some(HaproxyVersion::new(3, 2, 0))
+        );
+        assert_eq!(v("not haproxy"), None);
+        assert_eq!(v("HAProxy version x.y"), None);
+        assert!(HaproxyVersion::new(2, 6, 12) < HaproxyVersion::new(3, 0, 0));
+        assert_eq!(HaproxyVersion::new(3, 0, 11).to_string(), "3.0.11");
+    }
 
     #[test]
     fn renders_peers_section_and_sections() {

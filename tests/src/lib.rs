@@ -15,7 +15,9 @@
 //!   are exactly HAProxy's bytes.
 //! - `ports`: free loopback ports, listeners and scratch directories.
 //! - `haproxy`: `HaproxyConfig` (builder) and `Haproxy` (process handle, killed by
-//!   PID on drop, log tail printed on failure); `require_haproxy`.
+//!   PID on drop, log tail printed on failure); `require_haproxy` (which binary,
+//!   `$STKTAGG_HAPROXY` or `haproxy` from `PATH`, and its version, printed once),
+//!   `haproxy_version`.
 //! - `mock_peer`: `MockPeer`, a blocking peers-protocol client (dial or accept)
 //!   that does HAProxy's required duties (heartbeat, resync answers, acks).
 //! - `http`: a blocking HTTP/1.0 client bound to a chosen source address.
@@ -36,7 +38,10 @@ pub mod show_table;
 
 pub use error::{HarnessError, Result};
 pub use eventually::eventually;
-pub use haproxy::{Haproxy, HaproxyConfig, PeerDecl, PeersSection, require_haproxy};
+pub use haproxy::{
+    Haproxy, HaproxyConfig, HaproxyVersion, PeerDecl, PeersSection, haproxy_version,
+    require_haproxy,
+};
 pub use lab::PeerLab;
 pub use mock_peer::{Duties, MockPeer, Received};
 pub use runtime::RuntimeApi;

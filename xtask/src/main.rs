@@ -1,11 +1,14 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `ci`: everything CI checks (format, lints, dependency rules, the whole test
-//!   suite against a real `haproxy`).
+//!   suite and `topo-test` against Debian's `haproxy` 2.6, then against HAProxy
+//!   3.0).
 //! - `tidy`: the workspace's structural rules (sans-IO crates, no anyhow in
 //!   libraries).
 //! - `topo-test [scenario]`: multi-process HA scenarios (see `tests/topologies/`).
 //! - `bench [--quick]`: benchmarks and `docs/performance.md`.
+//! - `deb`: the Debian package.
+//! - `haproxy [--path]`: builds HAProxy 3.0 into a cache outside the checkout.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::process::Command;
 
 mod bench;
 mod deb;
+mod haproxy;
 mod topo;
 
 fn main() -> Result<()> {
@@ -25,8 +29,9 @@ fn main() -> Result<()> {
         "topo-test" => topo::main(&rest),
         "bench" => bench::main(&rest),
         "deb" => deb::main(&rest),
+        "haproxy" => haproxy::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb>");
+            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
@@ -74,7 +79,14 @@ pub(crate) fn run(mut cmd: Command) -> Result<()> {
 }
 
 fn ci() -> Result<()> {
-    ensure_haproxy()?;
+    // Both HAProxy versions come first, so that CI fails (never skips) when either
+    // is missing, before it spends minutes on the rest.
+    let hap26 = ensure_debian_haproxy()?;
+    let hap30 = haproxy::ensure(&haproxy::V30)?;
+    let passes = [
+        (DEBIAN_HAPROXY.to_owned(), hap26),
+        (hap30.display().to_string(), haproxy::version_line(&hap30)?),
+    ];
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
@@ -89,13 +101,22 @@ fn ci() -> Result<()> {
         "warnings",
     ]);
     run(clippy)?;
-    let mut test = cargo();
-    test.args(["test", "--workspace"]);
-    // Real-HAProxy tests fail rather than skip when this is set.
-    test.env("CI", "true");
-    run(test)?;
+    // The whole suite once per HAProxy version: the unit tests run twice too, which
+    // costs about 20 s and means no live suite can be left out of the second pass.
+    for (binary, version) in &passes {
+        eprintln!("== cargo test --workspace against {version} ({binary})");
+        let mut test = cargo();
+        test.args(["test", "--workspace"]);
+        // Real-HAProxy tests fail rather than skip when this is set.
+        test.env("CI", "true");
+        test.env(stktagg_tests::haproxy::HAPROXY_ENV, binary);
+        run(test)?;
+    }
     // Every multi-process HA scenario of the product document, with real haproxy.
-    topo::main(&[])?;
+    for (binary, version) in &passes {
+        eprintln!("== cargo xtask topo-test against {version} ({binary})");
+        topo::main(&["--haproxy".to_owned(), binary.clone()])?;
+    }
     // The Debian package builds, lists and runs (debug build: the one just tested).
     deb::main(&["--debug".to_owned(), "--check".to_owned()])?;
     // The reduced benchmark: it checks that the report is produced, not the figures
@@ -171,31 +192,40 @@ fn find_in_sources(dir: &Path, needles: &[&str]) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// The suite drives a real `haproxy`. On a machine without it, install Debian's
-/// package when we are root, else say how.
-fn ensure_haproxy() -> Result<()> {
-    if Command::new("haproxy").arg("-v").output().is_ok() {
-        return Ok(());
+/// Debian's haproxy, found on `PATH`: the first version the live suites run against.
+const DEBIAN_HAPROXY: &str = "haproxy";
+
+/// The suite drives a real `haproxy`: Debian bookworm's 2.6 first. On a machine
+/// without it, install Debian's package when we are root, else say how. Returns its
+/// version line; any other version than 2.6 fails, since the second pass (3.0) and
+/// the compatibility table assume 2.6 here.
+fn ensure_debian_haproxy() -> Result<String> {
+    let version = || haproxy::version_line(Path::new(DEBIAN_HAPROXY));
+    if version().is_err() {
+        if !haproxy::is_root() {
+            bail!("haproxy is not installed: run `sudo apt-get install -y haproxy socat` first");
+        }
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        run(update)?;
+        let mut install = Command::new("apt-get");
+        install.args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "haproxy",
+            "socat",
+        ]);
+        install.env("DEBIAN_FRONTEND", "noninteractive");
+        run(install)?;
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !is_root {
-        bail!("haproxy is not installed: run `sudo apt-get install -y haproxy socat` first");
+    let v = version()?;
+    if !v.starts_with("HAProxy version 2.6.") {
+        bail!(
+            "cargo xtask ci runs the live suites against Debian bookworm's haproxy 2.6 \
+             (`haproxy` on PATH) and HAProxy {}, but `haproxy -v` says `{v}`",
+            haproxy::V30.version
+        );
     }
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    run(update)?;
-    let mut install = Command::new("apt-get");
-    install.args([
-        "install",
-        "-y",
-        "--no-install-recommends",
-        "haproxy",
-        "socat",
-    ]);
-    install.env("DEBIAN_FRONTEND", "noninteractive");
-    run(install)
+    Ok(v)
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask topo-test [--list] [--keep] [--net 127.0.N] [scenario...]`: whole topologies on
-//! loopback with real `haproxy` nodes and `stktagg` daemons, faults injected, sums
-//! checked at every level.
+//! `cargo xtask topo-test [--list] [--keep] [--net 127.0.N] [--haproxy PATH]
+//! [scenario...]`: whole topologies on loopback with real `haproxy` nodes and
+//! `stktagg` daemons, faults injected, sums checked at every level.
 //!
 //! It builds the daemon, then runs each scenario (all by default) in its own run
 //! directory, `<target>/topo-test/<scenario>/` (configs, stats sockets, one log
@@ -11,7 +11,8 @@
 //! non-zero if any scenario failed. Addresses are the topology files' (127.0.56.N,
 //! the seed's 192.168.56.N on loopback); `--net 127.0.57` (or
 //! `$STKTAGG_TOPO_NET`) moves them to another loopback /24, for a machine where
-//! something already holds those.
+//! something already holds those. The nodes run `--haproxy PATH`, else
+//! `$STKTAGG_HAPROXY`, else `haproxy` from `PATH`; the report names its version.
 //!
 //! # Layout
 //! - `topology`: `tests/topologies/<name>/topology.toml`, configs, node template.
@@ -51,6 +52,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut net =
         std::env::var("STKTAGG_TOPO_NET").unwrap_or_else(|_| topology::DEFAULT_NET.to_owned());
     let mut wanted: Vec<&Scenario> = Vec::new();
+    let mut haproxy = stktagg_tests::haproxy::haproxy_binary();
     let mut args = args.iter();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -67,12 +69,20 @@ pub fn main(args: &[String]) -> Result<()> {
                     .context("--net needs a value such as 127.0.57")?
                     .clone()
             }
+            "--haproxy" => {
+                haproxy = args
+                    .next()
+                    .context("--haproxy needs the path of a haproxy binary")?
+                    .clone()
+            }
             "--help" | "-h" => {
                 println!(
-                    "usage: cargo xtask topo-test [--list] [--keep] [--net 127.0.N] [scenario...]\n\
+                    "usage: cargo xtask topo-test [--list] [--keep] [--net 127.0.N] \
+                     [--haproxy PATH] [scenario...]\n\
                      runs every scenario when none is named; --keep keeps the run \
                      directories of passing scenarios too; --net (or $STKTAGG_TOPO_NET) \
-                     moves every 127.0.56.x address to another loopback /24"
+                     moves every 127.0.56.x address to another loopback /24; --haproxy \
+                     (or $STKTAGG_HAPROXY) is the haproxy the nodes run"
                 );
                 return Ok(());
             }
@@ -92,9 +102,10 @@ pub fn main(args: &[String]) -> Result<()> {
     if wanted.is_empty() {
         wanted = SCENARIOS.iter().collect();
     }
-    let haproxy = stktagg_tests::haproxy::haproxy_binary();
-    let version = stktagg_tests::require_haproxy().context("topo-test runs real haproxy nodes")?;
-    println!("using {version}");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let version = stktagg_tests::haproxy::check_haproxy(&haproxy, ci)
+        .context("topo-test runs real haproxy nodes")?;
+    println!("using {version} ({haproxy})");
     let daemon = build_daemon()?;
     let base = crate::target_dir().join("topo-test");
     let root = crate::project_root().join("tests/topologies");
@@ -149,7 +160,7 @@ pub fn main(args: &[String]) -> Result<()> {
             dir,
         });
     }
-    let text = render(&reports, started.elapsed());
+    let text = render(&version, &reports, started.elapsed());
     println!("\n{text}");
     let _ = std::fs::create_dir_all(&base);
     let _ = std::fs::write(base.join("report.txt"), &text);
@@ -163,10 +174,11 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn render(reports: &[Report], total: Duration) -> String {
+fn render(version: &str, reports: &[Report], total: Duration) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "topo-test report");
     let _ = writeln!(o, "================");
+    let _ = writeln!(o, "nodes: {version}");
     for r in reports {
         let status = if r.error.is_some() { "FAIL" } else { "PASS" };
         let _ = writeln!(
@@ -233,7 +245,15 @@ mod tests {
             error: Some("sums wrong\nsecond line".into()),
             dir: PathBuf::from("/t/partition"),
         };
-        let text = render(&[ok, bad], Duration::from_secs(14));
+        let text = render(
+            "HAProxy version 3.0.11-9e587df 2025/06/02",
+            &[ok, bad],
+            Duration::from_secs(14),
+        );
+        assert!(
+            text.contains("nodes: HAProxy version 3.0.11-9e587df"),
+            "{text}"
+        );
         assert!(text.contains("PASS ha (4.2s, 96 requests)"), "{text}");
         assert!(text.contains("converged in"), "{text}");
         assert!(text.contains("first wave"), "{text}");

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::time::Duration;
-use stktagg_tests::haproxy::{CI_HINT, INSTALL_HINT, check_haproxy};
+use stktagg_tests::haproxy::{BUILD_HINT, CI_BUILD_HINT, CI_HINT, INSTALL_HINT, check_haproxy};
 use stktagg_tests::{Haproxy, HaproxyConfig, HarnessError, eventually, ports};
 
 fn table_lab() -> Haproxy {
@@ -142,11 +142,19 @@ fn bad_config_fails_with_the_log_tail() {
 
 #[test]
 fn missing_haproxy_fails_with_a_hint() {
-    let err = check_haproxy("/nonexistent/haproxy", false).unwrap_err();
+    // `haproxy` from PATH is missing: install it.
+    let err = check_haproxy("haproxy-that-is-not-there", false).unwrap_err();
     assert!(err.to_string().contains(INSTALL_HINT), "{err}");
     assert!(INSTALL_HINT.contains("install haproxy: apt-get install -y haproxy"));
-    let err = check_haproxy("/nonexistent/haproxy", true).unwrap_err();
+    let err = check_haproxy("haproxy-that-is-not-there", true).unwrap_err();
     assert!(err.to_string().contains(CI_HINT), "{err}");
+    assert!(err.to_string().contains("CI=true"), "{err}");
+    // A path (as given by STKTAGG_HAPROXY) is missing: build it.
+    let err = check_haproxy("/nonexistent/haproxy", false).unwrap_err();
+    assert!(err.to_string().contains(BUILD_HINT), "{err}");
+    assert!(BUILD_HINT.contains("cargo xtask haproxy"));
+    let err = check_haproxy("/nonexistent/haproxy", true).unwrap_err();
+    assert!(err.to_string().contains(CI_BUILD_HINT), "{err}");
     assert!(err.to_string().contains("CI=true"), "{err}");
     assert!(
         check_haproxy("haproxy", false)

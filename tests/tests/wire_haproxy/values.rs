@@ -3,13 +3,14 @@
 //! at the varint length boundaries), except `conn_cur`, which 2.6 ignores on
 //! receipt; rates read back through HAProxy's frequency-counter read rule, for
 //! ages in the current period, the previous one, further back, and the future.
-//! Data-type bits 25 and 26 (3.0's glitch counters) are skipped by 2.6.
+//! Data-type bits 25 and 26 (3.0's glitch counters) are skipped by 2.6, and go
+//! both ways with a 3.0 table that stores them.
 
-use crate::encode::{def, expect_acks, settled, update};
+use crate::encode::{WAIT, def, expect_acks, settled, update};
 use crate::peers_dump::{num, show_peers};
 use std::time::Instant;
 use stktagg_tests::lab::MOCK_PEER;
-use stktagg_tests::{Entry, PeerLab};
+use stktagg_tests::{Entry, HaproxyVersion, PeerLab};
 use stktagg_wire::{
     DataSpec, DataType, DictValue, FreqCtr, Key, KeyType, Message, ParamKind, Value,
 };
@@ -422,4 +423,104 @@ fn data_types_25_and_26_are_skipped_by_haproxy_2_6() {
     let t = peers.peer(MOCK_PEER).table("lab/t");
     assert_eq!(num(t, "remote_data"), bits);
     assert_eq!((num(t, "remote_id"), num(t, "last_get")), (5, 2));
+}
+
+#[test]
+fn glitch_types_round_trip_with_haproxy_3_0() {
+    // HAProxy 3.0 added `glitch_cnt` (25) and `glitch_rate` (26). From 3.0 on, a
+    // table that stores them pushes them (decoded here field by field) and stores
+    // ours (read back with `show table`). 2.6 refuses such a table at start, which
+    // this checks instead: there, the test above is the live evidence.
+    let table = "t type ip size 1k expire 30s store gpc0,glitch_cnt,glitch_rate(10s)";
+    let builder = PeerLab::builder("glitch30").table(table);
+    let version = stktagg_tests::haproxy_version().unwrap();
+    if version < HaproxyVersion::new(3, 0, 0) {
+        let err = builder.start().unwrap_err().to_string();
+        assert!(err.contains("unknown store option 'glitch_cnt'"), "{err}");
+        return;
+    }
+    let lab = builder.start().unwrap();
+    lab.api()
+        .set_table(
+            "lab/t",
+            "10.0.0.1",
+            &[("gpc0", "2"), ("glitch_cnt", "7"), ("glitch_rate", "3")],
+        )
+        .unwrap();
+
+    // HAProxy -> us: the DEFINE lists bits 25 and 26 with glitch_rate's period, and
+    // the update carries both values after gpc0.
+    let mut p = lab.dial().unwrap();
+    let got = p
+        .recv_until(WAIT, |m| matches!(m, Message::Update(_)))
+        .unwrap();
+    let d = got
+        .iter()
+        .find_map(|r| match &r.message {
+            Message::TableDefinition(d) => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no DEFINE before the update: {got:?}"));
+    assert_eq!(
+        d.data,
+        vec![
+            DataSpec::plain(DataType::Gpc0),
+            DataSpec::plain(DataType::GlitchCnt),
+            DataSpec {
+                data_type: DataType::GlitchRate,
+                period_ms: PERIOD,
+                nbelem: 0,
+            },
+        ]
+    );
+    let Some(Message::Update(u)) = got.last().map(|r| &r.message) else {
+        panic!("{got:?}")
+    };
+    assert_eq!(u.key, Key::from_ipv4("10.0.0.1".parse().unwrap()));
+    let [Value::Uint(2), Value::Uint(7), Value::Freq(rate)] = u.values[..] else {
+        panic!("{u:?}")
+    };
+    // `set table` stores curr = value, prev = 0, at "now".
+    assert_eq!((rate.curr, rate.prev), (3, 0), "{rate:?}");
+    p.recv_until(WAIT, |m| *m == Message::ResyncConfirm)
+        .unwrap();
+
+    // Us -> HAProxy: our DEFINE with the same types, one update, read back.
+    let ours = DataSpec {
+        data_type: DataType::GlitchRate,
+        period_ms: PERIOD,
+        nbelem: 0,
+    };
+    p.send(&Message::TableDefinition(def(
+        5,
+        "/t",
+        KeyType::Ipv4,
+        4,
+        vec![
+            DataSpec::plain(DataType::Gpc0),
+            DataSpec::plain(DataType::GlitchCnt),
+            ours,
+        ],
+    )))
+    .unwrap();
+    let k2 = Key::from_ipv4("10.0.0.2".parse().unwrap());
+    p.send(&update(
+        5,
+        1,
+        k2,
+        vec![
+            Value::Uint(4),
+            Value::Uint(70_000),
+            Value::Freq(fc(0, 9, 0)),
+        ],
+    ))
+    .unwrap();
+    expect_acks(&mut p, &[(5, 1)]);
+    let dump = lab.api().show_table("lab/t").unwrap();
+    let e = dump.entry("10.0.0.2").unwrap_or_else(|| panic!("{dump:?}"));
+    assert_eq!(
+        (e.get("gpc0"), e.get("glitch_cnt"), e.get("glitch_rate")),
+        (Some("4"), Some("70000"), Some("9")),
+        "{e:?}"
+    );
 }
