@@ -17,6 +17,7 @@
 //! - `data`: data types (HAProxy's `STKTABLE_DT_*`), their storage and values.
 //! - `key`: key types and keys.
 //! - `message`: the messages exchanged after the handshake.
+//! - `shard`: HAProxy's key-to-shard function (`shards`, HAProxy >= 2.7).
 //! - `frame`: framing without interpretation ([`Frame`], [`frame::split_frame`]),
 //!   class and type constants, the size limit.
 //! - `decode`: [`Decoder`], the receive state (definitions, selected table, update
@@ -44,6 +45,7 @@ pub mod frame;
 pub mod hello;
 pub mod key;
 pub mod message;
+pub mod shard;
 mod tables;
 pub mod varint;
 

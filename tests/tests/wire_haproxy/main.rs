@@ -18,6 +18,8 @@
 //! - `values`: every data type of 2.6 one by one (conn_cur ignored), the rate read
 //!   rule, and data-type bits 25/26 skipped.
 //! - `peers_dump`: a reader for `show peers`.
+//! - `shard`: our key-to-shard function is HAProxy's (`shards`, 2.7+), on 100,000
+//!   keys of each key type.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
@@ -32,5 +34,6 @@ mod errors;
 mod handshake;
 mod harness;
 mod peers_dump;
+mod shard;
 mod switch;
 mod values;
