@@ -132,10 +132,10 @@ fn receive(p: &mut MockPeer, want: usize, deadline: Instant) -> HashMap<Bytes, H
                 names.insert(d.table_id, d.name.clone());
             }
             Message::Update(u) => {
-                if let Some(name) = names.get(&u.table_id) {
-                    if got.entry(name.clone()).or_default().insert(u.key) {
-                        n += 1;
-                    }
+                if let Some(name) = names.get(&u.table_id)
+                    && got.entry(name.clone()).or_default().insert(u.key)
+                {
+                    n += 1;
                 }
             }
             _ => {}
