@@ -14,6 +14,7 @@
 //!   collision rule (newest session wins) and reconnect backoff.
 //! - `session`: one established peer session: the engine and the section's session
 //!   core around a socket.
+//! - `tls`: TLS on peer links (rustls): configurations and certificate identity.
 //! - `api`: the runtime API on the `stats socket`.
 //! - `metrics`: Prometheus names and the exporter.
 //! - `logging`: tracing set-up.
@@ -29,6 +30,7 @@ pub mod section;
 pub mod session;
 pub mod shutdown;
 pub mod supervisor;
+pub mod tls;
 
 mod load;
 
