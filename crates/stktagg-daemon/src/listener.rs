@@ -4,7 +4,7 @@
 //! has been written. Until then it holds nothing but a permit of the handshake
 //! semaphore, so a flood of half-open connections cannot starve anything else.
 
-use crate::section::{Incoming, Section};
+use crate::section::{Incoming, PeerStream, Section};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use std::net::SocketAddr;
@@ -119,7 +119,7 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     stream.write_all(&out).await?;
     let local = stream.local_addr()?;
     let incoming = Incoming {
-        stream,
+        stream: PeerStream::Plain(stream),
         engine,
         remote,
         local,

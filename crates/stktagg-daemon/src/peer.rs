@@ -7,7 +7,7 @@
 //! two daemons that dial each other at once settle quickly instead of killing each
 //! other's sessions in lockstep.
 
-use crate::section::{Incoming, Section, SessionState};
+use crate::section::{Incoming, PeerStream, Section, SessionState};
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -179,7 +179,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
         .context("sending the first heartbeat")?;
     let local = stream.local_addr().context("reading our address")?;
     Ok(Incoming {
-        stream,
+        stream: PeerStream::Plain(stream),
         engine,
         remote,
         local,

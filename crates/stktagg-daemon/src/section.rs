@@ -20,11 +20,66 @@ use tokio::sync::{Notify, mpsc};
 
 pub use stktagg_section::{PeerInfo, PeerStats, SessionState, lock};
 
-/// A TCP connection whose handshake is done, on its way to its peer task.
+/// A peer connection: plain TCP, or TLS over TCP (either side).
+#[derive(Debug)]
+pub enum PeerStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS, as the client or the server.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for PeerStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PeerStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection whose handshake is done, on its way to its peer task.
 #[derive(Debug)]
 pub struct Incoming {
     /// The connection.
-    pub stream: TcpStream,
+    pub stream: PeerStream,
     /// The protocol engine, established (it holds any bytes read after the hello).
     pub engine: stktagg_session::PeerSession,
     /// The peer's address.

@@ -11,7 +11,7 @@
 //! that both write a lot cannot deadlock on full socket buffers, and a session busy
 //! writing still reads (the idle rule looks at bytes received).
 
-use crate::section::{Incoming, Section};
+use crate::section::{Incoming, PeerStream, Section};
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,8 +20,7 @@ use stktagg_section::{Ending, SessionCore};
 use stktagg_session::{End, PeerSession};
 use stktagg_store::Store;
 use stktagg_topology::PeerId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -55,24 +54,37 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
     );
     let addrs = &section.peers[id.0].stats.addrs;
     *crate::section::lock(addrs) = Some((conn.local.to_string(), remote.to_string()));
-    let ending = drive(&section, &mut core, conn, &wake, cancel).await;
+    let Incoming { stream, engine, .. } = conn;
+    // Plain TCP splits without a lock; TLS needs tokio's split.
+    let ending = match stream {
+        PeerStream::Plain(s) => {
+            let (rd, wr) = s.into_split();
+            drive(&section, &mut core, engine, rd, wr, &wake, cancel).await
+        }
+        PeerStream::Tls(s) => {
+            let (rd, wr) = tokio::io::split(*s);
+            drive(&section, &mut core, engine, rd, wr, &wake, cancel).await
+        }
+    };
     *crate::section::lock(addrs) = None;
     core.set_now(section.clock.now_ms());
     core.finish(&ending);
 }
 
 /// Moves bytes between the socket and the engine until the session ends.
-async fn drive(
+async fn drive<R, W>(
     section: &Section,
     core: &mut SessionCore<Store>,
-    conn: Incoming,
+    mut engine: PeerSession,
+    mut rd: R,
+    mut wr: W,
     wake: &Wake,
     cancel: CancellationToken,
-) -> Ending {
-    let Incoming {
-        stream, mut engine, ..
-    } = conn;
-    let (mut rd, mut wr) = stream.into_split();
+) -> Ending
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let resync_flag = section.resync.flag(core.peer().id);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,7 +143,7 @@ async fn drive(
 async fn last_words(
     engine: &mut PeerSession,
     core: &mut SessionCore<Store>,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl AsyncWrite + Unpin),
     now: u64,
     end: End,
 ) -> Ending {
