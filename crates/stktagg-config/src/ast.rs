@@ -169,6 +169,11 @@ pub struct Aggregations {
     /// known entries (SPEC §5). `option teach-back` / `no option teach-back`.
     /// Default: on.
     pub teach_back: bool,
+    /// Whether a session that claims a peer is accepted only from that peer's
+    /// address, for peers whose address is a literal IP and that do not say
+    /// otherwise themselves. `option addr-check` / `no option addr-check`.
+    /// Default: on.
+    pub addr_check: bool,
     /// Where the header is.
     pub span: Span,
 }
@@ -180,7 +185,7 @@ impl Aggregations {
     }
 }
 
-/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]]`.
+/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Peer name, as sent in the hello.
@@ -189,8 +194,23 @@ pub struct Peer {
     pub addr: Option<PeerAddr>,
     /// What it is to us.
     pub role: PeerRole,
+    /// `addr-check` (`Some(true)`) or `no-addr-check` (`Some(false)`) on its line;
+    /// `None`: the section's `option addr-check` decides. Never set on `local`.
+    pub addr_check: Option<bool>,
     /// Where the line is.
     pub span: Span,
+}
+
+impl Peer {
+    /// The IP a session claiming this peer must come from, if it is checked: its
+    /// address is a literal, non-wildcard IP and neither its line nor the
+    /// section (`section_check`) turned the check off.
+    pub fn checked_ip(&self, section_check: bool) -> Option<IpAddr> {
+        if !self.addr_check.unwrap_or(section_check) {
+            return None;
+        }
+        self.addr.as_ref().and_then(PeerAddr::source_ip)
+    }
 }
 
 /// A peer's role in its section.
@@ -223,6 +243,12 @@ impl PeerAddr {
     /// The host as an IP address, when it is a literal.
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
+    }
+
+    /// The host as an address a connection can come from: a literal IP that is
+    /// not a wildcard (`0.0.0.0`, `::`).
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.ip().filter(|ip| !ip.is_unspecified())
     }
 
     /// A key that makes two spellings of one address equal (`::1` and

@@ -181,6 +181,24 @@ pub enum ErrorKind {
         /// The role the peer has instead, if any.
         role: Option<&'static str>,
     },
+    /// `addr-check` or `no-addr-check` on the `local` peer: nobody claims to be us.
+    #[error("`{keyword}` is only valid on a remote peer, not on the `local` one")]
+    AddrCheckOnLocal {
+        /// The keyword as written.
+        keyword: String,
+    },
+    /// `addr-check` on a peer whose address is not a literal IP: there is nothing
+    /// to compare a session's source address with.
+    #[error(
+        "`addr-check` needs a literal IP address, and peer `{name}` {}",
+        addr_text(.addr)
+    )]
+    AddrCheckWithoutIp {
+        /// The peer.
+        name: String,
+        /// Its address as written (a host name or a wildcard), if it has one.
+        addr: Option<String>,
+    },
     /// A group number that is not a number in range.
     #[error("invalid group `{value}` (expected an integer from 0 to 4294967295)")]
     InvalidGroup {
@@ -329,6 +347,13 @@ fn suggestion_text(suggestion: &Option<&'static str>) -> String {
     suggestion.map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
 }
 
+fn addr_text(addr: &Option<String>) -> String {
+    match addr {
+        Some(a) => format!("is at `{a}`"),
+        None => "has no address".to_owned(),
+    }
+}
+
 fn role_text(role: &Option<&'static str>) -> String {
     role.map_or_else(String::new, |r| format!(", not on a `{r}` peer"))
 }
@@ -376,11 +401,25 @@ pub enum WarningKind {
         /// Why it does nothing, and what to do.
         reason: &'static str,
     },
-    /// `option teach-back` given twice; the last one wins.
-    #[error("teach-back is already set at line {line}; this line wins")]
-    TeachBackRepeated {
+    /// `[no] option <name>` given twice in a section; the last one wins.
+    #[error("{option} is already set at line {line}; this line wins")]
+    OptionRepeated {
+        /// The option (`teach-back`, `addr-check`).
+        option: String,
         /// The earlier line.
         line: u32,
+    },
+    /// `no-addr-check` on a peer that is not checked anyway: its address is not a
+    /// literal IP.
+    #[error(
+        "`no-addr-check` has no effect: peer `{name}` {}, so its sessions are accepted from any address",
+        addr_text(.addr)
+    )]
+    NoAddrCheckWithoutIp {
+        /// The peer.
+        name: String,
+        /// Its address as written (a host name or a wildcard), if it has one.
+        addr: Option<String>,
     },
 }
 

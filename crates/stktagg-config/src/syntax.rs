@@ -45,7 +45,8 @@ pub(crate) enum FromTok {
     Suffix(Tok),
 }
 
-/// `peer <name> [<host>:<port>] [local | down | up [group <n>]]` as written.
+/// `peer <name> [<host>:<port>] [local | down | up [group <n>]] [[no-]addr-check]`
+/// as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PeerToks {
     /// The peer's name.
@@ -56,6 +57,8 @@ pub(crate) struct PeerToks {
     pub(crate) role: Option<Tok>,
     /// The `group` keyword and its value.
     pub(crate) group: Option<(Tok, Option<Tok>)>,
+    /// `addr-check` or `no-addr-check`.
+    pub(crate) addr_check: Option<Tok>,
 }
 
 /// What one line says, before any meaning is checked.
@@ -94,8 +97,8 @@ pub(crate) enum Stmt {
     },
     /// `forward ...`.
     Forward { suffix: Option<Tok> },
-    /// `[no] option teach-back`.
-    TeachBack { on: bool },
+    /// `[no] option <name>`; the name is one the grammar knows.
+    Option { name: Tok, on: bool },
 }
 
 /// One physical line, parsed.
@@ -272,6 +275,7 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
                 };
                 (kw, value)
             }),
+            addr_check: find(Rule::peer_option),
         }),
         Rule::from_rule => {
             let from = inner
@@ -291,8 +295,13 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
         Rule::forward => Stmt::Forward {
             suffix: find(Rule::suffix),
         },
-        Rule::teach_back => Stmt::TeachBack {
-            on: find(Rule::no_kw).is_none(),
+        Rule::section_option => match find(Rule::option_name) {
+            Some(name) => Stmt::Option {
+                name,
+                on: find(Rule::no_kw).is_none(),
+            },
+            // The grammar requires the name; keep a harmless fallback anyway.
+            None => Stmt::UnknownKeyword,
         },
         _ => Stmt::Blank,
     }
@@ -326,10 +335,12 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "prometheus" => "usage: prometheus <host>:<port>",
         "log-level" => "usage: log-level error|warn|info|debug|trace",
         "timeout" => "usage: timeout hello|connect|idle <duration>",
-        "peer" => "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]]",
+        "peer" => {
+            "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]"
+        }
         "from" => "usage: from <suffix>|any to <suffix>",
         "forward" => "usage: forward <suffix>",
-        "option" | "no" => "usage: [no] option teach-back",
+        "option" | "no" => "usage: [no] option teach-back|addr-check",
         "global" => "usage: global",
         "aggregations" => "usage: aggregations <name>",
         k if k.starts_with("tune.") => {
@@ -364,7 +375,11 @@ fn describe(rule: Rule) -> &'static [&'static str] {
         Rule::suffix => &["a suffix"],
         Rule::to_kw => &["`to`"],
         Rule::option_kw => &["`option`"],
+        Rule::option_name => &["`teach-back`", "`addr-check`"],
         Rule::teach_back_kw => &["`teach-back`"],
+        Rule::addr_check_kw => &["`addr-check`"],
+        Rule::peer_option => &["`addr-check`", "`no-addr-check`"],
+        Rule::no_addr_check_kw => &["`no-addr-check`"],
         Rule::section_name => &["a section name"],
         _ => &["a keyword"],
     }
@@ -460,8 +475,10 @@ mod tests {
                 addr,
                 role,
                 group,
+                addr_check,
             }) => {
                 assert_eq!(name.unwrap().text, "aggr3");
+                assert!(addr_check.is_none());
                 let addr = addr.unwrap();
                 assert_eq!(addr.host.text, "192.168.56.113");
                 assert_eq!(addr.port.unwrap().text, "11111");
@@ -484,6 +501,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match stmt("  peer x 10.0.0.2:10000 down no-addr-check") {
+            Stmt::Peer(PeerToks {
+                addr,
+                role,
+                addr_check,
+                ..
+            }) => {
+                assert_eq!(addr.unwrap().host.text, "10.0.0.2");
+                assert_eq!(role.unwrap().text, "down");
+                let t = addr_check.unwrap();
+                assert_eq!((t.text.as_str(), t.col), ("no-addr-check", 30));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without an address, the option is not taken for a host name.
+        match stmt("  peer x addr-check") {
+            Stmt::Peer(PeerToks {
+                addr, addr_check, ..
+            }) => {
+                assert!(addr.is_none());
+                assert_eq!(addr_check.unwrap().text, "addr-check");
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  no option addr-check") {
+            Stmt::Option { name, on } => {
+                assert_eq!(
+                    (name.text.as_str(), name.col, on),
+                    ("addr-check", 13, false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         match stmt("  peer x down") {
             Stmt::Peer(PeerToks { addr, role, .. }) => {
                 assert!(addr.is_none());
@@ -501,7 +551,10 @@ mod tests {
         match e.kind {
             ErrorKind::Syntax { found, expected } => {
                 assert_eq!(found, "`lokal`");
-                assert_eq!(expected, "`local`, `down`, `up`, `group` or end of line");
+                assert_eq!(
+                    expected,
+                    "`local`, `down`, `up`, `group`, `addr-check`, `no-addr-check` or end of line"
+                );
             }
             other => panic!("{other:?}"),
         }

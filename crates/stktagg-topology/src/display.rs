@@ -4,7 +4,7 @@ use std::fmt;
 
 use stktagg_config::FromSpec;
 
-use crate::plan::{GroupPlan, PeerId, Plan, Role, SectionPlan, SourceKind};
+use crate::plan::{GroupPlan, PeerId, PeerPlan, Plan, Role, SectionPlan, SourceKind};
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,6 +151,28 @@ impl fmt::Display for SectionPlan {
             } else {
                 "off"
             }
-        )
+        )?;
+        writeln!(f, "  addr-check: {}", self.addr_check_summary())
+    }
+}
+
+impl SectionPlan {
+    /// Which peers' sessions must come from their address, and which may come
+    /// from anywhere.
+    fn addr_check_summary(&self) -> String {
+        let (on, off): (Vec<&PeerPlan>, Vec<&PeerPlan>) =
+            self.peers.iter().partition(|p| p.checked_ip.is_some());
+        let names = |v: &[&PeerPlan]| self.names(v.iter().map(|p| p.id));
+        match (on.is_empty(), off.is_empty()) {
+            (_, true) => "on (a session claiming a peer must come from its address)".to_owned(),
+            (true, false) => {
+                "off (sessions claiming any peer are accepted from any address)".to_owned()
+            }
+            (false, false) => format!(
+                "on for {}; off for {} (accepted from any address)",
+                names(&on),
+                names(&off)
+            ),
+        }
     }
 }

@@ -27,9 +27,12 @@
 //!
 //! - `plan`: the types ([`Plan`], [`SectionPlan`], [`PeerPlan`], [`GroupPlan`],
 //!   [`Route`]), [`resolve`], and the routing queries.
+//! - `identity`: who may claim to be a peer (the `addr-check` address rules) and
+//!   the source address our dialer binds.
 //! - `display`: the readable summary printed by `stktagg -c`.
 
 mod display;
+mod identity;
 mod plan;
 
 pub use plan::{

@@ -1,5 +1,7 @@
 //! The resolved plan: who is who in each section, and where each table goes.
 
+use std::net::IpAddr;
+
 use stktagg_config::{Aggregations, Config, FromSpec, PeerAddr, PeerRole, Span};
 
 use crate::TopologyError;
@@ -29,6 +31,9 @@ pub struct SectionPlan {
     pub local_name: String,
     /// Where we listen (the `local` peer's address; the daemon resolves names).
     pub listener: PeerAddr,
+    /// The `local` peer's address when it is a literal, non-wildcard IP: the
+    /// source address our dialer binds ([`SectionPlan::dial_source`]).
+    pub source_ip: Option<IpAddr>,
     /// Every remote peer, in config order; `peers[i].id == PeerId(i)`.
     pub peers: Vec<PeerPlan>,
     /// Upstream groups, in order of their first member; `groups[i].id == GroupId(i)`.
@@ -52,6 +57,10 @@ pub struct PeerPlan {
     pub addr: Option<PeerAddr>,
     /// What it is to us.
     pub role: Role,
+    /// The IP a session claiming this peer must come from
+    /// ([`PeerPlan::accepts_from`]); `None`: any address (its address is not a
+    /// literal IP, or `no-addr-check` / `no option addr-check`).
+    pub checked_ip: Option<IpAddr>,
     /// Its `peer` line.
     pub span: Span,
 }
@@ -214,12 +223,14 @@ fn resolve_section(s: &Aggregations) -> Result<SectionPlan, TopologyError> {
             name: p.name.clone(),
             addr: p.addr.clone(),
             role,
+            checked_ip: p.checked_ip(s.addr_check),
             span: p.span.clone(),
         });
     }
     Ok(SectionPlan {
         name: s.name.clone(),
         local_name: local.name.clone(),
+        source_ip: listener.source_ip(),
         listener,
         peers,
         groups,

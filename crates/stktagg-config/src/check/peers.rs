@@ -1,13 +1,13 @@
 //! The `peer` lines of one section: each checked on its own and against the peers
 //! declared before it (names and addresses unique, one `local`, `group` only after
-//! `up`).
+//! `up`, `addr-check` only where there is an IP to check).
 
 use std::collections::BTreeMap;
 
 use super::diag::{Diagnostics, end_of_tok};
 use super::tokens::{check_name, parse_addr};
 use crate::ast::{Peer, PeerAddr, PeerRole};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, WarningKind};
 use crate::syntax::{AddrTok, Line, PeerToks, Tok};
 
 /// The peers of one section, with what the later checks point back at.
@@ -58,6 +58,10 @@ impl Peers {
         if let Some((gkw, gval)) = &toks.group {
             role = self.group(c, line, role, gkw, gval.as_ref());
         }
+        let addr_check = toks
+            .addr_check
+            .as_ref()
+            .and_then(|t| addr_check(c, line, t, name, role, toks, addr.as_ref()));
         if !self.name_is_new(c, line, name) {
             return;
         }
@@ -71,6 +75,7 @@ impl Peers {
             name: name.text.clone(),
             addr,
             role,
+            addr_check,
             span: c.span(line.number, kw.col),
         });
     }
@@ -196,6 +201,44 @@ impl Peers {
         };
         c.error_note(line.number, &line.text, &atok.whole, kind, Some(note));
     }
+}
+
+/// `addr-check` or `no-addr-check` (`t`) on the line of peer `name`: the setting,
+/// unless it is on the `local` peer (an error) or asks for a check without an IP
+/// to check against (an error; turning it off there only earns a warning).
+fn addr_check(
+    c: &mut Diagnostics,
+    line: &Line,
+    t: &Tok,
+    name: &Tok,
+    role: PeerRole,
+    toks: &PeerToks,
+    addr: Option<&PeerAddr>,
+) -> Option<bool> {
+    let (n, text) = (line.number, line.text.as_str());
+    if role == PeerRole::Local {
+        let kind = ErrorKind::AddrCheckOnLocal {
+            keyword: t.text.clone(),
+        };
+        c.error_at(n, text, t, kind);
+        return None;
+    }
+    let on = t.text == "addr-check";
+    // A bad address was reported already: say nothing more about it.
+    let unparsed = toks.addr.is_some() && addr.is_none();
+    if unparsed || addr.and_then(PeerAddr::source_ip).is_some() {
+        return Some(on);
+    }
+    let (name, addr) = (
+        name.text.clone(),
+        toks.addr.as_ref().map(|a| a.whole.text.clone()),
+    );
+    if on {
+        c.error_at(n, text, t, ErrorKind::AddrCheckWithoutIp { name, addr });
+        return None;
+    }
+    c.warn_at(n, text, t, WarningKind::NoAddrCheckWithoutIp { name, addr });
+    Some(false)
 }
 
 fn role_of(role: Option<&Tok>) -> PeerRole {

@@ -1,7 +1,7 @@
 //! What is kept about one `aggregations` section while its lines are read: its
 //! peers, rules and forwards, every suffix it names, and the text of its lines
 //! for diagnostics given once the section is complete. Also the lines that only
-//! feed that state: `from`, `forward` and `[no] option teach-back`.
+//! feed that state: `from`, `forward` and `[no] option teach-back|addr-check`.
 
 use std::collections::HashMap;
 
@@ -21,7 +21,9 @@ pub(super) struct SectionBuilder {
     pub(super) rules: Vec<Rule>,
     pub(super) forwards: Vec<Forward>,
     teach_back: bool,
-    teach_back_line: Option<u32>,
+    addr_check: bool,
+    /// Where each `option` was last set, by name.
+    option_lines: HashMap<String, u32>,
     /// Every suffix written in the section, for the uniqueness checks.
     pub(super) suffixes: Vec<SuffixUse>,
     /// The text of each line of the section, to quote in late diagnostics.
@@ -54,7 +56,8 @@ impl SectionBuilder {
             rules: Vec::new(),
             forwards: Vec::new(),
             teach_back: true,
-            teach_back_line: None,
+            addr_check: true,
+            option_lines: HashMap::new(),
             suffixes: Vec::new(),
             texts: HashMap::new(),
             rule_attempted: false,
@@ -87,7 +90,7 @@ impl SectionBuilder {
                 };
                 self.forward(c, line, kw, suffix);
             }
-            Stmt::TeachBack { on } => self.teach_back(c, line, kw, *on),
+            Stmt::Option { name, on } => self.option(c, line, kw, name, *on),
             _ => {}
         }
     }
@@ -161,14 +164,22 @@ impl SectionBuilder {
         });
     }
 
-    /// `[no] option teach-back`: the last line wins, with a warning.
-    fn teach_back(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, on: bool) {
-        if let Some(first) = self.teach_back_line {
-            let kind = WarningKind::TeachBackRepeated { line: first };
+    /// `[no] option <name>`: the last line wins, with a warning.
+    fn option(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, name: &Tok, on: bool) {
+        let option = name.text.clone();
+        if let Some(first) = self.option_lines.insert(option.clone(), line.number) {
+            let kind = WarningKind::OptionRepeated {
+                option: option.clone(),
+                line: first,
+            };
             c.warn_at(line.number, &line.text, kw, kind);
         }
-        self.teach_back = on;
-        self.teach_back_line = Some(line.number);
+        match option.as_str() {
+            "teach-back" => self.teach_back = on,
+            "addr-check" => self.addr_check = on,
+            // The grammar knows no other option.
+            _ => {}
+        }
     }
 
     fn use_suffix(&mut self, line: &Line, tok: &Tok, what: &'static str) {
@@ -189,6 +200,7 @@ impl SectionBuilder {
             rules: self.rules,
             forwards: self.forwards,
             teach_back: self.teach_back,
+            addr_check: self.addr_check,
             span: self.span,
         }
     }

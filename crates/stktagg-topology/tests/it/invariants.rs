@@ -48,6 +48,7 @@ fn section() -> impl Strategy<Value = Config> {
                     port: 10000,
                 }),
                 role: PeerRole::Local,
+                addr_check: None,
                 span: span(),
             }];
             for (i, role) in roles.into_iter().enumerate() {
@@ -55,6 +56,7 @@ fn section() -> impl Strategy<Value = Config> {
                     name: format!("p{i}"),
                     addr: None,
                     role,
+                    addr_check: None,
                     span: span(),
                 });
             }
@@ -87,6 +89,7 @@ fn section() -> impl Strategy<Value = Config> {
                     rules,
                     forwards,
                     teach_back: true,
+                    addr_check: true,
                     span: span(),
                 }],
                 warnings: Vec::new(),

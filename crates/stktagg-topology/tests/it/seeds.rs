@@ -235,6 +235,7 @@ section myaggr: we are `aggr1`, listening on 192.168.56.111:11111
     <base>.l2 from group 1 (aggr3, aggr4) -> relayed as is to hapee1, hapee2
     anything else: ignored
   teach-back: on (a source that asks for a resync gets its own last entries back)
+  addr-check: on (a session claiming a peer must come from its address)
 ";
     assert_eq!(plan("seed-aggr1").to_string(), expected);
 }
@@ -250,6 +251,7 @@ section myl2: we are `aggr3`, listening on 192.168.56.113:22222
     <base>.aggr from aggr1, aggr2 -> <base>.l2 to aggr1, aggr2
     anything else: ignored
   teach-back: on (a source that asks for a resync gets its own last entries back)
+  addr-check: on (a session claiming a peer must come from its address)
 ";
     assert_eq!(plan("seed-aggr3").to_string(), expected);
 }
@@ -265,4 +267,10 @@ fn summary_of_ungrouped_upstreams_and_teach_back_off() {
         "{text}"
     );
     assert!(text.contains("  teach-back: off\n"), "{text}");
+    assert!(
+        text.contains(
+            "  addr-check: on for hap1; off for hap2, l2a, l2b, l2c (accepted from any address)\n"
+        ),
+        "{text}"
+    );
 }
