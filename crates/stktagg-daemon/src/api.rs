@@ -422,12 +422,13 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
             );
             let _ = writeln!(
                 o,
-                "        sessions={} reconnects={} coll={} proto_err={} resyncs_in={} resyncs_out={} \
-                 updates_in={} updates_out={}",
+                "        sessions={} reconnects={} coll={} proto_err={} addr_refused={} resyncs_in={} \
+                 resyncs_out={} updates_in={} updates_out={}",
                 n(&st.sessions),
                 n(&st.reconnects),
                 n(&st.collisions),
                 n(&st.protocol_errors),
+                n(&st.addr_refused),
                 n(&st.resyncs_in),
                 n(&st.resyncs_out),
                 n(&st.updates_in),

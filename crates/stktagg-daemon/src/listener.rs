@@ -1,14 +1,19 @@
 //! The acceptor side: one TCP listener per section, and the hello checks.
 //!
-//! A connection is handed to its peer's task only once the hello is valid and `200`
-//! has been written. Until then it holds nothing but a permit of the handshake
-//! semaphore, so a flood of half-open connections cannot starve anything else.
+//! A connection is handed to its peer's task only once the hello is valid, the
+//! connection comes from an address the claimed peer may use (`addr-check`:
+//! [`stktagg_topology::PeerPlan::accepts_from`]) and `200` has been written. Until
+//! then it holds nothing but a permit of the handshake semaphore, so a flood of
+//! half-open connections cannot starve anything else. A session refused for its
+//! address gets `504`, the answer to an unknown name (docs/decisions.md), so a
+//! prober cannot tell a configured name from an unknown one.
 
 use crate::section::{Incoming, PeerStream, Section};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use stktagg_session::{Event, NothingToSend, PeerSession};
 use stktagg_wire::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,6 +116,15 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
         let _ = stream.write_all(&out).await;
         return Ok(());
     };
+    // Checked before the hand-over: an impostor never reaches the peer's task, so
+    // it can neither displace the real session nor have anything counted.
+    if !section.plan.peers[peer].accepts_from(remote.ip()) {
+        refuse_address(section, peer, remote);
+        engine.refuse(StatusCode::UnknownPeer);
+        engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
+        let _ = stream.write_all(&out).await;
+        return Ok(());
+    }
     engine.set_resync_policy(stktagg_section::resync_policy(section.peers[peer].role));
     engine.accept_hello();
     // The status with a heartbeat: HAProxy may check this session's liveness within
@@ -127,6 +141,29 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     };
     section.hand_over(peer, incoming).await;
     Ok(())
+}
+
+/// Counts and logs a session that claims `peer` from an address it may not use
+/// (rate-limited, with the other refused hellos: they come from anyone).
+fn refuse_address(section: &Section, peer: usize, remote: SocketAddr) {
+    let p = &section.peers[peer];
+    p.stats.addr_refused.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::hello_rejected(&section.name, StatusCode::UnknownPeer);
+    crate::metrics::wrong_address(&section.name, &p.name);
+    let expected = section.plan.peers[peer]
+        .checked_ip
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+        tracing::warn!(
+            section = %section.name,
+            claimed = %p.name,
+            %remote,
+            %expected,
+            suppressed,
+            "refusing a session that claims a peer from another address than its own (addr-check)"
+        );
+    }
 }
 
 /// Counts and logs a refused hello (rate-limited: hellos come from anyone).

@@ -87,6 +87,10 @@ fn describe() {
         "incoming hellos answered with an error status, by code"
     );
     describe_counter!(
+        "stktagg_hello_wrong_address_total",
+        "incoming sessions refused (504) because they claim a peer from another address than its configured one (addr-check), by claimed peer"
+    );
+    describe_counter!(
         "stktagg_tables_ignored_total",
         "table definitions that match no rule"
     );
@@ -157,6 +161,7 @@ pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
         counter!("stktagg_updates_received_total", "section" => s(), "peer" => p()).increment(0);
         counter!("stktagg_updates_sent_total", "section" => s(), "peer" => p()).increment(0);
         counter!("stktagg_tables_ignored_total", "section" => s(), "peer" => p()).increment(0);
+        counter!("stktagg_hello_wrong_address_total", "section" => s(), "peer" => p()).increment(0);
         for direction in ["in", "out"] {
             counter!("stktagg_resyncs_total", "section" => s(), "peer" => p(), "direction" => direction)
                 .increment(0);
@@ -186,6 +191,14 @@ pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
 pub fn hello_rejected(section: &str, code: StatusCode) {
     HELLOS_REJECTED.fetch_add(1, Ordering::Relaxed);
     counter!("stktagg_hello_rejected_total", "section" => section.to_owned(), "code" => code.code().to_string())
+        .increment(1);
+}
+
+/// A session claimed `peer` from an address it may not use (`addr-check`). The
+/// remote address is never a label: anyone can connect from anywhere, so it would
+/// make the series unbounded; the warning line names it.
+pub fn wrong_address(section: &str, peer: &str) {
+    counter!("stktagg_hello_wrong_address_total", "section" => section.to_owned(), "peer" => peer.to_owned())
         .increment(1);
 }
 

@@ -6,17 +6,25 @@
 //! over. We only dial while we hold no session, after a randomised backoff, so that
 //! two daemons that dial each other at once settle quickly instead of killing each
 //! other's sessions in lockstep.
+//!
+//! An incoming session only gets here after the listener's checks (the name, and
+//! the address for a peer under `addr-check`), so a newer session that replaces a
+//! running one has passed the same checks; the replacement is logged with both
+//! remote addresses. Our own dials bind our `local` peer's IP as their source
+//! ([`stktagg_topology::SectionPlan::dial_source`]), so that an aggregator that
+//! checks addresses recognises us.
 
 use crate::section::{Incoming, PeerStream, Section, SessionState};
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use stktagg_session::{NothingToSend, PeerSession};
 use stktagg_topology::PeerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 struct Running {
     handle: JoinHandle<()>,
     cancel: CancellationToken,
+    /// The session's remote address, for the log line when a newer one replaces it.
+    remote: SocketAddr,
 }
 
 /// Runs the peer until shutdown.
@@ -59,7 +69,7 @@ pub async fn run(
             Some(conn) = incoming.recv() => {
                 if let Some(old) = running.take() {
                     peer.stats.collisions.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(section = %section.name, peer = %peer.name, "new incoming session replaces the running one");
+                    tracing::info!(section = %section.name, peer = %peer.name, old_remote = %old.remote, new_remote = %conn.remote, "new incoming session replaces the running one");
                     old.cancel.cancel();
                     let _ = old.handle.await;
                 }
@@ -113,18 +123,25 @@ fn spawn_session(
     shutdown: &CancellationToken,
 ) -> Running {
     let cancel = shutdown.child_token();
+    let remote = conn.remote;
     let handle = tokio::spawn(crate::session::run(
         section.clone(),
         id,
         conn,
         cancel.clone(),
     ));
-    Running { handle, cancel }
+    Running {
+        handle,
+        cancel,
+        remote,
+    }
 }
 
 /// The peer answered our hello with an error status (or garbage).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}: check that its local peer name and ours match the configuration")]
+#[error(
+    "{0}: check that its local peer name and ours match the configuration, and that it has our address for us"
+)]
 struct Refused(String);
 
 /// Dials the peer and runs the connecting side of the handshake.
@@ -135,13 +152,10 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     };
     peer.stats.set_state(SessionState::Connecting);
     let t = &section.tunables;
-    let mut stream = tokio::time::timeout(
-        t.connect_timeout,
-        TcpStream::connect((host.as_str(), *port)),
-    )
-    .await
-    .with_context(|| format!("connecting to {host}:{port} timed out"))?
-    .with_context(|| format!("connecting to {host}:{port}"))?;
+    let mut stream = tokio::time::timeout(t.connect_timeout, connect(section, host, *port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port} timed out"))?
+        .with_context(|| format!("connecting to {host}:{port}"))?;
     let _ = stream.set_nodelay(true);
     let remote = stream.peer_addr().context("reading the peer's address")?;
     let mut engine =
@@ -185,6 +199,33 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
         local,
         dialed: true,
     })
+}
+
+/// Connects to the first address of `host` that answers, from our `local` peer's
+/// IP where the plan gives one for that address.
+async fn connect(section: &Section, host: &str, port: u16) -> Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match connect_one(section, addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{host} resolves to no address")))
+}
+
+async fn connect_one(section: &Section, addr: SocketAddr) -> Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    if let Some(source) = section.plan.dial_source(addr.ip()) {
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .with_context(|| format!("binding the source address {source}"))?;
+    }
+    Ok(socket.connect(addr).await?)
 }
 
 /// Exponential backoff with full jitter between `min` and `max`.

@@ -4,17 +4,19 @@
 
 use crate::{Daemon, Options, load_str};
 use bytes::{Bytes, BytesMut};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use stktagg_session::{
-    End, Event, Feed, Outbox, PeerComplaint, PeerSession, Progress, SessionConfig, TableKey,
+    End, Event, Feed, NothingToSend, Outbox, PeerComplaint, PeerSession, Progress, SessionConfig,
+    TableKey,
 };
 use stktagg_wire::{
     DataSpec, DataType, FreqCtr, Key, KeyType, Message, StatusCode, TableDefinition, Update,
     UpdateKind, Value,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -78,7 +80,18 @@ impl Mock {
     }
 
     async fn connect(addr: SocketAddr, remote: &str, local: &str) -> Result<Mock, StatusCode> {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Mock::connect_from(addr, None, remote, local).await
+    }
+
+    /// `connect` from a chosen source address (a loopback alias), or from the
+    /// system's choice (`127.0.0.1` on loopback) without one.
+    async fn connect_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        remote: &str,
+        local: &str,
+    ) -> Result<Mock, StatusCode> {
+        let stream = dial_from(addr, source).await;
         let engine = PeerSession::dial(SessionConfig::new(local), remote, 0).expect("hello");
         let mut m = Mock {
             stream,
@@ -178,6 +191,17 @@ impl Mock {
     fn table_name(&self, table_id: u32) -> Option<&[u8]> {
         self.defs.get(&table_id).map(|d| &d.name[..])
     }
+}
+
+/// A TCP connection to `addr`, from `source` if given.
+async fn dial_from(addr: SocketAddr, source: Option<IpAddr>) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .expect("bind the source address");
+    }
+    socket.connect(addr).await.expect("connect")
 }
 
 fn def(name: &str) -> TableDefinition {
@@ -484,5 +508,201 @@ async fn random_bytes_from_peers_never_hurt_the_daemon() {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
+    d.stop(Duration::from_secs(2)).await;
+}
+
+/// The remote address of a peer's established session, as `show peers` gives it.
+fn remote_of(stats: &crate::section::PeerStats) -> Option<String> {
+    crate::section::lock(&stats.addrs)
+        .as_ref()
+        .map(|(_, remote)| remote.clone())
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("an ip")
+}
+
+/// The issue's lab: `agg` at 127.0.71.1, nodes `h1` and `h2` at 127.0.71.2 and
+/// 127.0.71.3 (checked), `nat` at 127.0.71.4 with `no-addr-check`. The daemon
+/// dials their ports in vain (nothing listens there); they dial it.
+async fn start_lab() -> (Daemon, SocketAddr) {
+    let port = free_port();
+    let cfg = format!(
+        "aggregations t\n  peer agg 127.0.71.1:{port} local\n  peer h1 127.0.71.2:{}\n  peer h2 127.0.71.3:{}\n  peer nat 127.0.71.4:{} no-addr-check\n  from .in to .out\n",
+        free_port(),
+        free_port(),
+        free_port()
+    );
+    let loaded = load_str(&cfg, "lab.cfg").expect("valid config");
+    let d = Daemon::start(loaded, Options::default())
+        .await
+        .expect("daemon starts");
+    let addr = d.sections[0].listen_addr();
+    (d, addr)
+}
+
+/// An impostor's attempt: from `source`, a hello claiming `claimed` with a
+/// definition and an update of 1 000 000 for 10.0.0.1 written right behind it,
+/// before any answer. Returns the status it got; asserts that the connection is
+/// then closed.
+async fn impostor(addr: SocketAddr, source: &str, claimed: &str) -> Option<StatusCode> {
+    let mut stream = dial_from(addr, Some(ip(source))).await;
+    let mut engine = PeerSession::dial(SessionConfig::new(claimed), "agg", 0).expect("hello");
+    let mut out = BytesMut::new();
+    engine.poll_transmit(0, &mut NothingToSend, &mut out);
+    let mut enc = stktagg_wire::Encoder::new();
+    let input = def("/x.in");
+    enc.encode(&Message::TableDefinition(input), &mut out)
+        .expect("a definition encodes");
+    enc.encode(&Message::Update(update(1, 1_000_000)), &mut out)
+        .expect("an update encodes");
+    stream.write_all(&out).await.expect("the impostor writes");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut closed = false;
+    while !closed {
+        let buf = engine.input_buffer();
+        buf.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed = true,
+            Ok(Ok(_)) => engine.input_received(0),
+            Err(_) => panic!("the daemon kept the impostor's connection open"),
+        }
+    }
+    match engine.closed_reason() {
+        Some(End::Refused(code)) => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_impostor_from_another_address_is_refused_and_never_counted() {
+    let (d, addr) = start_lab().await;
+    let s = &d.sections[0];
+    let input = def("/x.in");
+    let mut h1 = Mock::connect_from(addr, Some(ip("127.0.71.2")), "agg", "h1")
+        .await
+        .expect("the real h1 gets 200");
+    let h1_local = h1.stream.local_addr().expect("its address");
+    h1.send(&input, [update(1, 5)]).await;
+    assert!(
+        h1.until(WAIT, |e| count_of(e, 1) == Some(5))
+            .await
+            .is_some()
+    );
+
+    // The attack of issue 12: h1's name from 127.0.71.9, an update right behind.
+    assert_eq!(
+        impostor(addr, "127.0.71.9", "h1").await,
+        Some(StatusCode::UnknownPeer)
+    );
+    let stats = &s.peers[0].stats;
+    assert_eq!(stats.addr_refused.load(Ordering::Relaxed), 1);
+    // The real session was not displaced: no collision, one session, its remote.
+    assert_eq!(stats.collisions.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.sessions.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.state(),
+        crate::section::SessionState::Established,
+        "h1's session went down"
+    );
+    assert_eq!(remote_of(stats), Some(h1_local.to_string()));
+    // Nothing of the impostor is counted: h1's next update makes the sum 6, and
+    // the key has h1's contribution only.
+    h1.send(&input, [update(1, 6)]).await;
+    assert!(
+        h1.until(WAIT, |e| count_of(e, 1) == Some(6))
+            .await
+            .is_some(),
+        "h1 did not get its own sum back"
+    );
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let key = Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1));
+    let detail = s
+        .store
+        .detail(table, &key, s.clock.now_ms())
+        .expect("the key");
+    assert_eq!(detail.len(), 1, "{detail:?}");
+    assert_eq!(detail[0].source.0, 0);
+    assert_eq!(detail[0].values[0], Value::Uint(6));
+    assert_eq!(
+        stats.updates_in.load(Ordering::Relaxed),
+        2,
+        "only h1's own updates"
+    );
+
+    // A newer session from h1's own address passes the same checks and replaces
+    // the running one, as HAProxy's newest-wins rule says.
+    let mut again = Mock::connect_from(addr, Some(ip("127.0.71.2")), "agg", "h1")
+        .await
+        .expect("the real h1 again");
+    let again_local = again.stream.local_addr().expect("its address");
+    again.send(&input, [update(1, 7)]).await;
+    assert!(
+        again
+            .until(WAIT, |e| count_of(e, 1) == Some(7))
+            .await
+            .is_some()
+    );
+    assert_eq!(stats.collisions.load(Ordering::Relaxed), 1);
+    assert_eq!(remote_of(stats), Some(again_local.to_string()));
+    assert_eq!(stats.addr_refused.load(Ordering::Relaxed), 1);
+    d.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn the_opt_out_and_the_loopback_rule_accept_what_they_say() {
+    let (d, addr) = start_lab().await;
+    let s = &d.sections[0];
+    // `no-addr-check`: a peer behind NAT is accepted from any address.
+    let nat = Mock::connect_from(addr, Some(ip("127.0.71.9")), "agg", "nat").await;
+    assert!(nat.is_ok(), "{:?}", nat.err());
+    // A client that binds no source reaches a loopback alias from 127.0.0.1 (as
+    // HAProxy nodes on loopback aliases do): accepted for a loopback peer.
+    let h2 = Mock::connect_from(addr, None, "agg", "h2")
+        .await
+        .expect("h2 from 127.0.0.1");
+    let h2_local = h2.stream.local_addr().expect("its address");
+    assert_eq!(h2_local.ip(), ip("127.0.0.1"));
+    assert_eq!(remote_of(&s.peers[1].stats), Some(h2_local.to_string()));
+    // But not from another alias, and the refusal leaves h2's session alone.
+    assert_eq!(
+        impostor(addr, "127.0.71.9", "h2").await,
+        Some(StatusCode::UnknownPeer)
+    );
+    assert_eq!(s.peers[1].stats.addr_refused.load(Ordering::Relaxed), 1);
+    assert_eq!(s.peers[1].stats.collisions.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        s.peers[1].stats.state(),
+        crate::section::SessionState::Established
+    );
+    // An unknown name gets the same answer as a wrong address: a prober learns
+    // nothing about which names exist.
+    assert_eq!(
+        impostor(addr, "127.0.71.9", "stranger").await,
+        Some(StatusCode::UnknownPeer)
+    );
+    assert_eq!(s.peers[2].stats.addr_refused.load(Ordering::Relaxed), 0);
+    drop(h2);
+    d.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn our_dials_come_from_our_local_ip() {
+    // The upstream is a plain listener on 127.0.72.2: it sees where we dial from.
+    let up = TcpListener::bind("127.0.72.2:0").await.expect("bind");
+    let up_port = up.local_addr().expect("its address").port();
+    let cfg = format!(
+        "aggregations t\n  peer agg 127.0.72.1:{} local\n  peer top 127.0.72.2:{up_port} up\n  peer s1\n  from .in to .out\n",
+        free_port()
+    );
+    let loaded = load_str(&cfg, "dial.cfg").expect("valid config");
+    let d = Daemon::start(loaded, Options::default())
+        .await
+        .expect("daemon starts");
+    let (_conn, from) = tokio::time::timeout(WAIT, up.accept())
+        .await
+        .expect("the daemon dials its upstream")
+        .expect("accept");
+    assert_eq!(from.ip(), ip("127.0.72.1"));
     d.stop(Duration::from_secs(2)).await;
 }

@@ -47,6 +47,9 @@ pub struct PeerStats {
     pub collisions: AtomicU64,
     /// Sessions ended by bad input from the peer.
     pub protocol_errors: AtomicU64,
+    /// Sessions that claimed this peer from an address it may not use
+    /// (`addr-check`), refused.
+    pub addr_refused: AtomicU64,
     /// Clock reading of the last established hello, 0 if never.
     pub last_hello_ms: AtomicU64,
     /// Clock reading of the last message received, 0 if never.
