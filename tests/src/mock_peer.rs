@@ -20,7 +20,7 @@ use crate::error::{HarnessError, Result};
 use crate::frame::{RawFrame, split_frame, to_hex};
 use bytes::BytesMut;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use stktagg_wire::hello::{Hello, HelloOutcome, HelloParser, StatusCode, Version};
 use stktagg_wire::{Decoder, Encoder, Message};
@@ -84,8 +84,22 @@ pub fn handshake_raw(
     addr: SocketAddr,
     hello: &[u8],
 ) -> Result<(TcpStream, String, StatusCode, BytesMut)> {
-    let mut s = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
-        .map_err(|e| HarnessError::io(format!("connecting to {addr}"), e))?;
+    handshake_raw_from(None, addr, hello)
+}
+
+/// [`handshake_raw`] from source address `source` (a loopback alias, so that the
+/// peer sees the connection come from there), or from the system's choice
+/// (`127.0.0.1` towards a loopback address) with `None`.
+pub fn handshake_raw_from(
+    source: Option<Ipv4Addr>,
+    addr: SocketAddr,
+    hello: &[u8],
+) -> Result<(TcpStream, String, StatusCode, BytesMut)> {
+    let mut s = match source {
+        Some(src) => crate::http::connect_from(src, addr)?,
+        None => TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)
+            .map_err(|e| HarnessError::io(format!("connecting to {addr}"), e))?,
+    };
     s.set_nodelay(true)
         .map_err(|e| HarnessError::io("setting TCP_NODELAY", e))?;
     s.write_all(hello)

@@ -348,6 +348,7 @@ fn info_peers_aggrs_and_help() {
         "coll=0",
         "proto_err=0",
         "xprt=RAW",
+        "addr_refused=0",
     ] {
         assert!(hap1.contains(want), "`{want}` not in {hap1}");
     }
@@ -386,11 +387,20 @@ fn info_peers_aggrs_and_help() {
         "last_hdshk=<NEVER>",
         "last_hello=<NEVER>",
         "state=IDLE",
+        "addr_refused=0",
         "last_error=-",
     ] {
         assert!(rogue.contains(want), "`{want}` not in {rogue}");
     }
     assert!(!rogue.contains("xprt="), "{rogue}");
+    // The established session's remote address (HAProxy's `xprt=... addr=`): the
+    // node dialed us from 127.0.0.1 (its loopback default), or we dialed it.
+    let xprt = hap1.lines().find(|l| l.contains("xprt=RAW")).unwrap();
+    let remote = kv(xprt, "addr");
+    assert!(
+        remote.starts_with("127.0.0.1:") || remote == fleet.nodes[0].peer.to_string(),
+        "{hap1}"
+    );
     // One section only, by name; an unknown one is an error line.
     // (Ages move between the two reads: compare with them blanked.)
     let blank_ages = |t: &str| -> String {

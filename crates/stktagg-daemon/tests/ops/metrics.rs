@@ -3,7 +3,9 @@
 use crate::rig::{Block, CONVERGE, Daemon, Fleet, FleetOpts, Scrape, peer_block, root};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use stktagg_tests::mock_peer::{handshake_raw_from, hello_bytes};
 use stktagg_tests::{HarnessError, MockPeer, eventually};
+use stktagg_wire::{StatusCode, Version};
 
 /// Scrapes until `check` passes (counters move asynchronously), at most `bound`.
 fn scrape_until(
@@ -156,6 +158,40 @@ fn every_series_with_an_up_group_failing_over() {
         .get("stktagg_updates_received_total", &[ag, ("peer", "hap1")])
         .unwrap();
 
+    // addr-check: every peer's refusal counter is there from the start, at 0; a session claiming hap1 from another loopback address is refused (504)
+    // and counted under hap1 and under the 504s.
+    for p in ["hap1", "hap2", "top1", "top2"] {
+        assert_eq!(
+            s.get("stktagg_hello_wrong_address_total", &[ag, ("peer", p)]),
+            Some(0.0),
+            "{p}"
+        );
+    }
+    assert!(s.has_type("stktagg_hello_wrong_address_total", "counter"));
+    let hello = hello_bytes(Version::V2_1, "stktagg", "hap1").unwrap();
+    let (_conn, status, code, _) =
+        handshake_raw_from(Some(fleet.block.ip(7)), fleet.listen, &hello).unwrap();
+    assert_eq!(code, StatusCode::UnknownPeer, "{status}");
+    scrape_until(
+        fleet.prometheus,
+        "the impostor counted",
+        Duration::from_secs(5),
+        |s| {
+            exactly(
+                s,
+                "stktagg_hello_wrong_address_total",
+                &[ag, ("peer", "hap1")],
+                1.0,
+            )?;
+            at_least(
+                s,
+                "stktagg_hello_rejected_total",
+                &[ag, ("code", "504")],
+                1.0,
+            )
+        },
+    );
+
     // `show aggrs` names the relayed table; `show peers` the active member.
     let aggrs = fleet.agg.api.command("show aggrs").unwrap();
     assert!(aggrs.contains("  forward .l2\n"), "{aggrs}");
@@ -171,6 +207,8 @@ fn every_series_with_an_up_group_failing_over() {
         "{peers}"
     );
     assert!(line("hap1").contains("role=(node)"), "{peers}");
+    assert!(line("hap1").contains(" addr_refused=1 "), "{peers}");
+    assert!(line("hap1").contains(" sessions=1 "), "{peers}");
 
     // Fail-over: top1 stops, top2 takes over; one more switch.
     let mut tops = fleet.tops.unwrap();
@@ -366,6 +404,7 @@ fn a_daemon_whose_peers_never_connected_exports_every_series_at_zero() {
             "stktagg_updates_received_total",
             "stktagg_updates_sent_total",
             "stktagg_tables_ignored_total",
+            "stktagg_hello_wrong_address_total",
         ] {
             assert_eq!(
                 s.get(name, &[sec, peer]),
