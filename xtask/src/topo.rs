@@ -18,11 +18,13 @@
 //! - `topology`: `tests/topologies/<name>/topology.toml`, configs, node template.
 //! - `fleet`: the child processes, faults by PID, stopped on drop.
 //! - `traffic`: the HTTP/1.0 driver and the tally of what was sent.
+//! - `impostor`: a connection that claims a peer's name from another address.
 //! - `observe`: reading tables, `exact` checks and the continuous `Monitor`.
 //! - `run`: one scenario run (`Ctx`): progress lines, waits, convergence.
 //! - `scenarios`: the scenarios themselves.
 
 mod fleet;
+mod impostor;
 mod observe;
 mod run;
 mod scenarios;

@@ -456,6 +456,12 @@ pub struct PeerLine {
     pub active: Option<bool>,
     /// Sessions established in all.
     pub sessions: u64,
+    /// Sessions replaced by a newer one.
+    pub collisions: u64,
+    /// Sessions claiming this peer refused for their address (`addr-check`).
+    pub addr_refused: u64,
+    /// The established session's remote address, `-` without one.
+    pub remote: String,
 }
 
 /// Parses a daemon's `show peers`: HAProxy's layout, one block per peer whose
@@ -494,6 +500,19 @@ pub fn parse_peers(text: &str) -> Vec<PeerLine> {
                 state: field("state=").unwrap_or_default(),
                 active,
                 sessions: field("sessions=").and_then(|s| s.parse().ok()).unwrap_or(0),
+                collisions: field("coll=").and_then(|s| s.parse().ok()).unwrap_or(0),
+                addr_refused: field("addr_refused=")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                // The session's own `addr=` is on its `xprt=` line, after the
+                // configured one.
+                remote: l
+                    .split_once(" xprt=")
+                    .and_then(|(_, x)| {
+                        x.split_whitespace()
+                            .find_map(|w| w.strip_prefix("addr=").map(str::to_owned))
+                    })
+                    .unwrap_or_else(|| "-".to_owned()),
             }
         })
         .collect()
@@ -658,7 +677,8 @@ No such table\n\n\
         let text = "0x1: [04/Dec/2026:23:37:05] id=myaggr disabled=0 local=aggr1 listen=127.0.56.111:11111 complete=1\n\
 \x20 0x2: id=hapee1(remote,active) addr=127.0.56.101:44444 last_status=ESTA last_hdshk=1s\n\
 \x20       role=(node) state=ESTA last_hello=1ms last_rx=1ms last_heartbeat=<NEVER>\n\
-\x20       sessions=1 reconnects=0 coll=0 proto_err=0\n\
+\x20       sessions=1 reconnects=0 coll=0 proto_err=0 addr_refused=2 resyncs_in=1\n\
+\x20       xprt=RAW src=127.0.56.111:11111 addr=127.0.0.1:40000\n\
 \x20 0x3: id=aggr3(remote,active) addr=127.0.56.113:11111 last_status=ESTA last_hdshk=2s\n\
 \x20       role=(up group=1 active) state=ESTA last_hello=2000ms\n\
 \x20       sessions=2 reconnects=1 coll=0 proto_err=0\n\
@@ -674,5 +694,10 @@ No such table\n\n\
             ("ESTA", Some(true), 2)
         );
         assert_eq!((p[2].state.as_str(), p[2].active), ("IDLE", Some(false)));
+        assert_eq!(
+            (p[0].remote.as_str(), p[0].collisions, p[0].addr_refused),
+            ("127.0.0.1:40000", 0, 2)
+        );
+        assert_eq!(p[2].remote, "-");
     }
 }

@@ -1,10 +1,12 @@
 //! The scenarios. Each starts its topology from scratch, drives traffic, injects
 //! its fault and checks the sums; see `docs/ha.md` for what each one proves.
 
-use super::observe::{Monitor, Tier};
+use super::impostor::{self, FAKE_COUNT};
+use super::observe::{Monitor, PeerLine, Tier};
 use super::run::Ctx;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
+use stktagg_wire::StatusCode;
 
 /// A scenario: name, topology, one line of description, body.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +64,12 @@ pub const SCENARIOS: &[Scenario] = &[
         topology: "ha",
         about: "SIGSTOP aggr1 past the idle timeout, then SIGCONT: sessions recover, sums right",
         run: partition,
+    },
+    Scenario {
+        name: "impostor",
+        topology: "multi-level",
+        about: "hellos claiming hapee1, aggr3, aggr1 from a spare loopback address: refused, counted, nothing of them counted, real sessions kept",
+        run: impostor,
     },
 ];
 
@@ -383,6 +391,84 @@ fn partition(c: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The impostors: the aggregator dialed, the peer claimed, the table pushed
+/// behind the hello.
+const IMPOSTORS: [(&str, &str, &str); 3] = [
+    // A node's input: it would add to every `.aggr` and `.l2`.
+    ("aggr1", "hapee1", "ip.uncombined"),
+    // The top's forward table: relayed to the nodes as the fleet's sums.
+    ("aggr1", "aggr3", "ip.l2"),
+    // An intermediate's sums: they would add to the top's `.l2`.
+    ("aggr3", "aggr1", "ip.aggr"),
+];
+
+/// The `show peers` line of `claimed` on aggregator `target`.
+fn peer_line(c: &Ctx, target: &str, claimed: &str) -> Result<PeerLine> {
+    c.peers(target)?
+        .into_iter()
+        .find(|p| p.name == claimed)
+        .with_context(|| format!("{target} has no peer `{claimed}`"))
+}
+
+/// Every real session the impostors claimed is the one it was, and each
+/// impostor was counted once more than in `before`.
+fn real_sessions_kept(c: &Ctx, before: &[PeerLine], refused: u64) -> Result<()> {
+    for ((target, claimed, _), old) in IMPOSTORS.iter().zip(before) {
+        let now = peer_line(c, target, claimed)?;
+        if now.addr_refused != old.addr_refused + refused {
+            bail!(
+                "{target} counted {} refusals for `{claimed}`, want {}",
+                now.addr_refused,
+                old.addr_refused + refused
+            );
+        }
+        let same = now.state == "ESTA"
+            && (now.sessions, now.collisions, &now.remote)
+                == (old.sessions, old.collisions, &old.remote);
+        if !same {
+            bail!("{target}'s session with the real `{claimed}` changed: {old:?} -> {now:?}");
+        }
+    }
+    Ok(())
+}
+
+fn impostor(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=12, 2)?;
+    c.converge("before the impostors")?;
+    let src = c.topo.spare_ip(199)?;
+    let before = IMPOSTORS
+        .iter()
+        .map(|(target, claimed, _)| peer_line(c, target, claimed))
+        .collect::<Result<Vec<_>>>()?;
+    for ((target, claimed, table), old) in IMPOSTORS.iter().zip(&before) {
+        let addr = c
+            .topo
+            .aggregator(target)
+            .with_context(|| format!("no aggregator `{target}`"))?
+            .listen;
+        let a = impostor::attempt(src, addr, target, claimed, table)?;
+        if a.code != StatusCode::UnknownPeer || !a.closed {
+            bail!(
+                "{claimed} -> {target} from {src}: `{}`, closed: {}",
+                a.status,
+                a.closed
+            );
+        }
+        c.step(format!(
+            "{claimed} -> {target} from {src} ({table} = {FAKE_COUNT} pipelined): `{}`, closed; the real one's session is from {}",
+            a.status, old.remote
+        ));
+    }
+    real_sessions_kept(c, &before, 1)?;
+    c.step("every refusal counted on its target; every real session the same (sessions, collisions, remote)");
+    c.converge("right after the impostors: nothing of theirs counted")?;
+    c.send(&ALL, 5..=16, 1)?;
+    c.converge("new traffic: every sum exact")?;
+    real_sessions_kept(c, &before, 1)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +489,7 @@ mod tests {
             "intermediate-restart",
             "node-restart",
             "partition",
+            "impostor",
         ] {
             assert!(names.contains(required), "{required} missing");
         }

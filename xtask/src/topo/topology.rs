@@ -258,6 +258,18 @@ impl Topology {
             .replace("{dir}", &run_dir.display().to_string()))
     }
 
+    /// Address `.<last>` of the topology's /24, checked to be no process's: where
+    /// an impostor dials from.
+    pub fn spare_ip(&self, last: u8) -> Result<std::net::Ipv4Addr> {
+        let ip: std::net::Ipv4Addr = format!("{}.{last}", self.net)
+            .parse()
+            .with_context(|| format!("`{}.{last}` is not an IPv4 address", self.net))?;
+        if let Some((name, _)) = self.listen_addrs()?.iter().find(|(_, a)| a.ip() == ip) {
+            bail!("{ip} is `{name}`'s address, not a spare one");
+        }
+        Ok(ip)
+    }
+
     /// Every address some process of this topology listens on.
     pub fn listen_addrs(&self) -> Result<Vec<(String, SocketAddr)>> {
         let mut out: Vec<(String, SocketAddr)> = self
