@@ -134,5 +134,71 @@ fn bench_scaling(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_scaling);
+/// A waker that does nothing: the bench drains by itself.
+struct NoWake;
+
+impl stktagg_store::Waker for NoWake {
+    fn wake(&self) {}
+}
+
+/// The cost of a change as the number of destinations grows: 10k updates over 100k
+/// keys with 1, 10 and 100 subscriptions (each drained between batches, outside the
+/// measure). The cost of marking a change must not grow with the destinations.
+fn bench_fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(BATCH));
+    let keys = 100_000u32;
+    for destinations in [1usize, 10, 100] {
+        let store = Store::default();
+        let def = definition();
+        let h = store
+            .register_input(SourceId(0), b"/bench.in", &def, b"/bench.out")
+            .expect("register");
+        let all: Vec<Key> = (0..keys)
+            .map(|k| Key::from_u32(k.wrapping_mul(7919)))
+            .collect();
+        for (i, k) in all.iter().enumerate() {
+            store
+                .apply(&h, k, &values(i as u32), None, 0)
+                .expect("populate");
+        }
+        let filter = stktagg_store::SubscriptionFilter {
+            outputs: true,
+            relays: false,
+        };
+        let subs: Vec<_> = (0..destinations)
+            .map(|_| store.subscribe(filter, std::sync::Arc::new(NoWake)))
+            .collect();
+        let mut i: u64 = 0;
+        group.bench_with_input(
+            BenchmarkId::from_parameter(destinations),
+            &destinations,
+            |b, _| {
+                b.iter_batched(
+                    || {
+                        for s in &subs {
+                            while !s.drain(4096).is_empty() {}
+                        }
+                    },
+                    |()| {
+                        for _ in 0..BATCH {
+                            let k =
+                                &all[(i.wrapping_mul(2_654_435_761) % u64::from(keys)) as usize];
+                            let r = store.apply(&h, k, &values(i as u32), None, 1000 + i / 1000);
+                            black_box(r.expect("apply"));
+                            i += 1;
+                        }
+                    },
+                    criterion::BatchSize::PerIteration,
+                );
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_scaling, bench_fanout);
 criterion_main!(benches);

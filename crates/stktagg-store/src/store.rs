@@ -1330,7 +1330,7 @@ impl Store {
             }
             let keys = self.keys(t.id);
             n += keys.len();
-            sub.shared().mark(t.id, keys.iter(), Urgency::Background);
+            sub.shared().mark_own(t.id, keys.iter());
         }
         n
     }

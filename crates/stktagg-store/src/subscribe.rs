@@ -1,30 +1,40 @@
-//! Outbound change tracking, coalesced per destination.
+//! Outbound change tracking: one coalesced change log per table, one cursor per
+//! destination.
 //!
-//! Each destination (a peer session that receives our tables) holds a
-//! [`Subscription`]. Every change to a matching table inserts `(TableId, Key)` into
-//! the subscription's dirty *set*: a key that changes a thousand times while the peer
-//! is slow is queued once, and the daemon reads its latest value when it sends it.
-//! Memory per subscription is therefore bounded by the number of keys, never by the
-//! number of updates.
+//! Each table keeps its changed keys in order, each key once, at the sequence number
+//! of its latest change (a key that changes a thousand times while a peer is slow is
+//! in the log once). Each destination (a peer session that receives our tables)
+//! holds a [`Subscription`]: per table, the sequence number it has taken up to. A
+//! change therefore costs the same whether two peers or a hundred follow the table:
+//! one insertion in the table's log, never one per destination. A destination reads
+//! its changes by walking the log past its cursor, and the daemon reads each key's
+//! latest value when it sends it. The log keeps a key until every destination has
+//! taken it, so memory is bounded by the number of keys, never by the number of
+//! updates or of destinations, and a slow or stuck peer costs at most one entry per
+//! key.
 //!
-//! Locking: one `Mutex` per subscription guards its dirty set; it is only held to
-//! insert or pop, never while calling out. The registry of subscriptions is an
-//! `RwLock` taken for reading on every change and for writing only to subscribe or
-//! unsubscribe. [`Waker::wake`] is called with that read lock held, so it must be
-//! quick and must not call back into the store (tokio's `Notify::notify_one` is fine).
+//! Two logs per table: fresh changes (a source changed a value) and background ones
+//! (decaying rates re-published); a destination takes fresh changes first, so a
+//! refresh never delays a change. A full push to one destination (a new session:
+//! [`crate::Store::mark_all`]) is that destination's own set, taken last.
+//!
+//! Locking: one `Mutex` per table's logs, held to append or to walk one batch; one
+//! per subscription's own set. No lock is held while calling out: wakers are
+//! collected under a lock and woken after it is released.
 
 use crate::store::{KeyHasher, TableId, TableKind};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use stktagg_wire::Key;
 
 /// Wakes the task that drains a subscription. The daemon implements it with tokio's
 /// `Notify`.
 pub trait Waker: Send + Sync {
-    /// Called when the subscription's set of changed keys goes from empty to
-    /// non-empty, when its list of new tables does, and on subscribing if tables
-    /// already exist. Must not block and must not call into the store.
+    /// Called when a subscription that found nothing to take has something again,
+    /// when a table it follows is created, and on subscribing if tables already
+    /// exist. Called with no store lock held; must not block.
     fn wake(&self);
 }
 
@@ -56,83 +66,129 @@ pub(crate) enum Urgency {
     Background,
 }
 
-/// The dirty set: each pending key once, with whether it is fresh, and two queues.
-/// A key marked in the background and then freshly is queued in both; whichever
-/// pop comes first sends it, the other finds it gone (or still fresh) and skips it.
-#[derive(Default)]
-struct Dirty {
-    set: HashMap<(TableId, Key), bool, KeyHasher>,
-    order: VecDeque<(TableId, Key)>,
-    background: VecDeque<(TableId, Key)>,
-    tables: Vec<TableId>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned log is still a valid log: a panic elsewhere cannot leave it half
+    // updated in a way that matters, so keep going.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Dirty {
-    fn is_empty(&self) -> bool {
-        self.set.is_empty()
+/// Changed keys in order of their latest change, each key once.
+#[derive(Default)]
+struct Log {
+    by_seq: BTreeMap<u64, Key>,
+    seq_of: HashMap<Key, u64, KeyHasher>,
+}
+
+impl Log {
+    fn push(&mut self, key: &Key, seq: u64) {
+        if let Some(old) = self.seq_of.insert(key.clone(), seq) {
+            self.by_seq.remove(&old);
+        }
+        self.by_seq.insert(seq, key.clone());
     }
+
+    /// Up to `max` keys after `cursor`, appended to `out`; the new cursor.
+    fn take_after(
+        &self,
+        cursor: u64,
+        max: usize,
+        table: TableId,
+        out: &mut Vec<(TableId, Key)>,
+    ) -> u64 {
+        let mut last = cursor;
+        for (&seq, key) in self.by_seq.range(cursor + 1..).take(max) {
+            out.push((table, key.clone()));
+            last = seq;
+        }
+        last
+    }
+
+    fn has_after(&self, cursor: u64) -> bool {
+        self.by_seq.range(cursor + 1..).next().is_some()
+    }
+
+    /// Forgets the keys every destination has taken.
+    fn trim(&mut self, upto: u64) {
+        while let Some(e) = self.by_seq.first_entry() {
+            if *e.key() > upto {
+                break;
+            }
+            let key = e.remove();
+            self.seq_of.remove(&key);
+        }
+        if self.by_seq.is_empty() {
+            self.seq_of.shrink_to(64);
+        }
+    }
+}
+
+/// A destination's position in one table's logs: the last sequence number taken,
+/// fresh and background.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    fresh: u64,
+    background: u64,
+}
+
+#[derive(Default)]
+struct LogState {
+    /// The sequence number of the last change (both logs share the count).
+    last_seq: u64,
+    fresh: Log,
+    background: Log,
+    /// Per subscription id, its position.
+    cursors: HashMap<u64, Cursor>,
+    /// Subscriptions that found nothing new, to wake at the next change.
+    waiters: HashMap<u64, Arc<dyn Waker>>,
+}
+
+impl LogState {
+    /// Forgets what every destination has taken (everything if none follows).
+    fn trim(&mut self) {
+        let min_fresh = self.cursors.values().map(|c| c.fresh).min();
+        let min_bg = self.cursors.values().map(|c| c.background).min();
+        self.fresh.trim(min_fresh.unwrap_or(self.last_seq));
+        self.background.trim(min_bg.unwrap_or(self.last_seq));
+    }
+}
+
+/// One table's change logs.
+struct TableLog {
+    table: TableId,
+    kind: TableKind,
+    state: Mutex<LogState>,
+}
+
+/// A subscription's own part: what is only for it.
+#[derive(Default)]
+struct Own {
+    /// Keys of a full push, each once, in the order they were marked.
+    set: std::collections::HashSet<(TableId, Key), KeyHasher>,
+    order: VecDeque<(TableId, Key)>,
+    /// Tables created (or existing at subscription) not yet reported.
+    tables: Vec<TableId>,
 }
 
 pub(crate) struct SubShared {
     id: u64,
     pub(crate) filter: SubscriptionFilter,
-    dirty: Mutex<Dirty>,
+    own: Mutex<Own>,
     waker: Arc<dyn Waker>,
 }
 
 impl SubShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Dirty> {
-        // A poisoned set is still a valid set: a panic elsewhere cannot leave it half
-        // updated in a way that matters, so keep going.
-        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn mark<'a>(
-        &self,
-        table: TableId,
-        keys: impl IntoIterator<Item = &'a Key>,
-        urgency: Urgency,
-    ) {
-        let fresh = urgency == Urgency::Fresh;
+    /// Marks keys in this subscription only (a full push), in the background.
+    pub(crate) fn mark_own<'a>(&self, table: TableId, keys: impl IntoIterator<Item = &'a Key>) {
         let wake = {
-            let mut d = self.lock();
-            let was_empty = d.is_empty();
+            let mut own = lock(&self.own);
+            let was_empty = own.set.is_empty();
             for k in keys {
                 let item = (table, k.clone());
-                // One hash per key: the entry says whether it is queued, and how.
-                match d.set.entry(item) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let item = v.key().clone();
-                        v.insert(fresh);
-                        if fresh {
-                            d.order.push_back(item);
-                        } else {
-                            d.background.push_back(item);
-                        }
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        if fresh && !*o.get() {
-                            // Queued in the background: move it ahead.
-                            o.insert(true);
-                            let item = o.key().clone();
-                            d.order.push_back(item);
-                        }
-                    }
+                if own.set.insert(item.clone()) {
+                    own.order.push_back(item);
                 }
             }
-            was_empty && !d.is_empty()
-        };
-        if wake {
-            self.waker.wake();
-        }
-    }
-
-    pub(crate) fn new_table(&self, table: TableId) {
-        let wake = {
-            let mut d = self.lock();
-            let was_empty = d.tables.is_empty();
-            d.tables.push(table);
-            was_empty
+            was_empty && !own.set.is_empty()
         };
         if wake {
             self.waker.wake();
@@ -140,34 +196,70 @@ impl SubShared {
     }
 }
 
-/// The registry of live subscriptions.
+/// The change logs of every table, and the live subscriptions.
 #[derive(Default)]
 pub(crate) struct SubRegistry {
+    logs: RwLock<HashMap<TableId, Arc<TableLog>>>,
     subs: RwLock<Vec<Arc<SubShared>>>,
-    next_id: std::sync::atomic::AtomicU64,
+    next_id: AtomicU64,
 }
 
 impl SubRegistry {
+    fn logs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TableId, Arc<TableLog>>> {
+        self.logs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subs(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<SubShared>>> {
+        self.subs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The logs a filter follows.
+    fn logs_for(&self, filter: SubscriptionFilter) -> Vec<Arc<TableLog>> {
+        let mut v: Vec<_> = self
+            .logs()
+            .values()
+            .filter(|l| filter.matches(l.kind))
+            .cloned()
+            .collect();
+        v.sort_by_key(|l| l.table);
+        v
+    }
+
     pub(crate) fn add(
         self: &Arc<Self>,
         filter: SubscriptionFilter,
         waker: Arc<dyn Waker>,
         tables: Vec<TableId>,
     ) -> Subscription {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let wake_now = !tables.is_empty();
         let shared = Arc::new(SubShared {
             id,
             filter,
-            dirty: Mutex::new(Dirty {
+            own: Mutex::new(Own {
                 tables,
-                ..Dirty::default()
+                ..Own::default()
             }),
             waker,
         });
-        self.write().push(shared.clone());
+        // Existing tables: from their next change on (a full push is `mark_all`).
+        for log in self.logs_for(filter) {
+            let mut st = lock(&log.state);
+            let at = st.last_seq;
+            st.cursors.insert(
+                id,
+                Cursor {
+                    fresh: at,
+                    background: at,
+                },
+            );
+            // Caught up by definition: woken at the next change.
+            st.waiters.insert(id, shared.waker.clone());
+        }
+        self.subs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(shared.clone());
         if wake_now {
             shared.waker.wake();
         }
@@ -177,40 +269,94 @@ impl SubRegistry {
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<SubShared>>> {
-        self.subs.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<SubShared>>> {
-        self.subs.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Marks keys of one table dirty in every matching subscription.
+    /// Appends keys of one table to its log: one insertion per key, whatever the
+    /// number of destinations; wakes the destinations that were waiting.
     pub(crate) fn mark<'a>(
         &self,
         table: TableId,
-        kind: TableKind,
+        _kind: TableKind,
         keys: impl IntoIterator<Item = &'a Key> + Clone,
         urgency: Urgency,
     ) {
-        for sub in self.read().iter().filter(|s| s.filter.matches(kind)) {
-            sub.mark(table, keys.clone(), urgency);
+        let Some(log) = self.logs().get(&table).cloned() else {
+            return;
+        };
+        let waiters = {
+            let mut st = lock(&log.state);
+            if st.cursors.is_empty() {
+                // Nobody follows this table: nothing to remember.
+                return;
+            }
+            for k in keys {
+                st.last_seq += 1;
+                let seq = st.last_seq;
+                match urgency {
+                    Urgency::Fresh => st.fresh.push(k, seq),
+                    Urgency::Background => st.background.push(k, seq),
+                }
+            }
+            std::mem::take(&mut st.waiters)
+        };
+        for w in waiters.values() {
+            w.wake();
         }
     }
 
-    /// Tells every matching subscription about a new table.
+    /// A table was created: every matching subscription follows it from its start.
     pub(crate) fn new_table(&self, table: TableId, kind: TableKind) {
-        for sub in self.read().iter().filter(|s| s.filter.matches(kind)) {
-            sub.new_table(table);
+        let subs: Vec<_> = self
+            .subs()
+            .iter()
+            .filter(|s| s.filter.matches(kind))
+            .cloned()
+            .collect();
+        let mut st = LogState::default();
+        for s in &subs {
+            st.cursors.insert(s.id, Cursor::default());
+            st.waiters.insert(s.id, s.waker.clone());
+        }
+        let log = Arc::new(TableLog {
+            table,
+            kind,
+            state: Mutex::new(st),
+        });
+        self.logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(table, log);
+        for s in subs {
+            let wake = {
+                let mut own = lock(&s.own);
+                let was_empty = own.tables.is_empty();
+                own.tables.push(table);
+                was_empty
+            };
+            if wake {
+                s.waker.wake();
+            }
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.read().len()
+        self.subs().len()
+    }
+
+    fn remove(&self, id: u64) {
+        self.subs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|s| s.id != id);
+        for log in self.logs().values() {
+            let mut st = lock(&log.state);
+            st.cursors.remove(&id);
+            st.waiters.remove(&id);
+            st.trim();
+        }
     }
 }
 
-/// One destination's coalesced set of pending changes. Dropping it unsubscribes.
+/// One destination's view of the changes: its cursors in every table's logs, and
+/// its own full-push set. Dropping it unsubscribes.
 pub struct Subscription {
     shared: Arc<SubShared>,
     registry: Weak<SubRegistry>,
@@ -223,54 +369,111 @@ impl Subscription {
     }
 
     /// Takes the tables created since the last call (and, on the first call, every
-    /// matching table that existed when subscribing), in creation order. Call it
-    /// before [`Subscription::drain`]: a table's first changed key is never queued
-    /// before the table itself, so a DEFINE can always go out first.
+    /// matching table that existed when subscribing), in creation order.
     pub fn drain_tables(&self) -> Vec<TableId> {
-        std::mem::take(&mut self.shared.lock().tables)
+        std::mem::take(&mut lock(&self.shared.own).tables)
     }
 
     /// Takes up to `max` changed keys: fresh changes first, oldest first, then
-    /// background ones (rate refreshes, full pushes). Each key appears once however
-    /// often it changed; read its current value with `Store::read`. The waker is only
-    /// called again when the set goes from empty to non-empty, so keep draining while
-    /// this returns `max` items.
+    /// background ones (rate refreshes), then this subscription's full push. Each
+    /// key appears once per log however often it changed; read its current value
+    /// with `Store::read`. When it returns fewer than `max`, everything was taken and
+    /// the waker is called at the next change; keep draining while it returns `max`.
     pub fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
-        let mut d = self.shared.lock();
-        let mut out = Vec::with_capacity(max.min(d.set.len()));
-        while out.len() < max {
-            let Some(item) = d.order.pop_front() else {
-                break;
-            };
-            // Gone if a background pop sent it meanwhile.
-            if d.set.remove(&item).is_some() {
-                out.push(item);
+        let mut out = Vec::with_capacity(max.min(1024));
+        let Some(reg) = self.registry.upgrade() else {
+            return out;
+        };
+        let id = self.shared.id;
+        let logs = reg.logs_for(self.shared.filter);
+        for background in [false, true] {
+            for log in &logs {
+                if out.len() >= max {
+                    break;
+                }
+                let mut st = lock(&log.state);
+                let Some(mut c) = st.cursors.get(&id).copied() else {
+                    continue;
+                };
+                let room = max - out.len();
+                let before = out.len();
+                if background {
+                    c.background =
+                        st.background
+                            .take_after(c.background, room, log.table, &mut out);
+                } else {
+                    c.fresh = st.fresh.take_after(c.fresh, room, log.table, &mut out);
+                }
+                if out.len() > before {
+                    st.cursors.insert(id, c);
+                    st.trim();
+                }
             }
         }
-        while out.len() < max {
-            let Some(item) = d.background.pop_front() else {
-                break;
-            };
-            // Still in the background (not moved ahead, not sent): send it now.
-            if d.set.get(&item) == Some(&false) {
-                d.set.remove(&item);
-                out.push(item);
+        {
+            let mut own = lock(&self.shared.own);
+            // A key of the full push that went out as a change is not sent again.
+            if !own.set.is_empty() {
+                for item in &out {
+                    own.set.remove(item);
+                }
+            }
+            while out.len() < max {
+                let Some(item) = own.order.pop_front() else {
+                    break;
+                };
+                if own.set.remove(&item) {
+                    out.push(item);
+                }
+            }
+            if own.set.is_empty() {
+                own.order.clear();
+                own.order.shrink_to(64);
+                own.set.shrink_to(64);
             }
         }
-        if d.set.is_empty() {
-            // Give back the memory a burst left behind; stale queue entries go too.
-            d.order.clear();
-            d.background.clear();
-            d.set.shrink_to(64);
-            d.order.shrink_to(64);
-            d.background.shrink_to(64);
+        if out.len() < max {
+            // Caught up: be woken at the next change. Checked under each log's lock,
+            // so no change can slip in between.
+            let mut wake_now = false;
+            for log in &logs {
+                let mut st = lock(&log.state);
+                let Some(c) = st.cursors.get(&id).copied() else {
+                    continue;
+                };
+                if st.fresh.has_after(c.fresh) || st.background.has_after(c.background) {
+                    wake_now = true;
+                } else {
+                    st.waiters.insert(id, self.shared.waker.clone());
+                }
+            }
+            if wake_now {
+                self.shared.waker.wake();
+            }
         }
         out
     }
 
-    /// The number of changed keys waiting.
+    /// The number of changed keys waiting, each once.
     pub fn pending(&self) -> usize {
-        self.shared.lock().set.len()
+        let own = lock(&self.shared.own);
+        let Some(reg) = self.registry.upgrade() else {
+            return own.set.len();
+        };
+        let id = self.shared.id;
+        let mut keys: std::collections::HashSet<(TableId, Key), KeyHasher> = own.set.clone();
+        for log in reg.logs_for(self.shared.filter) {
+            let st = lock(&log.state);
+            if let Some(c) = st.cursors.get(&id) {
+                let mut items = Vec::new();
+                st.fresh
+                    .take_after(c.fresh, usize::MAX, log.table, &mut items);
+                st.background
+                    .take_after(c.background, usize::MAX, log.table, &mut items);
+                keys.extend(items);
+            }
+        }
+        keys.len()
     }
 
     pub(crate) fn shared(&self) -> &SubShared {
@@ -281,8 +484,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(reg) = self.registry.upgrade() {
-            let id = self.shared.id;
-            reg.write().retain(|s| s.id != id);
+            reg.remove(self.shared.id);
         }
     }
 }
