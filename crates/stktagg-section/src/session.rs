@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
-use stktagg_store::{SubscriptionFilter, TableId, Waker};
+use stktagg_store::{SharedChange, SubscriptionFilter, TableId, Waker};
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
 use stktagg_wire::{Key, TableDefinition, Update, Value};
 
@@ -389,6 +389,31 @@ impl<S: TableStore> SessionCore<S> {
     }
 }
 
+impl<S: TableStore> SessionCore<S> {
+    /// Sends a live change encoded once for every destination.
+    fn send_shared(&mut self, out: &mut Outbox<'_>, table: TableId, shared: &SharedChange) {
+        let store = &self.section.store;
+        let def = || store.definition(table);
+        match out.send_shared(TableKey(u64::from(table.0)), def, &shared.update) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(section = %self.section.name, peer = %self.peer().name, error = %e, "failed to frame a shared update");
+                return;
+            }
+        }
+        self.peer()
+            .stats
+            .updates_out
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters.sent.increment(1);
+        if shared.changed_at > 0 {
+            self.counters
+                .propagation(self.now.saturating_sub(shared.changed_at));
+        }
+    }
+}
+
 impl<S: TableStore> Feed for SessionCore<S> {
     fn teach_back(&mut self, out: &mut Outbox<'_>) -> Progress {
         let Some(tb) = self.teach_back.front_mut() else {
@@ -431,8 +456,18 @@ impl<S: TableStore> Feed for SessionCore<S> {
         if batch.is_empty() {
             return Progress::Done;
         }
-        for (table, key) in batch {
-            self.send_entry(out, table, key, true);
+        for change in batch {
+            if let Some(slot) = &change.shared {
+                let store = &self.section.store;
+                let shared =
+                    slot.get_or_init(|| store.shared_change(change.table, &change.key, self.now));
+                if let Some(shared) = shared {
+                    // Encoded once, by whichever session sent it first.
+                    self.send_shared(out, change.table, shared);
+                    continue;
+                }
+            }
+            self.send_entry(out, change.table, change.key, true);
         }
         Progress::More
     }

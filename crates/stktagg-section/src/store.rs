@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 use stktagg_store::{
-    Applied, OutputEntry, SourceId, Store, StoreError, Subscription, SubscriptionFilter, TableId,
-    TableKind, TaughtTable, Waker,
+    Applied, Change, OutputEntry, SharedChange, SourceId, Store, StoreError, Subscription,
+    SubscriptionFilter, TableId, TableKind, TaughtTable, Waker,
 };
 use stktagg_wire::{Key, TableDefinition, Value};
 
@@ -64,8 +64,12 @@ pub trait TableStore: Send + Sync + 'static {
     /// Follows the changes of the tables matching `filter`, and marks every existing
     /// entry (a new session starts with a full push).
     fn subscribe_all(&self, filter: SubscriptionFilter, waker: Arc<dyn Waker>) -> Self::Sub;
-    /// At most `max` changed entries of the subscription.
-    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<(TableId, Key)>;
+    /// At most `max` changed entries of the subscription, each with its encoding
+    /// shared by every destination when there is one.
+    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<Change>;
+    /// An entry's values encoded once for every destination (`None`: gone, or not
+    /// shareable: each destination reads and encodes it).
+    fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange>;
     /// Every entry of the tables matching `filter` (a lesson).
     fn lesson(&self, filter: SubscriptionFilter) -> Vec<(TableId, Key)>;
     /// An entry's published values.
@@ -149,8 +153,12 @@ impl TableStore for Store {
         sub
     }
 
-    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<(TableId, Key)> {
-        sub.drain(max)
+    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<Change> {
+        sub.drain_changes(max)
+    }
+
+    fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange> {
+        Store::shared_change(self, table, key, now)
     }
 
     fn lesson(&self, filter: SubscriptionFilter) -> Vec<(TableId, Key)> {

@@ -8,7 +8,9 @@
 
 use bytes::BytesMut;
 use std::collections::HashMap;
-use stktagg_wire::{Encoder, Key, Message, TableDefinition, Update, Value, WireError};
+use stktagg_wire::{
+    Encoder, Key, Message, SharedUpdate, TableDefinition, Update, Value, WireError,
+};
 
 /// The caller's name for a table it sends on a session (any number it likes: a store
 /// table id, a teach-back table's index...).
@@ -163,6 +165,34 @@ impl Outbox<'_> {
         });
         self.tx.push(&msg, self.buf)?;
         // Only now is the update id used.
+        if let Some(e) = self.tx.ids.get_mut(&table) {
+            e.1 = update_id;
+        }
+        if self.phase == Phase::TeachBack {
+            self.tx.taught_unacked.insert(table_id, update_id);
+        }
+        self.tx.updates_sent += 1;
+        Ok(true)
+    }
+
+    /// Sends one untimed entry of `table` whose key and values were encoded once for
+    /// every session that sends it (see [`stktagg_wire::SharedUpdate`]); otherwise as
+    /// [`Outbox::send`].
+    ///
+    /// # Errors
+    /// The shared encoding does not fit this session's definition of the table.
+    pub fn send_shared(
+        &mut self,
+        table: TableKey,
+        definition: impl FnOnce() -> Option<TableDefinition>,
+        shared: &SharedUpdate,
+    ) -> Result<bool, WireError> {
+        let Some((table_id, update_id)) = self.select(table, definition)? else {
+            return Ok(false);
+        };
+        self.tx
+            .encoder
+            .encode_update_shared(table_id, update_id, shared, self.buf)?;
         if let Some(e) = self.tx.ids.get_mut(&table) {
             e.1 = update_id;
         }

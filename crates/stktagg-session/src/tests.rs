@@ -498,3 +498,46 @@ fn a_write_buffer_over_its_high_water_mark_stops_the_feed() {
     assert!(buf.len() >= 256 && buf.len() < 512, "{}", buf.len());
     assert!(!p.a.feed.live.is_empty());
 }
+
+#[test]
+fn an_update_encoded_once_is_framed_by_each_session() {
+    // One shared encoding, sent on two sessions whose table ids differ.
+    let d = table("t1", 0);
+    let shared = stktagg_wire::SharedUpdate::encode(&d, &key(7), &[Value::Uint(42)])
+        .unwrap()
+        .unwrap();
+    struct SharedFeed(stktagg_wire::SharedUpdate, bool);
+    impl Feed for SharedFeed {
+        fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+            if std::mem::take(&mut self.1) {
+                // Another table first on this session, so that ids differ.
+                let sent = out.send(
+                    TableKey(9),
+                    || Some(table("t9", 0)),
+                    key(1),
+                    vec![Value::Uint(1)],
+                    None,
+                );
+                assert!(matches!(sent, Ok(true)));
+            }
+            let sent = out.send_shared(TableKey(1), || Some(table("t1", 0)), &self.0);
+            assert!(matches!(sent, Ok(true)), "{sent:?}");
+            Progress::Done
+        }
+    }
+    for other_first in [false, true] {
+        let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+        p.run(1, 1);
+        let mut feed = SharedFeed(shared.clone(), other_first);
+        let mut buf = BytesMut::new();
+        p.a.s.poll_transmit(p.now, &mut feed, &mut buf);
+        p.b.s.handle_input(p.now, &buf);
+        p.b.drain_events();
+        assert!(p.b.updates().contains(&(7, 42)), "{:?}", p.b.updates());
+        let t1 = p.b.events.iter().find_map(|e| match e {
+            Event::TableDefined(d) if &d.name[..] == b"t1" => Some(d.table_id),
+            _ => None,
+        });
+        assert_eq!(t1, Some(if other_first { 2 } else { 1 }));
+    }
+}

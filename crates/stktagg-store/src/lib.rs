@@ -41,7 +41,7 @@ pub use store::{
     StoreOptions, StoreStats, TableId, TableInfo, TableKind, TableSummary, TaughtEntry,
     TaughtTable,
 };
-pub use subscribe::{Subscription, SubscriptionFilter, Waker};
+pub use subscribe::{Change, SharedChange, SharedSlot, Subscription, SubscriptionFilter, Waker};
 
 #[cfg(test)]
 mod tests;

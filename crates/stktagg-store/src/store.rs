@@ -1386,6 +1386,24 @@ impl Store {
         }
     }
 
+    /// An entry's current values encoded once for every destination
+    /// ([`crate::SharedChange`]); `None` if the entry is gone or its table has
+    /// dictionary values (each destination then encodes its own).
+    pub fn shared_change(
+        &self,
+        table: TableId,
+        key: &Key,
+        now: u64,
+    ) -> Option<crate::SharedChange> {
+        let t = self.table(table)?;
+        let entry = self.read(table, key, now)?;
+        let update = stktagg_wire::SharedUpdate::encode(&t.def, key, &entry.values).ok()??;
+        Some(crate::SharedChange {
+            update,
+            changed_at: entry.changed_at,
+        })
+    }
+
     /// The keys of a table (a snapshot; read each with [`Store::read`] to stream a
     /// large table without holding any lock).
     pub fn keys(&self, table: TableId) -> Vec<Key> {

@@ -26,8 +26,8 @@ use crate::store::{KeyHasher, TableId, TableKind};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
-use stktagg_wire::Key;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
+use stktagg_wire::{Key, SharedUpdate};
 
 /// Wakes the task that drains a subscription. The daemon implements it with tokio's
 /// `Notify`.
@@ -72,10 +72,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What every destination sends for one change: the entry's key and values encoded
+/// once, by the first destination that sends it (`None`: the entry is gone, or its
+/// table cannot share an encoding: each destination reads and encodes it).
+pub type SharedSlot = Arc<OnceLock<Option<SharedChange>>>;
+
+/// One change, encoded once for every destination.
+#[derive(Debug, Clone)]
+pub struct SharedChange {
+    /// The key and values, encoded.
+    pub update: SharedUpdate,
+    /// When the entry was marked for its destinations (see `OutputEntry::changed_at`).
+    pub changed_at: u64,
+}
+
+/// One change taken from a subscription.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The table.
+    pub table: TableId,
+    /// The key; read its current value with `Store::read`, or use `shared`.
+    pub key: Key,
+    /// The change encoded once for every destination that takes it from the table's
+    /// log; `None` for a full push (one destination's own).
+    pub shared: Option<SharedSlot>,
+}
+
 /// Changed keys in order of their latest change, each key once.
 #[derive(Default)]
 struct Log {
-    by_seq: BTreeMap<u64, Key>,
+    by_seq: BTreeMap<u64, (Key, SharedSlot)>,
     seq_of: HashMap<Key, u64, KeyHasher>,
 }
 
@@ -84,20 +110,19 @@ impl Log {
         if let Some(old) = self.seq_of.insert(key.clone(), seq) {
             self.by_seq.remove(&old);
         }
-        self.by_seq.insert(seq, key.clone());
+        self.by_seq
+            .insert(seq, (key.clone(), SharedSlot::default()));
     }
 
-    /// Up to `max` keys after `cursor`, appended to `out`; the new cursor.
-    fn take_after(
-        &self,
-        cursor: u64,
-        max: usize,
-        table: TableId,
-        out: &mut Vec<(TableId, Key)>,
-    ) -> u64 {
+    /// Up to `max` changes after `cursor`, appended to `out`; the new cursor.
+    fn take_after(&self, cursor: u64, max: usize, table: TableId, out: &mut Vec<Change>) -> u64 {
         let mut last = cursor;
-        for (&seq, key) in self.by_seq.range(cursor + 1..).take(max) {
-            out.push((table, key.clone()));
+        for (&seq, (key, slot)) in self.by_seq.range(cursor + 1..).take(max) {
+            out.push(Change {
+                table,
+                key: key.clone(),
+                shared: Some(slot.clone()),
+            });
             last = seq;
         }
         last
@@ -113,7 +138,7 @@ impl Log {
             if *e.key() > upto {
                 break;
             }
-            let key = e.remove();
+            let (key, _) = e.remove();
             self.seq_of.remove(&key);
         }
         if self.by_seq.is_empty() {
@@ -380,6 +405,14 @@ impl Subscription {
     /// with `Store::read`. When it returns fewer than `max`, everything was taken and
     /// the waker is called at the next change; keep draining while it returns `max`.
     pub fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
+        self.drain_changes(max)
+            .into_iter()
+            .map(|c| (c.table, c.key))
+            .collect()
+    }
+
+    /// As [`Subscription::drain`], with each change's shared encoding slot.
+    pub fn drain_changes(&self, max: usize) -> Vec<Change> {
         let mut out = Vec::with_capacity(max.min(1024));
         let Some(reg) = self.registry.upgrade() else {
             return out;
@@ -414,8 +447,8 @@ impl Subscription {
             let mut own = lock(&self.shared.own);
             // A key of the full push that went out as a change is not sent again.
             if !own.set.is_empty() {
-                for item in &out {
-                    own.set.remove(item);
+                for c in &out {
+                    own.set.remove(&(c.table, c.key.clone()));
                 }
             }
             while out.len() < max {
@@ -423,7 +456,11 @@ impl Subscription {
                     break;
                 };
                 if own.set.remove(&item) {
-                    out.push(item);
+                    out.push(Change {
+                        table: item.0,
+                        key: item.1,
+                        shared: None,
+                    });
                 }
             }
             if own.set.is_empty() {
@@ -470,7 +507,7 @@ impl Subscription {
                     .take_after(c.fresh, usize::MAX, log.table, &mut items);
                 st.background
                     .take_after(c.background, usize::MAX, log.table, &mut items);
-                keys.extend(items);
+                keys.extend(items.into_iter().map(|c| (c.table, c.key)));
             }
         }
         keys.len()

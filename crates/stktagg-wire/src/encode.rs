@@ -18,7 +18,7 @@ use crate::key::{Key, KeyType};
 use crate::message::{Message, TableDefinition, Update, UpdateKind};
 use crate::tables::TableMap;
 use crate::varint;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// HAProxy's largest array size (`STKTABLE_MAX_DT_ARRAY_SIZE`).
 pub const MAX_ARRAY_LEN: u32 = 100;
@@ -254,6 +254,123 @@ impl Encoder {
     }
 }
 
+/// An update's key and values encoded once, to be framed by every session that
+/// sends that entry ([`Encoder::encode_update_shared`]): a change that goes to a
+/// hundred peers is encoded once, not a hundred times.
+///
+/// It fits any session whose definition of the table has the same key type, key
+/// length and data types (checked when framing). Tables with dictionary values
+/// (`server_key`) cannot share an encoding: a dictionary entry is sent in full or by
+/// id depending on each session's cache, so [`SharedUpdate::encode`] declines them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedUpdate {
+    bytes: Bytes,
+    key_type: KeyType,
+    key_len: u32,
+    data: Vec<DataSpec>,
+}
+
+impl SharedUpdate {
+    /// Encodes `key` and `values` for a table defined as `def` (its table id does not
+    /// matter). `Ok(None)` for a table with dictionary values.
+    ///
+    /// # Errors
+    /// The key or the values do not match the definition.
+    pub fn encode(
+        def: &TableDefinition,
+        key: &Key,
+        values: &[Value],
+    ) -> Result<Option<SharedUpdate>, WireError> {
+        if def
+            .data
+            .iter()
+            .any(|d| d.data_type.storage() == Storage::Dict)
+        {
+            return Ok(None);
+        }
+        check_key(key, def.key_type, def.key_len)?;
+        check_values(values, &def.data)?;
+        let mut body = BytesMut::new();
+        put_key(&mut body, key, def.key_type, def.key_len);
+        let no_dict = TxDict::default();
+        let mut unused = None;
+        for v in values {
+            put_value(&mut body, v, &no_dict, &mut unused);
+        }
+        Ok(Some(SharedUpdate {
+            bytes: body.freeze(),
+            key_type: def.key_type,
+            key_len: def.key_len,
+            data: def.data.clone(),
+        }))
+    }
+
+    /// The encoded key and values.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn fits(&self, def: &TableDefinition) -> bool {
+        self.key_type == def.key_type && self.key_len == def.key_len && self.data == def.data
+    }
+}
+
+impl Encoder {
+    /// Appends an untimed update of the selected table `table_id` with id `update_id`
+    /// whose key and values were encoded once ([`SharedUpdate`]): the same message as
+    /// [`Encoder::encode`] of the equivalent [`Update`], in its most compact form.
+    ///
+    /// # Errors
+    /// The table is not defined or not selected, or its definition does not fit the
+    /// shared encoding; `dst` is then untouched.
+    pub fn encode_update_shared(
+        &mut self,
+        table_id: u32,
+        update_id: u32,
+        shared: &SharedUpdate,
+        dst: &mut BytesMut,
+    ) -> Result<(), WireError> {
+        let table = self
+            .tables
+            .get(table_id)
+            .ok_or(WireError::UndefinedTable { table_id })?;
+        if self.tables.selected != Some(table_id) {
+            return Err(WireError::TableNotSelected {
+                table_id,
+                selected: self.tables.selected,
+            });
+        }
+        if !shared.fits(&table.def) {
+            return Err(WireError::SharedLayout { table_id });
+        }
+        let incremental = table.last_update_id.map(|l| l.wrapping_add(1)) == Some(update_id);
+        let (msg_type, id_len) = if incremental {
+            (frame::STKT_INCUPDATE, 0)
+        } else {
+            (frame::STKT_UPDATE, 4)
+        };
+        let body_len = id_len + shared.bytes.len();
+        let len = frame::frame_len(msg_type, body_len);
+        if len > self.max_message_len {
+            return Err(WireError::Oversized {
+                len,
+                limit: self.max_message_len,
+            });
+        }
+        dst.reserve(len);
+        dst.put_slice(&[frame::CLASS_STICK_TABLE, msg_type]);
+        varint::encode(body_len as u64, dst);
+        if !incremental {
+            dst.put_u32(update_id);
+        }
+        dst.put_slice(&shared.bytes);
+        if let Some(t) = self.tables.get_mut(table_id) {
+            t.last_update_id = Some(update_id);
+        }
+        Ok(())
+    }
+}
+
 fn invalid(def: &TableDefinition, reason: &'static str) -> WireError {
     WireError::InvalidDefinition {
         table_id: def.table_id,
@@ -402,5 +519,106 @@ fn put_value(
                 *dict_insert = Some(name.clone());
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use crate::data::{DataType, FreqCtr};
+    use crate::decode::Decoder;
+
+    fn def(data: Vec<DataSpec>) -> TableDefinition {
+        TableDefinition {
+            table_id: 3,
+            name: Bytes::from_static(b"/t"),
+            key_type: KeyType::Ipv4,
+            key_len: 4,
+            expire_ms: 0,
+            data,
+        }
+    }
+
+    fn rate() -> DataSpec {
+        DataSpec {
+            data_type: DataType::HttpReqRate,
+            period_ms: 10_000,
+            nbelem: 0,
+        }
+    }
+
+    #[test]
+    fn a_shared_update_frames_exactly_as_the_update_would() {
+        let d = def(vec![DataSpec::plain(DataType::HttpReqCnt), rate()]);
+        let key = Key::from_ipv4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        let values = vec![
+            Value::Uint(300),
+            Value::Freq(FreqCtr {
+                age: 5,
+                curr: 7,
+                prev: 9,
+            }),
+        ];
+        let shared = SharedUpdate::encode(&d, &key, &values).unwrap().unwrap();
+        for ids in [[5u32, 6], [1, 9]] {
+            let (mut a, mut b) = (Encoder::new(), Encoder::new());
+            let (mut wa, mut wb) = (BytesMut::new(), BytesMut::new());
+            a.encode(&Message::TableDefinition(d.clone()), &mut wa)
+                .unwrap();
+            b.encode(&Message::TableDefinition(d.clone()), &mut wb)
+                .unwrap();
+            for id in ids {
+                let kind = a.update_kind(3, id, false);
+                let u = Update {
+                    kind,
+                    table_id: 3,
+                    update_id: id,
+                    expire_ms: None,
+                    key: key.clone(),
+                    values: values.clone(),
+                };
+                a.encode(&Message::Update(u), &mut wa).unwrap();
+                b.encode_update_shared(3, id, &shared, &mut wb).unwrap();
+            }
+            assert_eq!(wa, wb);
+            let mut dec = Decoder::new();
+            let mut n = 0;
+            while let Some(m) = dec.decode(&mut wb).unwrap() {
+                if let Message::Update(u) = m {
+                    assert_eq!(
+                        (u.key.clone(), u.values.clone()),
+                        (key.clone(), values.clone())
+                    );
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 2);
+        }
+    }
+
+    #[test]
+    fn shared_updates_refuse_what_they_do_not_fit() {
+        let d = def(vec![DataSpec::plain(DataType::HttpReqCnt)]);
+        let key = Key::from_ipv4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+        let shared = SharedUpdate::encode(&d, &key, &[Value::Uint(1)])
+            .unwrap()
+            .unwrap();
+        let mut e = Encoder::new();
+        let mut w = BytesMut::new();
+        // Not defined, then defined with other data types.
+        assert!(e.encode_update_shared(3, 1, &shared, &mut w).is_err());
+        let other = def(vec![DataSpec::plain(DataType::Gpc0)]);
+        e.encode(&Message::TableDefinition(other), &mut w).unwrap();
+        let before = w.len();
+        assert!(matches!(
+            e.encode_update_shared(3, 1, &shared, &mut w),
+            Err(WireError::SharedLayout { table_id: 3 })
+        ));
+        assert_eq!(w.len(), before);
+        // Dictionary values cannot be shared; bad values are refused.
+        let dict = def(vec![DataSpec::plain(DataType::ServerKey)]);
+        let v = [Value::Dict(crate::data::DictValue::Absent)];
+        assert_eq!(SharedUpdate::encode(&dict, &key, &v).unwrap(), None);
+        assert!(SharedUpdate::encode(&d, &key, &[]).is_err());
     }
 }

@@ -128,6 +128,13 @@ pub enum WireError {
         /// The limit.
         limit: usize,
     },
+    /// An update encoded once for several sessions does not fit this session's
+    /// definition of the table (another key type, key length or data types).
+    #[error("shared update does not fit the definition of table {table_id}")]
+    SharedLayout {
+        /// Our table id.
+        table_id: u32,
+    },
 
     // --- Encoding: our own fault. ---
     /// A table definition we were asked to send is invalid (table id 0, empty name,
@@ -254,6 +261,7 @@ impl WireError {
             | WireError::UndefinedTable { .. }
             | WireError::TableNotSelected { .. }
             | WireError::ValueCount { .. }
+            | WireError::SharedLayout { .. }
             | WireError::ValueShape { .. }
             | WireError::ExpireMismatch { .. }
             | WireError::IncrementalIdMismatch { .. }
