@@ -124,8 +124,11 @@ fn receive(p: &mut MockPeer, want: usize, deadline: Instant) -> HashMap<Bytes, H
     let mut got: HashMap<Bytes, HashSet<Key>> = HashMap::new();
     let mut n = 0;
     while n < want && Instant::now() < deadline {
-        let Ok(r) = p.recv(Duration::from_millis(500)) else {
-            continue;
+        let r = match p.recv(Duration::from_millis(500)) {
+            Ok(r) => r,
+            Err(stktagg_tests::HarnessError::Timeout { .. }) => continue,
+            // A closed session receives nothing more: the assertions say what is missing.
+            Err(_) => break,
         };
         match r.message {
             Message::TableDefinition(d) => {
@@ -159,25 +162,36 @@ fn our_key_to_shard_function_is_haproxys() {
         return;
     }
     let hap = Haproxy::start_text(&text, "shard").unwrap();
-    let (mut p1, c1) = MockPeer::accept(&l1, "s1", Duration::from_secs(10)).unwrap();
-    let (mut p2, c2) = MockPeer::accept(&l2, "s2", Duration::from_secs(10)).unwrap();
+    let (p1, c1) = MockPeer::accept(&l1, "s1", Duration::from_secs(10)).unwrap();
+    let (p2, c2) = MockPeer::accept(&l2, "s2", Duration::from_secs(10)).unwrap();
     assert_eq!((c1.as_str(), c2.as_str()), ("hap1", "hap1"));
     // Our expectation, key by key.
     let mut expected: [HashMap<Bytes, HashSet<Key>>; 2] = Default::default();
     for (name, _, kt) in TABLES {
         let wire = Bytes::from(format!("/{name}"));
         let seed = table_seed(&local_id(SECTION, &wire));
-        let mut line = String::new();
-        let mut pending = 0;
-        let mut binary = Vec::new();
         for i in 0..KEYS {
-            let (text, k) = key(kt, i);
+            let k = key(kt, i).1;
             let shard = key_shard(seed, kt, &k, 2);
             assert!(shard == 1 || shard == 2);
             expected[shard as usize - 1]
                 .entry(wire.clone())
                 .or_default()
                 .insert(k);
+        }
+    }
+    // The mocks read (and heartbeat) all along, so that HAProxy never drops their
+    // sessions while the keys are being written, however slow the machine.
+    let total = |m: &HashMap<Bytes, HashSet<Key>>| m.values().map(HashSet::len).sum::<usize>();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let readers = [(p1, total(&expected[0])), (p2, total(&expected[1]))]
+        .map(|(mut p, want)| std::thread::spawn(move || receive(&mut p, want, deadline)));
+    for (name, _, kt) in TABLES {
+        let mut line = String::new();
+        let mut pending = 0;
+        let mut binary = Vec::new();
+        for i in 0..KEYS {
+            let text = key(kt, i).0;
             if kt == KeyType::Binary {
                 binary.push(text);
                 continue;
@@ -193,10 +207,9 @@ fn our_key_to_shard_function_is_haproxys() {
         }
         track_binary_keys(http, &binary);
     }
-    let total = |m: &HashMap<Bytes, HashSet<Key>>| m.values().map(HashSet::len).sum::<usize>();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got1 = receive(&mut p1, total(&expected[0]), deadline);
-    let got2 = receive(&mut p2, total(&expected[1]), deadline);
+    let [r1, r2] = readers;
+    let got1 = r1.join().unwrap();
+    let got2 = r2.join().unwrap();
     for (name, _, kt) in TABLES {
         let wire = Bytes::from(format!("/{name}"));
         for (shard, got) in [(1, &got1), (2, &got2)] {
