@@ -4,7 +4,7 @@
 //! stktagg; this crate keeps each source's latest values per key, combines them per
 //! data type (SPEC §4: saturating sums, rates evaluated at one instant and summed,
 //! maximum of tags, latest server), and tells each destination which keys changed,
-//! coalesced per destination. It also holds the relay tables received from up
+//! in one coalesced log per table that every destination reads with its own cursor. It also holds the relay tables received from up
 //! groups, and everything the runtime API and teach-back need.
 //!
 //! Guarantees (property-tested): an output depends only on each source's latest
@@ -24,22 +24,26 @@
 //!   input definition maps onto an output (by data type).
 //! - `store`: the [`Store`]: registrations, updates, resyncs, expiry, rate refresh,
 //!   relays, reads, teach-back and introspection.
-//! - `subscribe`: coalesced per-destination change tracking ([`Subscription`],
-//!   [`Waker`]).
+//! - `subscribe`: change tracking: one coalesced change log per table, one cursor
+//!   per destination ([`Subscription`], [`Waker`]), each change encoded once for
+//!   every destination ([`SharedChange`]).
+//! - `ids` (private): [`TableId`], [`SourceId`], [`TableKind`] and the key hasher,
+//!   shared by `store` and `subscribe`.
 //! - `error`: [`StoreError`].
 
 pub mod error;
+mod ids;
 pub mod layout;
 pub mod rules;
 pub mod store;
 pub mod subscribe;
 
 pub use error::StoreError;
+pub use ids::{SourceId, TableId, TableKind};
 pub use layout::Mismatch;
 pub use store::{
-    Applied, ContributionDetail, InputHandle, OutputEntry, RelayHandle, SourceId, Store,
-    StoreOptions, StoreStats, TableId, TableInfo, TableKind, TableSummary, TaughtEntry,
-    TaughtTable,
+    Applied, ContributionDetail, InputHandle, OutputEntry, RelayHandle, Store, StoreOptions,
+    StoreStats, TableInfo, TableSummary, TaughtEntry, TaughtTable,
 };
 pub use subscribe::{Change, SharedChange, SharedSlot, Subscription, SubscriptionFilter, Waker};
 

@@ -49,6 +49,7 @@
 //! touching it never expires on the destinations.
 
 use crate::error::StoreError;
+use crate::ids::{KeyHasher, SourceId, TableId, TableKind};
 use crate::layout::{self, HDR, Layout, Mapping, Mismatch, get_u64, put_u64};
 use crate::subscribe::Urgency;
 use crate::subscribe::{SubRegistry, Subscription, SubscriptionFilter, Waker};
@@ -61,10 +62,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
 
-/// The hasher of the per-key maps (entries, rate activity, dirty sets): foldhash,
-/// seeded per process. It replaced SipHash, which cost a fifth of the ingest path.
-pub(crate) type KeyHasher = foldhash::fast::RandomState;
-
 /// Shards of a table's entry map (a power of two).
 const ENTRY_SHARDS: usize = 128;
 
@@ -73,27 +70,6 @@ const MARK_BATCH: usize = 256;
 
 /// Width of an expiry-wheel bucket in ms.
 const WHEEL_MS: u64 = 100;
-
-/// A source or member peer, identified by the daemon (the peer's index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceId(pub u16);
-
-/// A table of the store (output or relay). Ids start at 1, so they can be used as
-/// wire table ids as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableId(pub u32);
-
-/// What a table holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TableKind {
-    /// Sums over sources (`from … to <suffix>`).
-    Output,
-    /// The tables relayed from the active member of an up group (`forward`).
-    Relay {
-        /// The group number.
-        group: u16,
-    },
-}
 
 /// Limits of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@
 //! per subscription's own set. No lock is held while calling out: wakers are
 //! collected under a lock and woken after it is released.
 
-use crate::store::{KeyHasher, TableId, TableKind};
+use crate::ids::{KeyHasher, TableId, TableKind};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
