@@ -117,6 +117,15 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// Starts `stktagg` alone on `config`, in a scratch directory named after
+    /// `label`; `{dir}` in the text is that directory (for the stats socket, which
+    /// must be `{dir}/agg.sock`).
+    pub fn start_alone(label: &str, config: &str) -> Result<Aggregator> {
+        let dir = scratch_dir(label)?;
+        let config = config.replace("{dir}", &dir.display().to_string());
+        Aggregator::start(dir, &config)
+    }
+
     /// Writes `config` into `dir` and starts `stktagg -f` on it.
     fn start(dir: PathBuf, config: &str) -> Result<Aggregator> {
         let cfg = dir.join("stktagg.cfg");

@@ -16,6 +16,7 @@
 //! - `restart`: aggregator SIGKILL and restart during traffic; hard restart of one
 //!   node, with and without teach-back.
 //! - `latency`: time from a request on one node to the new sum on every node.
+//! - `many`: fifty engine-driven sources at once: no session dropped, every sum exact.
 
 // Test code may unwrap (a panic is a test failure); helpers outside `#[test]`
 // functions are test code too.
@@ -24,5 +25,6 @@
 mod decay;
 mod fleet;
 mod latency;
+mod many;
 mod restart;
 mod sums;
