@@ -111,17 +111,14 @@ fn run_source(addr: SocketAddr, source: u32, expected: u32, start: Instant) -> S
                 return seen;
             }
         }
-        let mut out_table = None;
         while let Some(ev) = engine.poll_event() {
             match ev {
                 Event::TableDefined(d) => {
-                    out_table = Some(d.name.clone())
-                        .filter(|n| &n[..] == b"/m.out")
-                        .map(|_| d.table_id)
-                        .or(out_table)
+                    names.insert(d.table_id, d.name);
                 }
                 Event::Update(u) => {
-                    if let Some(Value::Uint(v)) = u.values.first() {
+                    let sum = names.get(&u.table_id).is_some_and(|n| &n[..] == b"/m.out");
+                    if let (true, Some(Value::Uint(v))) = (sum, u.values.first()) {
                         seen.sums.insert(u.key, *v);
                     }
                 }
