@@ -14,7 +14,7 @@
 //!
 //! The crate is pure: no sockets, no tasks, no clock. The daemon passes its monotonic
 //! clock as `now` (ms) and drives time with [`Store::expire`] and
-//! [`Store::refresh_rates`]. A [`Store`] is `Send + Sync` and is shared behind an
+//! [`Store::refresh_rates_budget`]. A [`Store`] is `Send + Sync` and is shared behind an
 //! `Arc` by every peer session task; its locking is documented in `store`.
 //!
 //! # Layout

@@ -956,6 +956,7 @@ impl Store {
         dropped
     }
 
+    #[cfg(test)]
     /// Whether a resync from `source` is under way, and since when.
     pub fn resync_since(&self, source: SourceId) -> Option<u64> {
         self.reg_read()
@@ -1095,6 +1096,7 @@ impl Store {
         removed
     }
 
+    #[cfg(test)]
     /// Re-marks the output keys whose published rates, read at `now` by HAProxy's read
     /// rule, differ from the true sums at `now` (beyond [`rules::drifted`]'s bound);
     /// forgets keys whose rates and published counters are all back to 0. Visits
@@ -1281,7 +1283,7 @@ impl Store {
     }
 
     /// Follows changes to the tables matching `filter`. Every existing matching table
-    /// is reported by the first [`Subscription::drain_tables`]; existing keys are not
+    /// is reported by the subscription's new-table list; existing keys are not
     /// marked (use [`Store::mark_all`] for a full push).
     pub fn subscribe(&self, filter: SubscriptionFilter, waker: Arc<dyn Waker>) -> Subscription {
         // Held across `add` so that no table is created in between (see `create_table`).
@@ -1405,6 +1407,7 @@ impl Store {
             .collect()
     }
 
+    #[cfg(test)]
     /// The entries of one table.
     pub fn entry_count(&self, table: TableId) -> Option<usize> {
         self.table(table).map(|t| t.entries.len())

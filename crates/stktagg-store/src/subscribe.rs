@@ -395,7 +395,8 @@ impl Subscription {
 
     /// Takes the tables created since the last call (and, on the first call, every
     /// matching table that existed when subscribing), in creation order.
-    pub fn drain_tables(&self) -> Vec<TableId> {
+    #[cfg(test)]
+    pub(crate) fn drain_tables(&self) -> Vec<TableId> {
         std::mem::take(&mut lock(&self.shared.own).tables)
     }
 
