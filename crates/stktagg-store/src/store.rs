@@ -34,7 +34,7 @@
 //! # Rates
 //!
 //! Summed rates are published in the shape described in [`crate::rules`] and decay on
-//! the receivers by themselves. [`Store::refresh_rates`] re-marks the keys whose
+//! the receivers by themselves. [`Store::refresh_rates_budget`] re-marks the keys whose
 //! published counter, read at `now` with HAProxy's read rule, differs from the true
 //! sum at `now`; the daemon calls it every second or so, which bounds how often a
 //! busy key is re-sent. Only keys with a non-zero rate (or a published counter not yet
@@ -1117,7 +1117,7 @@ impl Store {
         marked
     }
 
-    /// Like [`Store::refresh_rates`], visiting at most `max_keys` keys per call: a
+    /// Like `refresh_rates` (test builds), visiting at most `max_keys` keys per call: a
     /// round over every key with rate activity is spread over as many calls as it
     /// takes, so that a large table costs a bounded amount of work per call. A table
     /// with fewer active keys than `max_keys` is refreshed whole at every call.
