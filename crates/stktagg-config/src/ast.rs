@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::error::{Span, Warning};
+use crate::error::{Location, Span, Warning};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +174,9 @@ pub struct Aggregations {
     /// otherwise themselves. `option addr-check` / `no option addr-check`.
     /// Default: on.
     pub addr_check: bool,
+    /// `default-server`: the TLS options every dialed peer starts from (its own
+    /// line's options win). Empty when the section has no such line.
+    pub default_server: TlsOptions,
     /// Where the header is.
     pub span: Span,
 }
@@ -183,9 +186,131 @@ impl Aggregations {
     pub fn local(&self) -> Option<&Peer> {
         self.peers.iter().find(|p| p.role == PeerRole::Local)
     }
+
+    /// Our listener's TLS, when the `local` peer says `ssl`. The checks made sure
+    /// that it has a `crt`, and a `ca-file` if it verifies clients.
+    pub fn listener_tls(&self) -> Option<TlsListen> {
+        let tls = &self.local()?.tls;
+        if tls.ssl != Some(true) {
+            return None;
+        }
+        let ca_file = tls.ca_file.clone();
+        let verify = tls.verify.unwrap_or(if ca_file.is_some() {
+            Verify::Required
+        } else {
+            Verify::None
+        });
+        Some(TlsListen {
+            crt: tls.crt.clone()?,
+            ca_file,
+            verify,
+        })
+    }
+
+    /// How we dial `peer` over TLS, if we do: its line's options over the
+    /// section's `default-server`, TLS when either says `ssl` and the peer line
+    /// does not say `no-ssl`. `verify` defaults to `required`, as in HAProxy.
+    pub fn dial_tls(&self, peer: &Peer) -> Option<TlsDial> {
+        if peer.role == PeerRole::Local {
+            return None;
+        }
+        let (own, def) = (&peer.tls, &self.default_server);
+        if own.ssl.or(def.ssl) != Some(true) {
+            return None;
+        }
+        Some(TlsDial {
+            crt: own.crt.clone().or_else(|| def.crt.clone()),
+            ca_file: own.ca_file.clone().or_else(|| def.ca_file.clone()),
+            verify: own.verify.or(def.verify).unwrap_or(Verify::Required),
+            sni: own.sni.clone().or_else(|| def.sni.clone()),
+        })
+    }
 }
 
-/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]`.
+/// How a peer's certificate is checked (HAProxy's `verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Not checked; on our listener, not even asked for.
+    None,
+    /// Listener only: asked for, and checked if the client sends one.
+    Optional,
+    /// Required and checked.
+    Required,
+}
+
+impl Verify {
+    /// The keyword, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+}
+
+/// A file named by a TLS option (`crt`, `ca-file`), with where the option is, so
+/// that the daemon, which reads the file, can point at it when it is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFile {
+    /// The path as written (a relative one is relative to the daemon's working
+    /// directory).
+    pub path: String,
+    /// The option, keyword and path, in its line.
+    pub location: Location,
+}
+
+/// The TLS options written on one `peer` or `default-server` line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsOptions {
+    /// `ssl` (`Some(true)`) or `no-ssl` (`Some(false)`).
+    pub ssl: Option<bool>,
+    /// `crt <pem>`: our certificate chain and its key.
+    pub crt: Option<TlsFile>,
+    /// `ca-file <pem>`: the CA certificates the other side's must chain to.
+    pub ca_file: Option<TlsFile>,
+    /// `verify none|optional|required`.
+    pub verify: Option<Verify>,
+    /// `sni <name>`: the server name to ask for and check (default: the peer's
+    /// name).
+    pub sni: Option<String>,
+}
+
+impl TlsOptions {
+    /// Whether the line has any TLS option at all.
+    pub fn is_empty(&self) -> bool {
+        *self == TlsOptions::default()
+    }
+}
+
+/// Our listener's TLS (the `local` peer's `ssl crt <pem> [ca-file <pem>]
+/// [verify none|optional|required]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListen {
+    /// Our certificate chain and key.
+    pub crt: TlsFile,
+    /// The CA client certificates must chain to.
+    pub ca_file: Option<TlsFile>,
+    /// Whether clients must present a certificate: `required` when a `ca-file` is
+    /// given and `verify` is not, `none` without a `ca-file`.
+    pub verify: Verify,
+}
+
+/// How we dial one peer over TLS (its line over the section's `default-server`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsDial {
+    /// Our client certificate, if we present one.
+    pub crt: Option<TlsFile>,
+    /// The CA the peer's certificate must chain to (present unless `verify none`).
+    pub ca_file: Option<TlsFile>,
+    /// `none` or `required`.
+    pub verify: Verify,
+    /// The name to ask for and to check the certificate against, if not the peer's.
+    pub sni: Option<String>,
+}
+
+/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]
+/// [<tls options>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// Peer name, as sent in the hello.
@@ -197,6 +322,10 @@ pub struct Peer {
     /// `addr-check` (`Some(true)`) or `no-addr-check` (`Some(false)`) on its line;
     /// `None`: the section's `option addr-check` decides. Never set on `local`.
     pub addr_check: Option<bool>,
+    /// The TLS options on its line: for `local`, our listener's; for the others,
+    /// how we dial them (with the section's `default-server`: see
+    /// [`Aggregations::dial_tls`]).
+    pub tls: TlsOptions,
     /// Where the line is.
     pub span: Span,
 }

@@ -181,11 +181,90 @@ pub enum ErrorKind {
         /// The role the peer has instead, if any.
         role: Option<&'static str>,
     },
-    /// `addr-check` or `no-addr-check` on the `local` peer: nobody claims to be us.
+    /// An option that only makes sense for a peer we talk to on the `local` peer:
+    /// `[no-]addr-check` (nobody claims to be us), `no-ssl` and `sni` (we never
+    /// dial ourselves).
     #[error("`{keyword}` is only valid on a remote peer, not on the `local` one")]
-    AddrCheckOnLocal {
+    NotOnLocal {
         /// The keyword as written.
         keyword: String,
+    },
+    /// An option of a `peer` line that `default-server` does not take: it only
+    /// sets the TLS options every dialed peer starts from.
+    #[error(
+        "`{keyword}` is not valid on `default-server`, which only takes `ssl`, `no-ssl`, `crt`, `ca-file`, `verify` and `sni`"
+    )]
+    NotOnDefaultServer {
+        /// The keyword as written.
+        keyword: String,
+    },
+    /// The same option twice on one line.
+    #[error("`{keyword}` is given twice on this line")]
+    RepeatedOption {
+        /// The keyword.
+        keyword: String,
+    },
+    /// Two options on one line that cannot both hold (`up` and `down`, `ssl` and
+    /// `no-ssl`, `addr-check` and `no-addr-check`).
+    #[error("`{keyword}` contradicts `{other}`, given before on this line")]
+    ConflictingOption {
+        /// The later keyword.
+        keyword: String,
+        /// The earlier one.
+        other: String,
+    },
+    /// `ssl` on the `local` peer without `crt`: a TLS listener needs a certificate.
+    #[error(
+        "the `local` peer `{name}` says `ssl` but has no `crt <pem>`: our listener needs a certificate"
+    )]
+    SslWithoutCrt {
+        /// The local peer.
+        name: String,
+    },
+    /// A TLS option where TLS is not on: it would silently do nothing, so a
+    /// listener or a link the operator meant to protect would stay plain.
+    #[error("`{keyword}` has no effect without `ssl`{}", ssl_where(*.local))]
+    TlsOptionWithoutSsl {
+        /// The option.
+        keyword: String,
+        /// On the `local` peer (else on a remote peer).
+        local: bool,
+    },
+    /// Certificates to check, and nothing to check them against.
+    #[error(
+        "{} with `verify {verify}`{} but has no `ca-file <pem>` to check certificates against (or say `verify none`)",
+        verify_who(.name, *.local),
+        implicit_text(*.implicit)
+    )]
+    VerifyWithoutCaFile {
+        /// The peer (ours, or the one we dial).
+        name: String,
+        /// On the `local` peer: our listener checks client certificates.
+        local: bool,
+        /// `optional` or `required`.
+        verify: &'static str,
+        /// `verify` was not written: `required` is the default.
+        implicit: bool,
+    },
+    /// A `crt` or `ca-file` that the daemon could not use (it reads the files;
+    /// this crate never does).
+    #[error("cannot use `{keyword} {path}`: {reason}")]
+    TlsFile {
+        /// `crt` or `ca-file`.
+        keyword: String,
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A server name that TLS cannot carry (`sni`, or the peer name it
+    /// defaults to).
+    #[error("`{name}` cannot be a TLS server name{}", sni_hint(*.from_peer_name))]
+    InvalidServerName {
+        /// The name.
+        name: String,
+        /// It is the peer's name (no `sni` was given).
+        from_peer_name: bool,
     },
     /// `addr-check` on a peer whose address is not a literal IP: there is nothing
     /// to compare a session's source address with.
@@ -354,6 +433,34 @@ fn addr_text(addr: &Option<String>) -> String {
     }
 }
 
+fn ssl_where(local: bool) -> &'static str {
+    if local {
+        " on this line"
+    } else {
+        " (on this line or on the section's `default-server`)"
+    }
+}
+
+fn verify_who(name: &str, local: bool) -> String {
+    if local {
+        format!("our listener (`local` peer `{name}`) checks client certificates")
+    } else {
+        format!("peer `{name}` is dialed over TLS")
+    }
+}
+
+fn implicit_text(implicit: bool) -> &'static str {
+    if implicit { " (the default)" } else { "" }
+}
+
+fn sni_hint(from_peer_name: bool) -> &'static str {
+    if from_peer_name {
+        " (it is the peer's name, which the dialer checks the certificate against: give `sni <dns-name>`)"
+    } else {
+        ""
+    }
+}
+
 fn role_text(role: &Option<&'static str>) -> String {
     role.map_or_else(String::new, |r| format!(", not on a `{r}` peer"))
 }
@@ -408,6 +515,17 @@ pub enum WarningKind {
         option: String,
         /// The earlier line.
         line: u32,
+    },
+    /// TLS options on a peer we never dial (it has no address): our listener's TLS
+    /// is the `local` peer's.
+    #[error(
+        "peer `{name}` has no address, so we never dial it and its `{keyword}` has no effect (the TLS of the sessions it opens is our listener's, on the `local` line)"
+    )]
+    TlsNeverDialed {
+        /// The peer.
+        name: String,
+        /// The first TLS option on its line.
+        keyword: String,
     },
     /// `no-addr-check` on a peer that is not checked anyway: its address is not a
     /// literal IP.

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 pub use ast::{
     AccessLevel, Aggregations, Config, Forward, FromSpec, Global, Listen, LogLevel, Peer, PeerAddr,
-    PeerRole, Rule, StatsSocket, defaults,
+    PeerRole, Rule, StatsSocket, TlsDial, TlsFile, TlsListen, TlsOptions, Verify, defaults,
 };
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Location, Span, Warning, WarningKind};
 
@@ -147,6 +147,47 @@ mod tests {
             cfg.global.prometheus.as_ref().unwrap().addr.to_string(),
             "127.0.0.1:10090"
         );
+    }
+
+    #[test]
+    fn tls_options_merge_over_default_server() {
+        let cfg = parse_str(include_str!("../tests/data/ok/tls.cfg"), "tls.cfg").unwrap();
+        let edge = &cfg.sections[0];
+        let l = edge.listener_tls().unwrap();
+        assert_eq!(l.crt.path, "/etc/stktagg/aggr1.pem");
+        assert_eq!(l.verify, Verify::Required);
+        // The location covers the option, keyword to path, for the daemon's errors.
+        let at = &l.ca_file.as_ref().unwrap().location;
+        assert_eq!((at.span.line, at.span.column, at.width), (4, 67, 27));
+        let dial = |name: &str| {
+            let p = edge.peers.iter().find(|p| p.name == name).unwrap();
+            edge.dial_tls(p)
+        };
+        let hap1 = dial("hap1").unwrap();
+        assert_eq!(hap1.crt.unwrap().path, "/etc/stktagg/aggr1.pem");
+        assert_eq!(hap1.ca_file.unwrap().path, "/etc/stktagg/ca.pem");
+        assert_eq!((hap1.verify, hap1.sni), (Verify::Required, None));
+        assert_eq!(dial("hap2").unwrap().sni.as_deref(), Some("hap2.example"));
+        assert_eq!(dial("hap3"), None);
+        assert_eq!(
+            dial("hap4").unwrap().crt.unwrap().path,
+            "/etc/stktagg/other.pem"
+        );
+        assert_eq!(dial("top").unwrap().verify, Verify::None);
+        assert_eq!(dial("aggr1"), None);
+        let lab = &cfg.sections[1];
+        // No `ca-file`: the listener asks for no client certificate.
+        assert_eq!(lab.listener_tls().unwrap().verify, Verify::None);
+        assert_eq!(lab.dial_tls(&lab.peers[2]), None);
+        assert_eq!(
+            cfg.sections[2].listener_tls().unwrap().verify,
+            Verify::Optional
+        );
+        // A configuration without `ssl` has no TLS anywhere.
+        let plain = parse_str(DEFAULT_CONFIG, "<default>").unwrap();
+        let s = &plain.sections[0];
+        assert!(s.listener_tls().is_none());
+        assert!(s.peers.iter().all(|p| s.dial_tls(p).is_none()));
     }
 
     #[test]

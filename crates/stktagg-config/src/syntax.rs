@@ -45,20 +45,35 @@ pub(crate) enum FromTok {
     Suffix(Tok),
 }
 
-/// `peer <name> [<host>:<port>] [local | down | up [group <n>]] [[no-]addr-check]`
-/// as written.
+/// One option of a `peer` or `default-server` line as written: a flag (`up`,
+/// `ssl`...) or a keyword with its value (`group 1`, `crt a.pem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OptTok {
+    /// The keyword.
+    pub(crate) kw: Tok,
+    /// Its value, for a keyword that takes one and was given one.
+    pub(crate) value: Option<Tok>,
+}
+
+/// `peer <name> [<host>:<port>] [<option>...]` as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PeerToks {
     /// The peer's name.
     pub(crate) name: Option<Tok>,
     /// Its address.
     pub(crate) addr: Option<AddrTok>,
-    /// `local`, `down` or `up`.
-    pub(crate) role: Option<Tok>,
-    /// The `group` keyword and its value.
-    pub(crate) group: Option<(Tok, Option<Tok>)>,
-    /// `addr-check` or `no-addr-check`.
-    pub(crate) addr_check: Option<Tok>,
+    /// The options, in line order.
+    pub(crate) options: Vec<OptTok>,
+}
+
+#[cfg(test)]
+impl PeerToks {
+    /// The first option among `keywords`, if any.
+    pub(crate) fn option(&self, keywords: &[&str]) -> Option<&OptTok> {
+        self.options
+            .iter()
+            .find(|o| keywords.contains(&o.kw.text.as_str()))
+    }
 }
 
 /// What one line says, before any meaning is checked.
@@ -89,6 +104,8 @@ pub(crate) enum Stmt {
     Tune { value: Option<Tok> },
     /// `peer ...`.
     Peer(PeerToks),
+    /// `default-server ...`.
+    DefaultServer { options: Vec<OptTok> },
     /// `from ... [to ...]`.
     From {
         from: Option<FromTok>,
@@ -261,22 +278,11 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
                 .iter()
                 .find(|p| p.as_rule() == Rule::address)
                 .map(|p| addr_of(text, p)),
-            role: find(Rule::role),
-            group: inner.iter().find(|p| p.as_rule() == Rule::group).map(|g| {
-                let value = g
-                    .clone()
-                    .into_inner()
-                    .find(|p| p.as_rule() == Rule::group_id)
-                    .map(|p| tok(text, &p));
-                let kw = Tok {
-                    text: "group".to_owned(),
-                    col: col_of(text, g.as_span().start()),
-                    width: 5,
-                };
-                (kw, value)
-            }),
-            addr_check: find(Rule::peer_option),
+            options: options_of(text, &inner),
         }),
+        Rule::default_server => Stmt::DefaultServer {
+            options: options_of(text, &inner),
+        },
         Rule::from_rule => {
             let from = inner
                 .iter()
@@ -305,6 +311,34 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
         },
         _ => Stmt::Blank,
     }
+}
+
+/// The options of a `peer` or `default-server` line, in line order.
+fn options_of(text: &str, inner: &[Pair<'_, Rule>]) -> Vec<OptTok> {
+    inner
+        .iter()
+        .filter(|p| p.as_rule() == Rule::peer_option)
+        .filter_map(|p| p.clone().into_inner().next())
+        .map(|opt| match opt.as_rule() {
+            Rule::peer_valued => {
+                let mut parts = opt.into_inner();
+                let kw = parts.next().map(|k| tok(text, &k));
+                let value = parts.next().map(|v| tok(text, &v));
+                OptTok {
+                    kw: kw.unwrap_or_else(|| Tok {
+                        text: String::new(),
+                        col: 1,
+                        width: 1,
+                    }),
+                    value,
+                }
+            }
+            _ => OptTok {
+                kw: tok(text, &opt),
+                value: None,
+            },
+        })
+        .collect()
 }
 
 fn addr_of(text: &str, pair: &Pair<'_, Rule>) -> AddrTok {
@@ -336,7 +370,11 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "log-level" => "usage: log-level error|warn|info|debug|trace",
         "timeout" => "usage: timeout hello|connect|idle <duration>",
         "peer" => {
-            "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]"
+            "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check] \
+             [ssl | no-ssl] [crt <pem>] [ca-file <pem>] [verify none|optional|required] [sni <name>]"
+        }
+        "default-server" => {
+            "usage: default-server [ssl | no-ssl] [crt <pem>] [ca-file <pem>] [verify none|required] [sni <name>]"
         }
         "from" => "usage: from <suffix>|any to <suffix>",
         "forward" => "usage: forward <suffix>",
@@ -349,6 +387,22 @@ fn usage(keyword: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// The options of a `peer` line, as an "expected ..." list names them.
+const PEER_OPTIONS: &[&str] = &[
+    "`local`",
+    "`down`",
+    "`up`",
+    "`group`",
+    "`addr-check`",
+    "`no-addr-check`",
+    "`ssl`",
+    "`no-ssl`",
+    "`crt`",
+    "`ca-file`",
+    "`verify`",
+    "`sni`",
+];
 
 /// What a grammar rule stands for, in an "expected ..." list.
 fn describe(rule: Rule) -> &'static [&'static str] {
@@ -364,11 +418,9 @@ fn describe(rule: Rule) -> &'static [&'static str] {
         Rule::option_value => &["a value"],
         Rule::timeout_kind => &["`hello`", "`connect`", "`idle`"],
         Rule::tune_value => &["a value"],
-        Rule::role | Rule::role_local | Rule::role_down | Rule::role_up => {
-            &["`local`", "`down`", "`up`"]
+        Rule::peer_option | Rule::peer_flag | Rule::peer_valued | Rule::peer_value_kw => {
+            PEER_OPTIONS
         }
-        Rule::group => &["`group`"],
-        Rule::group_id => &["a group number"],
         Rule::address | Rule::host | Rule::port => &["`<host>:<port>`"],
         Rule::peer_name => &["a peer name"],
         Rule::from_spec | Rule::from_any => &["a suffix", "`any`"],
@@ -378,8 +430,6 @@ fn describe(rule: Rule) -> &'static [&'static str] {
         Rule::option_name => &["`teach-back`", "`addr-check`"],
         Rule::teach_back_kw => &["`teach-back`"],
         Rule::addr_check_kw => &["`addr-check`"],
-        Rule::peer_option => &["`addr-check`", "`no-addr-check`"],
-        Rule::no_addr_check_kw => &["`no-addr-check`"],
         Rule::section_name => &["a section name"],
         _ => &["a keyword"],
     }
@@ -467,61 +517,94 @@ mod tests {
         assert_eq!(stmt("globalx"), Stmt::UnknownSection);
     }
 
+    /// The options of a peer line as `(keyword, value)` texts.
+    fn opts(p: &PeerToks) -> Vec<(String, Option<String>)> {
+        p.options
+            .iter()
+            .map(|o| (o.kw.text.clone(), o.value.as_ref().map(|v| v.text.clone())))
+            .collect()
+    }
+
+    fn own(kw: &str, v: Option<&str>) -> (String, Option<String>) {
+        (kw.to_owned(), v.map(str::to_owned))
+    }
+
     #[test]
     fn peer_forms() {
         match stmt("\t peer aggr3  192.168.56.113:11111 up group 1 # c") {
-            Stmt::Peer(PeerToks {
-                name,
-                addr,
-                role,
-                group,
-                addr_check,
-            }) => {
-                assert_eq!(name.unwrap().text, "aggr3");
-                assert!(addr_check.is_none());
-                let addr = addr.unwrap();
+            Stmt::Peer(p) => {
+                assert_eq!(p.name.as_ref().unwrap().text, "aggr3");
+                let addr = p.addr.as_ref().unwrap();
                 assert_eq!(addr.host.text, "192.168.56.113");
-                assert_eq!(addr.port.unwrap().text, "11111");
-                assert_eq!(role.unwrap().text, "up");
-                assert_eq!(group.unwrap().1.unwrap().text, "1");
+                assert_eq!(addr.port.as_ref().unwrap().text, "11111");
+                assert_eq!(opts(&p), [own("up", None), own("group", Some("1"))]);
+                let group = p.option(&["group"]).unwrap();
+                assert_eq!((group.kw.col, group.value.as_ref().unwrap().col), (39, 45));
             }
             other => panic!("{other:?}"),
         }
         match stmt("  peer hap1") {
-            Stmt::Peer(PeerToks { name, addr, .. }) => {
-                assert_eq!(name.unwrap().text, "hap1");
-                assert!(addr.is_none());
+            Stmt::Peer(p) => {
+                assert_eq!(p.name.unwrap().text, "hap1");
+                assert!(p.addr.is_none());
+                assert!(p.options.is_empty());
             }
             other => panic!("{other:?}"),
         }
         match stmt("  peer x [::1]:10000 local") {
-            Stmt::Peer(PeerToks { addr, role, .. }) => {
-                assert_eq!(addr.unwrap().host.text, "[::1]");
-                assert_eq!(role.unwrap().text, "local");
+            Stmt::Peer(p) => {
+                assert_eq!(p.addr.as_ref().unwrap().host.text, "[::1]");
+                assert_eq!(opts(&p), [own("local", None)]);
             }
             other => panic!("{other:?}"),
         }
         match stmt("  peer x 10.0.0.2:10000 down no-addr-check") {
-            Stmt::Peer(PeerToks {
-                addr,
-                role,
-                addr_check,
-                ..
-            }) => {
-                assert_eq!(addr.unwrap().host.text, "10.0.0.2");
-                assert_eq!(role.unwrap().text, "down");
-                let t = addr_check.unwrap();
+            Stmt::Peer(p) => {
+                assert_eq!(p.addr.as_ref().unwrap().host.text, "10.0.0.2");
+                let t = &p.option(&["addr-check", "no-addr-check"]).unwrap().kw;
                 assert_eq!((t.text.as_str(), t.col), ("no-addr-check", 30));
+                assert_eq!(p.option(&["down"]).unwrap().kw.col, 25);
             }
             other => panic!("{other:?}"),
         }
-        // Without an address, the option is not taken for a host name.
-        match stmt("  peer x addr-check") {
-            Stmt::Peer(PeerToks {
-                addr, addr_check, ..
-            }) => {
-                assert!(addr.is_none());
-                assert_eq!(addr_check.unwrap().text, "addr-check");
+        // Without an address, an option is not taken for a host name.
+        for line in ["  peer x addr-check", "  peer x ssl", "  peer x crt a.pem"] {
+            match stmt(line) {
+                Stmt::Peer(p) => {
+                    assert!(p.addr.is_none(), "{line}");
+                    assert_eq!(p.options.len(), 1, "{line}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Options in any order, values kept with their columns; a missing value
+        // is left for the checker.
+        match stmt(
+            "  peer n 10.0.0.1:1 ssl verify none crt /etc/k.pem ca-file ca.pem sni n.example crt",
+        ) {
+            Stmt::Peer(p) => {
+                assert_eq!(
+                    opts(&p),
+                    [
+                        own("ssl", None),
+                        own("verify", Some("none")),
+                        own("crt", Some("/etc/k.pem")),
+                        own("ca-file", Some("ca.pem")),
+                        own("sni", Some("n.example")),
+                        own("crt", None),
+                    ]
+                );
+                let crt = &p.options[2];
+                assert_eq!((crt.kw.col, crt.kw.width), (37, 3));
+                let v = crt.value.as_ref().unwrap();
+                assert_eq!((v.col, v.width), (41, 10));
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  default-server ssl ca-file /ca.pem # all") {
+            Stmt::DefaultServer { options } => {
+                assert_eq!(options.len(), 2);
+                assert_eq!(options[1].value.as_ref().unwrap().text, "/ca.pem");
             }
             other => panic!("{other:?}"),
         }
@@ -535,9 +618,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match stmt("  peer x down") {
-            Stmt::Peer(PeerToks { addr, role, .. }) => {
-                assert!(addr.is_none());
-                assert_eq!(role.unwrap().text, "down");
+            Stmt::Peer(p) => {
+                assert!(p.addr.is_none());
+                assert_eq!(opts(&p), [own("down", None)]);
             }
             other => panic!("{other:?}"),
         }
@@ -553,7 +636,8 @@ mod tests {
                 assert_eq!(found, "`lokal`");
                 assert_eq!(
                     expected,
-                    "`local`, `down`, `up`, `group`, `addr-check`, `no-addr-check` or end of line"
+                    "`local`, `down`, `up`, `group`, `addr-check`, `no-addr-check`, `ssl`, \
+                     `no-ssl`, `crt`, `ca-file`, `verify`, `sni` or end of line"
                 );
             }
             other => panic!("{other:?}"),

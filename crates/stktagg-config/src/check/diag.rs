@@ -50,6 +50,11 @@ impl Diagnostics {
         }
     }
 
+    /// How many errors were reported so far.
+    pub(super) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
     pub(super) fn error(&mut self, kind: ErrorKind, location: Location) {
         self.errors.push(ConfigError { kind, location });
     }

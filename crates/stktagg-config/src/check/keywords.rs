@@ -15,6 +15,7 @@ const KEYWORDS: &[&str] = &[
     "tune.reconnect-max",
     "tune.max-message-size",
     "peer",
+    "default-server",
     "from",
     "forward",
     "option",

@@ -10,6 +10,8 @@
 //! - `keywords`: the known keywords and "did you mean" suggestions.
 //! - `tokens`: the meaning of one token on its own (names, suffixes, durations,
 //!   counts, modes, addresses).
+//! - `tls`: the TLS options of `peer` and `default-server` lines, and what a
+//!   listener or a dialed peer needs of them.
 //! - `global`: the lines of `global`.
 //! - `peers`: the `peer` lines of a section, against the peers declared before.
 //! - `sections`: what is kept per `aggregations` section, and its other lines.
@@ -23,6 +25,7 @@ mod keywords;
 mod peers;
 mod rules;
 mod sections;
+mod tls;
 mod tokens;
 mod walk;
 
@@ -46,6 +49,7 @@ mod tests {
         ("diag", include_str!("diag.rs")),
         ("keywords", include_str!("keywords.rs")),
         ("tokens", include_str!("tokens.rs")),
+        ("tls", include_str!("tls.rs")),
         ("global", include_str!("global.rs")),
         ("peers", include_str!("peers.rs")),
         ("sections", include_str!("sections.rs")),

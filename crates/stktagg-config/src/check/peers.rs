@@ -1,14 +1,17 @@
 //! The `peer` lines of one section: each checked on its own and against the peers
-//! declared before it (names and addresses unique, one `local`, `group` only after
-//! `up`, `addr-check` only where there is an IP to check).
+//! declared before it (names and addresses unique, one `local`, one role and
+//! each option once per line, `group` only with `up`, `addr-check` only where
+//! there is an IP to check, the listener's TLS complete). A remote peer's TLS is
+//! checked at the end of the section, with the `default-server` line.
 
 use std::collections::BTreeMap;
 
 use super::diag::{Diagnostics, end_of_tok};
+use super::tls::{Place, TLS_KEYWORDS, TlsLine, check_local};
 use super::tokens::{check_name, parse_addr};
 use crate::ast::{Peer, PeerAddr, PeerRole};
 use crate::error::{ErrorKind, WarningKind};
-use crate::syntax::{AddrTok, Line, PeerToks, Tok};
+use crate::syntax::{AddrTok, Line, OptTok, PeerToks, Tok};
 
 /// The peers of one section, with what the later checks point back at.
 #[derive(Default)]
@@ -18,6 +21,9 @@ pub(super) struct Peers {
     addr_lines: Vec<(usize, u32)>,
     /// For each group number, the line and value token that first named it.
     group_lines: BTreeMap<u32, (u32, String, Tok)>,
+    /// For each remote peer (by index in `list`), its TLS options and name token,
+    /// for the checks that need the section's `default-server`.
+    tls_lines: Vec<(usize, TlsLine, Tok)>,
 }
 
 impl Peers {
@@ -32,6 +38,13 @@ impl Peers {
     /// Each group number with the line and token that first named it.
     pub(super) fn group_lines(&self) -> impl Iterator<Item = (u32, &(u32, String, Tok))> {
         self.group_lines.iter().map(|(g, at)| (*g, at))
+    }
+
+    /// Each remote peer with its line's TLS options and its name token.
+    pub(super) fn tls_lines(&self) -> impl Iterator<Item = (&Peer, &TlsLine, &Tok)> {
+        self.tls_lines
+            .iter()
+            .filter_map(|(i, tls, name)| Some((self.list.get(*i)?, tls, name)))
     }
 
     /// The section's `local` peer, if one was declared.
@@ -54,28 +67,45 @@ impl Peers {
         };
         check_name(c, line, name, "peer name");
         let addr = toks.addr.as_ref().and_then(|a| parse_addr(c, line, a));
-        let mut role = role_of(toks.role.as_ref());
-        if let Some((gkw, gval)) = &toks.group {
-            role = self.group(c, line, role, gkw, gval.as_ref());
+        let opts = options(c, line, toks);
+        let mut role = role_of(opts.role);
+        if let Some(g) = opts.group {
+            role = self.group(c, line, role, &g.kw, g.value.as_ref());
         }
-        let addr_check = toks
+        let addr_check = opts
             .addr_check
-            .as_ref()
             .and_then(|t| addr_check(c, line, t, name, role, toks, addr.as_ref()));
+        let place = if role == PeerRole::Local {
+            Place::Local
+        } else {
+            Place::Remote
+        };
+        let mut tls = TlsLine::new(line);
+        for o in &opts.tls {
+            tls.option(c, line, o, place);
+        }
+        if role == PeerRole::Local {
+            check_local(c, &tls, &name.text);
+        }
         if !self.name_is_new(c, line, name) {
             return;
         }
-        if role == PeerRole::Local && !self.local_is_new(c, line, toks, name, section) {
+        if role == PeerRole::Local && !self.local_is_new(c, line, toks, opts.role, name, section) {
             return;
         }
         if let (Some(a), Some(atok)) = (&addr, &toks.addr) {
             self.note_addr(c, line, name, a, atok);
+        }
+        if role != PeerRole::Local {
+            self.tls_lines
+                .push((self.list.len(), tls.clone(), name.clone()));
         }
         self.list.push(Peer {
             name: name.text.clone(),
             addr,
             role,
             addr_check,
+            tls: tls.opts,
             span: c.span(line.number, kw.col),
         });
     }
@@ -141,6 +171,7 @@ impl Peers {
         c: &mut Diagnostics,
         line: &Line,
         toks: &PeerToks,
+        role: Option<&Tok>,
         name: &Tok,
         section: &str,
     ) -> bool {
@@ -150,7 +181,7 @@ impl Peers {
                 "`{}` is already `local` at line {}",
                 first.name, first.span.line
             );
-            let at = toks.role.as_ref().unwrap_or(name);
+            let at = role.unwrap_or(name);
             let kind = ErrorKind::TwoLocals {
                 name: name.text.clone(),
                 section: section.to_owned(),
@@ -217,7 +248,7 @@ fn addr_check(
 ) -> Option<bool> {
     let (n, text) = (line.number, line.text.as_str());
     if role == PeerRole::Local {
-        let kind = ErrorKind::AddrCheckOnLocal {
+        let kind = ErrorKind::NotOnLocal {
             keyword: t.text.clone(),
         };
         c.error_at(n, text, t, kind);
@@ -239,6 +270,65 @@ fn addr_check(
     }
     c.warn_at(n, text, t, WarningKind::NoAddrCheckWithoutIp { name, addr });
     Some(false)
+}
+
+/// The options of a peer line, sorted by what they say; each is given once (a
+/// repeated or contradicting one is reported and ignored).
+struct Options<'a> {
+    role: Option<&'a Tok>,
+    group: Option<&'a OptTok>,
+    addr_check: Option<&'a Tok>,
+    tls: Vec<&'a OptTok>,
+}
+
+fn options<'a>(c: &mut Diagnostics, line: &Line, toks: &'a PeerToks) -> Options<'a> {
+    let mut o = Options {
+        role: None,
+        group: None,
+        addr_check: None,
+        tls: Vec::new(),
+    };
+    for opt in &toks.options {
+        let kw = &opt.kw;
+        let slot = match kw.text.as_str() {
+            "local" | "down" | "up" => &mut o.role,
+            "addr-check" | "no-addr-check" => &mut o.addr_check,
+            "group" => {
+                match o.group {
+                    Some(_) => repeated(c, line, kw, kw),
+                    None => o.group = Some(opt),
+                }
+                continue;
+            }
+            w if TLS_KEYWORDS.contains(&w) => {
+                o.tls.push(opt);
+                continue;
+            }
+            // The grammar knows no other option.
+            _ => continue,
+        };
+        match slot {
+            Some(first) => repeated(c, line, first, kw),
+            None => *slot = Some(kw),
+        }
+    }
+    o
+}
+
+/// `kw` after `first` of the same kind on one line: the same word again, or its
+/// opposite.
+fn repeated(c: &mut Diagnostics, line: &Line, first: &Tok, kw: &Tok) {
+    let kind = if first.text == kw.text {
+        ErrorKind::RepeatedOption {
+            keyword: kw.text.clone(),
+        }
+    } else {
+        ErrorKind::ConflictingOption {
+            keyword: kw.text.clone(),
+            other: first.text.clone(),
+        }
+    };
+    c.error_at(line.number, &line.text, kw, kind);
 }
 
 fn role_of(role: Option<&Tok>) -> PeerRole {

@@ -1,11 +1,13 @@
 //! The rules that need a whole section or the whole file: a `local` peer and a
 //! rule in every section, suffixes that name one kind of table each, `forward`
 //! and `up` going together, a source to aggregate, groups with several members,
-//! one listener per address, and a reconnect range the right way round.
+//! one listener per address, a reconnect range the right way round, and each
+//! dialed peer's TLS with the section's `default-server`.
 
 use super::diag::{Diagnostics, header_tok};
 use super::peers::Peers;
 use super::sections::{SectionBuilder, SuffixUse};
+use super::tls::check_dialed;
 use crate::ast::{Aggregations, Global, PeerRole};
 use crate::error::{ErrorKind, WarningKind};
 use crate::syntax::Tok;
@@ -17,6 +19,9 @@ pub(super) fn finish_section(c: &mut Diagnostics, s: SectionBuilder) -> Aggregat
     forwarding(c, &s);
     sources(c, &s);
     groups(c, &s.peers);
+    for (peer, tls, name) in s.peers.tls_lines() {
+        check_dialed(c, tls, s.default_server.as_ref(), name, peer.addr.is_some());
+    }
     s.into_aggregations()
 }
 

@@ -1,16 +1,18 @@
 //! What is kept about one `aggregations` section while its lines are read: its
 //! peers, rules and forwards, every suffix it names, and the text of its lines
 //! for diagnostics given once the section is complete. Also the lines that only
-//! feed that state: `from`, `forward` and `[no] option teach-back|addr-check`.
+//! feed that state: `from`, `forward`, `default-server` and
+//! `[no] option teach-back|addr-check`.
 
 use std::collections::HashMap;
 
 use super::diag::Diagnostics;
 use super::peers::Peers;
+use super::tls::{Place, TLS_KEYWORDS, TlsLine};
 use super::tokens::suffix_ok;
 use crate::ast::{Aggregations, Forward, FromSpec, Rule};
 use crate::error::{ErrorKind, Span, WarningKind};
-use crate::syntax::{FromTok, Line, Stmt, Tok};
+use crate::syntax::{FromTok, Line, OptTok, Stmt, Tok};
 
 /// One `aggregations` section being read.
 pub(super) struct SectionBuilder {
@@ -22,6 +24,8 @@ pub(super) struct SectionBuilder {
     pub(super) forwards: Vec<Forward>,
     teach_back: bool,
     addr_check: bool,
+    /// The `default-server` line's TLS options, if the section has one.
+    pub(super) default_server: Option<TlsLine>,
     /// Where each `option` was last set, by name.
     option_lines: HashMap<String, u32>,
     /// Every suffix written in the section, for the uniqueness checks.
@@ -57,6 +61,7 @@ impl SectionBuilder {
             forwards: Vec::new(),
             teach_back: true,
             addr_check: true,
+            default_server: None,
             option_lines: HashMap::new(),
             suffixes: Vec::new(),
             texts: HashMap::new(),
@@ -91,6 +96,7 @@ impl SectionBuilder {
                 self.forward(c, line, kw, suffix);
             }
             Stmt::Option { name, on } => self.option(c, line, kw, name, *on),
+            Stmt::DefaultServer { options } => self.default_server(c, line, kw, options),
             _ => {}
         }
     }
@@ -182,6 +188,30 @@ impl SectionBuilder {
         }
     }
 
+    /// `default-server <tls options>`: once per section.
+    fn default_server(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, options: &[OptTok]) {
+        let (n, t) = (line.number, line.text.as_str());
+        if let Some(first) = &self.default_server {
+            let kind = ErrorKind::Duplicate {
+                keyword: "default-server".to_owned(),
+                line: first.line,
+            };
+            return c.error_at(n, t, kw, kind);
+        }
+        let mut tls = TlsLine::new(line);
+        for o in options {
+            if TLS_KEYWORDS.contains(&o.kw.text.as_str()) {
+                tls.option(c, line, o, Place::Default);
+            } else {
+                let kind = ErrorKind::NotOnDefaultServer {
+                    keyword: o.kw.text.clone(),
+                };
+                c.error_at(n, t, &o.kw, kind);
+            }
+        }
+        self.default_server = Some(tls);
+    }
+
     fn use_suffix(&mut self, line: &Line, tok: &Tok, what: &'static str) {
         self.suffixes.push(SuffixUse {
             suffix: tok.text.clone(),
@@ -201,6 +231,7 @@ impl SectionBuilder {
             forwards: self.forwards,
             teach_back: self.teach_back,
             addr_check: self.addr_check,
+            default_server: self.default_server.map(|d| d.opts).unwrap_or_default(),
             span: self.span,
         }
     }

@@ -9,6 +9,7 @@ const VALID: &[&str] = &[
     include_str!("../data/ok/full.cfg"),
     include_str!("../data/ok/ipv6-hostnames.cfg"),
     include_str!("../data/ok/crlf-tabs.cfg"),
+    include_str!("../data/ok/tls.cfg"),
     stktagg_config::DEFAULT_CONFIG,
 ];
 
@@ -27,6 +28,14 @@ const WORDS: &[&str] = &[
     "option",
     "no",
     "teach-back",
+    "default-server",
+    "ssl",
+    "no-ssl",
+    "crt",
+    "ca-file",
+    "verify",
+    "sni",
+    "required",
     "stats",
     "socket",
     "mode",

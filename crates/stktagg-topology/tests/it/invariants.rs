@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 use stktagg_config::{
     Aggregations, Config, Forward, FromSpec, Global, Peer, PeerAddr, PeerRole, Rule, Span,
+    TlsOptions,
 };
 use stktagg_topology::{PeerId, Route, SectionPlan, resolve};
 
@@ -49,6 +50,7 @@ fn section() -> impl Strategy<Value = Config> {
                 }),
                 role: PeerRole::Local,
                 addr_check: None,
+                tls: TlsOptions::default(),
                 span: span(),
             }];
             for (i, role) in roles.into_iter().enumerate() {
@@ -57,6 +59,7 @@ fn section() -> impl Strategy<Value = Config> {
                     addr: None,
                     role,
                     addr_check: None,
+                    tls: TlsOptions::default(),
                     span: span(),
                 });
             }
@@ -90,6 +93,7 @@ fn section() -> impl Strategy<Value = Config> {
                     forwards,
                     teach_back: true,
                     addr_check: true,
+                    default_server: TlsOptions::default(),
                     span: span(),
                 }],
                 warnings: Vec::new(),
