@@ -422,13 +422,14 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
             );
             let _ = writeln!(
                 o,
-                "        sessions={} reconnects={} coll={} proto_err={} addr_refused={} resyncs_in={} \
-                 resyncs_out={} updates_in={} updates_out={}",
+                "        sessions={} reconnects={} coll={} proto_err={} addr_refused={} cert_refused={} \
+                 resyncs_in={} resyncs_out={} updates_in={} updates_out={}",
                 n(&st.sessions),
                 n(&st.reconnects),
                 n(&st.collisions),
                 n(&st.protocol_errors),
                 n(&st.addr_refused),
+                n(&st.cert_refused),
                 n(&st.resyncs_in),
                 n(&st.resyncs_out),
                 n(&st.updates_in),
@@ -437,7 +438,12 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
             if state == crate::section::SessionState::Established {
                 let (src, dst) =
                     session_addrs(p).unwrap_or_else(|| ("-".to_owned(), "-".to_owned()));
-                let _ = writeln!(o, "        xprt=RAW src={src} addr={dst}");
+                let xprt = if st.tls.load(Ordering::Relaxed) {
+                    "SSL"
+                } else {
+                    "RAW"
+                };
+                let _ = writeln!(o, "        xprt={xprt} src={src} addr={dst}");
             }
             let _ = writeln!(
                 o,

@@ -76,8 +76,9 @@ impl Daemon {
         let clock = clock::Clock::new();
         let mut tasks = tokio::task::JoinSet::new();
         let mut sections = Vec::new();
-        for plan in loaded.plan.sections.iter() {
-            let section = section::Section::new(plan.clone(), &loaded.tunables, clock);
+        for (i, plan) in loaded.plan.sections.iter().enumerate() {
+            let tls = loaded.tls.get(i).cloned().unwrap_or_default();
+            let section = section::Section::new(plan.clone(), &loaded.tunables, clock, tls);
             let section = Arc::new(section);
             register_metrics(&section);
             let listener = listener::bind(&section)
@@ -153,7 +154,9 @@ fn register_metrics(section: &section::Section) {
     metrics::register_section(&section.name, &peers, &groups);
 }
 
-/// SIGHUP: re-reads and checks the configuration, but does not apply a change.
+/// SIGHUP: re-reads the TLS files of every section (a renewed certificate takes
+/// effect for new sessions; established ones keep going), then re-reads and
+/// checks the configuration, but does not apply a change.
 ///
 /// Applying peer additions and removals live needs the sections, stores and peer
 /// tasks to be rebuilt in place without dropping unchanged sessions; until that is
@@ -161,7 +164,14 @@ fn register_metrics(section: &section::Section) {
 /// sources' data is rebuilt from them at once, see `docs/decisions.md`). So SIGHUP
 /// says whether the files are valid and whether they differ from what runs, and
 /// never stops a running daemon.
-fn on_sighup(files: &[std::path::PathBuf], running: &stktagg_topology::Plan) {
+fn on_sighup(
+    files: &[std::path::PathBuf],
+    running: &stktagg_topology::Plan,
+    sections: &[Arc<section::Section>],
+) {
+    for s in sections {
+        s.reload_tls();
+    }
     match load(files) {
         Err(LoadError::Invalid(msg)) => {
             tracing::error!(
@@ -195,7 +205,8 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
     if let Some(p) = &daemon.prometheus {
         println!("stktagg: Prometheus metrics on http://{p}/metrics");
     }
-    shutdown::wait_for_signal(|| on_sighup(&files, &running_plan)).await?;
+    let sections = daemon.sections.clone();
+    shutdown::wait_for_signal(|| on_sighup(&files, &running_plan, &sections)).await?;
     tracing::info!("shutting down");
     daemon.stop(std::time::Duration::from_secs(5)).await;
     Ok(())

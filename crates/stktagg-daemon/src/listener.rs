@@ -1,16 +1,22 @@
-//! The acceptor side: one TCP listener per section, and the hello checks.
+//! The acceptor side: one TCP listener per section, the TLS handshake when the
+//! section's `local` peer says `ssl`, and the hello checks.
 //!
 //! A connection is handed to its peer's task only once the hello is valid, the
 //! connection comes from an address the claimed peer may use (`addr-check`:
-//! [`stktagg_topology::PeerPlan::accepts_from`]) and `200` has been written. Until
+//! [`stktagg_topology::PeerPlan::accepts_from`]), its TLS client certificate, if
+//! it sent one, names the claimed peer, and `200` has been written. A failed TLS
+//! handshake (plain text on a TLS port, an unknown CA, an expired or missing
+//! certificate) ends the connection before any hello is read. Until
 //! then it holds nothing but a permit of the handshake semaphore, so a flood of
 //! half-open connections cannot starve anything else. A session refused for its
-//! address gets `504`, the answer to an unknown name (docs/decisions.md), so a
-//! prober cannot tell a configured name from an unknown one.
+//! address or its certificate gets `504`, the answer to an unknown name
+//! (docs/decisions.md), so a prober cannot tell a configured name from an unknown
+//! one.
 
 use crate::section::{Incoming, PeerStream, Section};
 use anyhow::{Context, Result};
 use bytes::BytesMut;
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +25,7 @@ use stktagg_wire::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Handshakes in progress at once, per section.
@@ -66,13 +73,52 @@ pub async fn run(section: Arc<Section>, listener: TcpListener, shutdown: Cancell
     }
 }
 
-/// Reads and checks the hello, answers, and hands a valid session to its peer task.
-async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr) -> Result<()> {
-    let _ = stream.set_nodelay(true);
+/// Runs the TLS handshake when the listener speaks TLS, reads and checks the
+/// hello, answers, and hands a valid session to its peer task. The TLS handshake
+/// and the hello share one deadline, `timeout hello`.
+async fn handshake(section: &Section, tcp: TcpStream, remote: SocketAddr) -> Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr()?;
+    let deadline = tokio::time::Instant::now() + section.tunables.hello_timeout;
+    let Some(acceptor) = section.tls.acceptor() else {
+        return hello(
+            section,
+            PeerStream::Plain(tcp),
+            None,
+            remote,
+            local,
+            deadline,
+        )
+        .await;
+    };
+    let failure = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            // Only a certificate the verifier accepted is here: the handshake
+            // fails on any other.
+            let certs = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+            let stream = PeerStream::Tls(Box::new(TlsStream::from(tls)));
+            return hello(section, stream, certs, remote, local, deadline).await;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    tls_failure(section, remote, &failure);
+    Ok(())
+}
+
+/// The hello part of [`handshake`], on a plain or TLS stream; `certs` is the
+/// client's certificate chain, if it sent one over TLS.
+async fn hello(
+    section: &Section,
+    mut stream: PeerStream,
+    certs: Option<Vec<CertificateDer<'static>>>,
+    remote: SocketAddr,
+    local: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     let mut engine = PeerSession::accept(section.session_config(), section.clock.now_ms());
     let mut out = BytesMut::new();
-    let timeout = section.tunables.hello_timeout;
-    let verdict = tokio::time::timeout(timeout, async {
+    let verdict = tokio::time::timeout_at(deadline, async {
         loop {
             while let Some(event) = engine.poll_event() {
                 match event {
@@ -100,7 +146,7 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
                 count_rejection(section, code, remote, None);
             }
             engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
-            let _ = stream.write_all(&out).await;
+            answer(&mut stream, &out).await;
             return Ok(());
         }
     };
@@ -113,16 +159,28 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
         );
         engine.refuse(StatusCode::UnknownPeer);
         engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
-        let _ = stream.write_all(&out).await;
+        answer(&mut stream, &out).await;
         return Ok(());
     };
     // Checked before the hand-over: an impostor never reaches the peer's task, so
-    // it can neither displace the real session nor have anything counted.
-    if !section.plan.peers[peer].accepts_from(remote.ip()) {
+    // it can neither displace the real session nor have anything counted. Both
+    // checks apply where both are on (docs/decisions.md): the address first, then
+    // the name in a client certificate.
+    let refused = if !section.plan.peers[peer].accepts_from(remote.ip()) {
         refuse_address(section, peer, remote);
+        true
+    } else if let Some(chain) = &certs
+        && !crate::tls::identity_matches(Some(chain), &hello.local_name)
+    {
+        refuse_identity(section, peer, remote, chain);
+        true
+    } else {
+        false
+    };
+    if refused {
         engine.refuse(StatusCode::UnknownPeer);
         engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
-        let _ = stream.write_all(&out).await;
+        answer(&mut stream, &out).await;
         return Ok(());
     }
     engine.set_resync_policy(stktagg_section::resync_policy(section.peers[peer].role));
@@ -131,9 +189,9 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     // 50 ms of a collision, before the peer task has taken it over.
     engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await?;
-    let local = stream.local_addr()?;
+    stream.flush().await?;
     let incoming = Incoming {
-        stream: PeerStream::Plain(stream),
+        stream,
         engine,
         remote,
         local,
@@ -141,6 +199,52 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     };
     section.hand_over(peer, incoming).await;
     Ok(())
+}
+
+/// Writes a refusal and closes (over TLS, with a close_notify), ignoring errors:
+/// the connection is being dropped anyway.
+async fn answer(stream: &mut PeerStream, out: &[u8]) {
+    let _ = stream.write_all(out).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}
+
+/// Counts and logs a failed TLS handshake on our listener (rate-limited, with the
+/// refused hellos: connections come from anyone).
+fn tls_failure(section: &Section, remote: SocketAddr, error: &str) {
+    crate::metrics::tls_handshake_failed(&section.name);
+    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+        tracing::warn!(section = %section.name, %remote, error, suppressed, "TLS handshake failed on the peers listener");
+    }
+}
+
+/// Counts and logs a session that claims `peer` with a client certificate that
+/// names someone else (rate-limited, with the other refused hellos).
+fn refuse_identity(
+    section: &Section,
+    peer: usize,
+    remote: SocketAddr,
+    chain: &[CertificateDer<'static>],
+) {
+    let p = &section.peers[peer];
+    p.stats.cert_refused.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::hello_rejected(&section.name, StatusCode::UnknownPeer);
+    crate::metrics::wrong_identity(&section.name, &p.name);
+    let names = chain
+        .first()
+        .map(crate::tls::certificate_names)
+        .unwrap_or_default()
+        .join(",");
+    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+        tracing::warn!(
+            section = %section.name,
+            claimed = %p.name,
+            %remote,
+            certificate_names = %names,
+            suppressed,
+            "refusing a session whose client certificate does not name the peer it claims"
+        );
+    }
 }
 
 /// Counts and logs a session that claims `peer` from an address it may not use

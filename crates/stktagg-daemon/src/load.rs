@@ -1,9 +1,14 @@
 //! From configuration files (or the embedded default) to what the daemon runs.
 
+use crate::tls::{DialTls, ListenerTls, SectionTls};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use stktagg_config::{Config, LogLevel, StatsSocket};
+use stktagg_config::{Config, ConfigError, ErrorKind, LogLevel, StatsSocket, TlsFile, Verify};
 use stktagg_topology::Plan;
 
 /// Why a configuration could not be loaded.
@@ -61,6 +66,9 @@ pub struct Loaded {
     pub prometheus: Option<SocketAddr>,
     /// Where the configuration came from.
     pub source: String,
+    /// Per section of the plan (same order), its TLS: options and the
+    /// configurations built from the files read at load time.
+    pub tls: Vec<crate::tls::SectionTls>,
 }
 
 impl Loaded {
@@ -160,6 +168,7 @@ fn finish(config: Config, name: &str) -> Result<Loaded, LoadError> {
         max_message_size: g.max_message_size,
         startup_grace: STARTUP_GRACE,
     };
+    let tls = section_tls(&config, &plan).map_err(LoadError::Invalid)?;
     let stats_socket = g.stats_sockets.first().map(api_socket);
     let prometheus = match &g.prometheus {
         Some(l) => Some(
@@ -181,7 +190,164 @@ fn finish(config: Config, name: &str) -> Result<Loaded, LoadError> {
         stats_socket,
         prometheus,
         source: name.to_owned(),
+        tls,
     })
+}
+
+/// Reads every `crt` and `ca-file` of the configuration and builds each section's
+/// TLS. An unusable file is an error at the option that names it, rendered as the
+/// configuration's own errors are (file:line:col, the line, a caret under the
+/// option); a file named by several peers (through `default-server`) is read once
+/// and reported once per option.
+fn section_tls(config: &Config, plan: &Plan) -> Result<Vec<SectionTls>, String> {
+    let mut files = TlsFiles::default();
+    let mut out = Vec::new();
+    for sp in &plan.sections {
+        let Some(s) = config.sections.iter().find(|s| s.name == sp.name) else {
+            out.push(SectionTls::default());
+            continue;
+        };
+        let listener = s.listener_tls().and_then(|l| {
+            let certified = files.certified(&l.crt);
+            let roots = match (&l.ca_file, l.verify) {
+                (Some(ca), Verify::Optional | Verify::Required) => Some(files.roots(ca)?),
+                _ => None,
+            };
+            let (certs, key) = certified?;
+            let opts = ListenerTls::from(&l);
+            match crate::tls::server_config_with(opts.verify, certs, key, roots) {
+                Ok(cfg) => Some((opts, cfg)),
+                Err(e) => {
+                    files.report(&l.crt, "crt", format!("{e:#}"));
+                    None
+                }
+            }
+        });
+        let mut dialers = Vec::new();
+        for p in &sp.peers {
+            let dial = s
+                .peers
+                .iter()
+                .find(|c| c.name == p.name)
+                .and_then(|peer| Some((peer, s.dial_tls(peer)?)));
+            dialers.push(dial.and_then(|(peer, d)| files.dialer(peer, &d)));
+        }
+        out.push(SectionTls { listener, dialers });
+    }
+    if files.errors.is_empty() {
+        return Ok(out);
+    }
+    let n = files.errors.len();
+    let mut text = files.errors.concat();
+    text.push_str(&format!(
+        "{n} error{} in the configuration\n",
+        if n == 1 { "" } else { "s" }
+    ));
+    Err(text)
+}
+
+type CertifiedKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The TLS files read so far (each path once), and the errors reported (each
+/// option once).
+#[derive(Default)]
+struct TlsFiles {
+    keys: HashMap<String, Result<CertifiedKey, String>>,
+    roots: HashMap<String, Result<Arc<RootCertStore>, String>>,
+    reported: HashSet<(String, u32, u32)>,
+    errors: Vec<String>,
+}
+
+impl TlsFiles {
+    /// The certificate chain and key of a `crt` option, or its error reported.
+    fn certified(&mut self, f: &TlsFile) -> Option<CertifiedKey> {
+        let r = self
+            .keys
+            .entry(f.path.clone())
+            .or_insert_with(|| {
+                crate::tls::load_certified_key(Path::new(&f.path)).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map(|(c, k)| (c.clone(), k.clone_key()))
+            .map_err(Clone::clone);
+        r.map_err(|e| self.report(f, "crt", e)).ok()
+    }
+
+    /// The CA certificates of a `ca-file` option, or its error reported.
+    fn roots(&mut self, f: &TlsFile) -> Option<Arc<RootCertStore>> {
+        let r = self
+            .roots
+            .entry(f.path.clone())
+            .or_insert_with(|| {
+                crate::tls::load_roots(Path::new(&f.path)).map_err(|e| format!("{e:#}"))
+            })
+            .clone();
+        r.map_err(|e| self.report(f, "ca-file", e)).ok()
+    }
+
+    /// How we dial `peer` (`d`, its options over `default-server`), or `None`
+    /// with the errors reported.
+    fn dialer(
+        &mut self,
+        peer: &stktagg_config::Peer,
+        d: &stktagg_config::TlsDial,
+    ) -> Option<(
+        DialTls,
+        rustls::pki_types::ServerName<'static>,
+        Arc<rustls::ClientConfig>,
+    )> {
+        let certified = match &d.crt {
+            Some(f) => Some(self.certified(f)),
+            None => None,
+        };
+        let roots = match (&d.ca_file, d.verify) {
+            (Some(ca), stktagg_config::Verify::Required) => Some(self.roots(ca)),
+            _ => None,
+        };
+        let opts = DialTls::from(d);
+        let name = crate::tls::server_name(&opts, &peer.name)
+            .map_err(|e| self.errors.push(format!("{}: error: {e:#}\n", peer.span)))
+            .ok();
+        // Any file that failed was reported at its option.
+        let certified = match certified {
+            Some(k) => Some(k?),
+            None => None,
+        };
+        let roots = match roots {
+            Some(r) => Some(r?),
+            None => None,
+        };
+        let cfg = crate::tls::client_config_with(opts.verify, certified, roots)
+            .map_err(|e| {
+                let msg = format!(
+                    "{}: error: dialing `{}` over TLS: {e:#}\n",
+                    peer.span, peer.name
+                );
+                self.errors.push(msg);
+            })
+            .ok()?;
+        Some((opts, name?, cfg))
+    }
+
+    /// Reports that `f` cannot be used, once per option.
+    fn report(&mut self, f: &TlsFile, keyword: &str, reason: String) {
+        let at = &f.location.span;
+        if !self
+            .reported
+            .insert((at.file.to_string(), at.line, at.column))
+        {
+            return;
+        }
+        let e = ConfigError {
+            kind: ErrorKind::TlsFile {
+                keyword: keyword.to_owned(),
+                path: f.path.clone(),
+                reason,
+            },
+            location: f.location.clone(),
+        };
+        self.errors.push(format!("{e}\n"));
+    }
 }
 
 fn bracket(host: &str) -> String {

@@ -91,6 +91,14 @@ fn describe() {
         "incoming sessions refused (504) because they claim a peer from another address than its configured one (addr-check), by claimed peer"
     );
     describe_counter!(
+        "stktagg_hello_wrong_identity_total",
+        "incoming TLS sessions refused (504) because their client certificate does not name the peer they claim, by claimed peer"
+    );
+    describe_counter!(
+        "stktagg_tls_handshake_failures_total",
+        "incoming connections to a TLS listener whose TLS handshake failed (plain text, unknown CA, expired or missing client certificate, timeout)"
+    );
+    describe_counter!(
         "stktagg_tables_ignored_total",
         "table definitions that match no rule"
     );
@@ -151,7 +159,8 @@ pub struct GroupLabels {
 
 /// Registers every series of a section whose label values the configuration
 /// fixes, at 0: per peer its session gauge and counters, per group its switches and
-/// members, the section's rejected hellos by code and its propagation histogram.
+/// members, the section's rejected hellos by code, its failed TLS handshakes and
+/// its propagation histogram.
 pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
     let s = || section.to_owned();
     for &peer in peers {
@@ -162,6 +171,8 @@ pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
         counter!("stktagg_updates_sent_total", "section" => s(), "peer" => p()).increment(0);
         counter!("stktagg_tables_ignored_total", "section" => s(), "peer" => p()).increment(0);
         counter!("stktagg_hello_wrong_address_total", "section" => s(), "peer" => p()).increment(0);
+        counter!("stktagg_hello_wrong_identity_total", "section" => s(), "peer" => p())
+            .increment(0);
         for direction in ["in", "out"] {
             counter!("stktagg_resyncs_total", "section" => s(), "peer" => p(), "direction" => direction)
                 .increment(0);
@@ -179,6 +190,7 @@ pub fn register_section(section: &str, peers: &[&str], groups: &[GroupLabels]) {
                 .set(0.0);
         }
     }
+    counter!("stktagg_tls_handshake_failures_total", "section" => s()).increment(0);
     for code in HELLO_REJECT_CODES {
         counter!("stktagg_hello_rejected_total", "section" => s(), "code" => code.code().to_string())
             .increment(0);
@@ -200,6 +212,18 @@ pub fn hello_rejected(section: &str, code: StatusCode) {
 pub fn wrong_address(section: &str, peer: &str) {
     counter!("stktagg_hello_wrong_address_total", "section" => section.to_owned(), "peer" => peer.to_owned())
         .increment(1);
+}
+
+/// A session claimed `peer` with a client certificate that names someone else.
+pub fn wrong_identity(section: &str, peer: &str) {
+    counter!("stktagg_hello_wrong_identity_total", "section" => section.to_owned(), "peer" => peer.to_owned())
+        .increment(1);
+}
+
+/// A TLS handshake on our listener failed. Nothing of the connection is a label:
+/// it has not even said who it claims to be.
+pub fn tls_handshake_failed(section: &str) {
+    counter!("stktagg_tls_handshake_failures_total", "section" => section.to_owned()).increment(1);
 }
 
 /// Hellos rejected since start, all sections.

@@ -12,7 +12,9 @@
 //! running one has passed the same checks; the replacement is logged with both
 //! remote addresses. Our own dials bind our `local` peer's IP as their source
 //! ([`stktagg_topology::SectionPlan::dial_source`]), so that an aggregator that
-//! checks addresses recognises us.
+//! checks addresses recognises us. A peer whose configuration says `ssl` is
+//! dialed over TLS (server name: its `sni`, else its name; our `crt` as client
+//! certificate); a failed TLS handshake is logged like a refused hello.
 
 use crate::section::{Incoming, PeerStream, Section, SessionState};
 use anyhow::{Context, Result, bail};
@@ -100,7 +102,7 @@ pub async fn run(
                         // A peer that is down is routine: debug only. A peer that answers
                         // but refuses the hello is a configuration mismatch (names):
                         // a warning, rate-limited.
-                        if e.downcast_ref::<Refused>().is_some() {
+                        if e.downcast_ref::<Refused>().is_some() || e.downcast_ref::<TlsRefused>().is_some() {
                             if let Some(suppressed) = peer.stats.log_limit.allow(section.clock.now_ms()) {
                                 tracing::warn!(section = %section.name, peer = %peer.name, suppressed, "{e:#}");
                             }
@@ -144,7 +146,19 @@ fn spawn_session(
 )]
 struct Refused(String);
 
-/// Dials the peer and runs the connecting side of the handshake.
+/// Our TLS handshake with the peer failed: its certificate, or what it thinks of
+/// ours.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "TLS handshake with {addr} failed: {error}: check its certificate against our `ca-file` and its name against `sni` (or the peer name), and ours against its CA"
+)]
+struct TlsRefused {
+    addr: SocketAddr,
+    error: String,
+}
+
+/// Dials the peer, over TLS if its configuration says `ssl`, and runs the
+/// connecting side of the handshake.
 async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     let peer = &section.peers[id.0];
     let Some((host, port)) = peer.addr.as_ref() else {
@@ -152,12 +166,26 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     };
     peer.stats.set_state(SessionState::Connecting);
     let t = &section.tunables;
-    let mut stream = tokio::time::timeout(t.connect_timeout, connect(section, host, *port))
+    let tcp = tokio::time::timeout(t.connect_timeout, connect(section, host, *port))
         .await
         .with_context(|| format!("connecting to {host}:{port} timed out"))?
         .with_context(|| format!("connecting to {host}:{port}"))?;
-    let _ = stream.set_nodelay(true);
-    let remote = stream.peer_addr().context("reading the peer's address")?;
+    let _ = tcp.set_nodelay(true);
+    let remote = tcp.peer_addr().context("reading the peer's address")?;
+    let local = tcp.local_addr().context("reading our address")?;
+    let mut stream = match section.tls.connector(id.0) {
+        None => PeerStream::Plain(tcp),
+        Some((connector, name)) => {
+            let tls = tokio::time::timeout(t.hello_timeout, connector.connect(name, tcp))
+                .await
+                .with_context(|| format!("the TLS handshake with {remote} timed out"))?
+                .map_err(|e| TlsRefused {
+                    addr: remote,
+                    error: e.to_string(),
+                })?;
+            PeerStream::Tls(Box::new(tokio_rustls::TlsStream::from(tls)))
+        }
+    };
     let mut engine =
         PeerSession::dial(section.session_config(), &peer.name, section.clock.now_ms())
             .context("encoding the hello")?;
@@ -165,6 +193,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     let mut out = BytesMut::new();
     engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
     stream.write_all(&out).await.context("sending the hello")?;
+    stream.flush().await.context("sending the hello")?;
     tokio::time::timeout(t.hello_timeout, async {
         loop {
             if engine.is_established() {
@@ -191,9 +220,12 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
         .write_all(&out)
         .await
         .context("sending the first heartbeat")?;
-    let local = stream.local_addr().context("reading our address")?;
+    stream
+        .flush()
+        .await
+        .context("sending the first heartbeat")?;
     Ok(Incoming {
-        stream: PeerStream::Plain(stream),
+        stream,
         engine,
         remote,
         local,

@@ -9,6 +9,7 @@
 
 use crate::clock::Clock;
 use crate::load::Tunables;
+use crate::tls::{SectionTls, TlsState};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -127,6 +128,9 @@ pub struct Section {
     pub clock: Clock,
     /// Each peer's resync flag.
     pub resync: Arc<ResyncFlags>,
+    /// TLS on the listener and towards the peers we dial, swappable by
+    /// [`Section::reload_tls`].
+    pub tls: TlsState,
     mailboxes: Vec<Mailbox>,
     listen_addr: OnceLock<SocketAddr>,
 }
@@ -140,8 +144,8 @@ impl std::ops::Deref for Section {
 }
 
 impl Section {
-    /// Builds a section from its plan.
-    pub fn new(plan: SectionPlan, tunables: &Tunables, clock: Clock) -> Section {
+    /// Builds a section from its plan and its TLS as loaded.
+    pub fn new(plan: SectionPlan, tunables: &Tunables, clock: Clock, tls: SectionTls) -> Section {
         let n = plan.peers.len();
         let store = Arc::new(Store::new(StoreOptions::default()));
         let grace = tunables.startup_grace.as_millis() as u64;
@@ -160,6 +164,7 @@ impl Section {
             tunables: tunables.clone(),
             clock,
             resync: Arc::new(ResyncFlags((0..n).map(|_| Arc::default()).collect())),
+            tls: TlsState::new(tls),
             mailboxes,
             listen_addr: OnceLock::new(),
         }
@@ -216,6 +221,24 @@ impl Section {
             .get()
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Re-reads the section's certificate, key and CA files and swaps the TLS
+    /// configurations built from them, each one only if it rebuilt without error.
+    /// Established sessions are not touched; new handshakes use the new files.
+    /// Logs the outcome and returns it (nothing to do without TLS).
+    pub fn reload_tls(&self) -> crate::tls::Reloaded {
+        if !self.tls.is_used() {
+            return crate::tls::Reloaded::default();
+        }
+        let r = self.tls.reload();
+        for e in &r.errors {
+            tracing::error!(section = %self.name, "TLS files not reloaded, keeping the previous ones: {e}");
+        }
+        if r.swapped > 0 {
+            tracing::info!(section = %self.name, configurations = r.swapped, "TLS certificates and CAs re-read");
+        }
+        r
     }
 
     /// Whether we hold complete data ourselves (see [`SectionCore::up_to_date`]).

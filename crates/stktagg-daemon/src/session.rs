@@ -55,23 +55,30 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
     let addrs = &section.peers[id.0].stats.addrs;
     *crate::section::lock(addrs) = Some((conn.local.to_string(), remote.to_string()));
     let Incoming { stream, engine, .. } = conn;
-    // Plain TCP splits without a lock; TLS needs tokio's split.
+    let tls = &section.peers[id.0].stats.tls;
+    tls.store(matches!(stream, PeerStream::Tls(_)), Ordering::Relaxed);
+    // Plain TCP splits without a lock; TLS needs tokio's split, and a flush after
+    // writes: rustls may keep records that the socket did not take yet.
     let ending = match stream {
         PeerStream::Plain(s) => {
             let (rd, wr) = s.into_split();
-            drive(&section, &mut core, engine, rd, wr, &wake, cancel).await
+            drive(&section, &mut core, engine, rd, wr, &wake, cancel, false).await
         }
         PeerStream::Tls(s) => {
             let (rd, wr) = tokio::io::split(*s);
-            drive(&section, &mut core, engine, rd, wr, &wake, cancel).await
+            drive(&section, &mut core, engine, rd, wr, &wake, cancel, true).await
         }
     };
+    tls.store(false, Ordering::Relaxed);
     *crate::section::lock(addrs) = None;
     core.set_now(section.clock.now_ms());
     core.finish(&ending);
 }
 
 /// Moves bytes between the socket and the engine until the session ends.
+/// `flushes`: the writer buffers (TLS), so it is flushed once the write buffer is
+/// empty, or the last records written could wait for the next write.
+#[allow(clippy::too_many_arguments)]
 async fn drive<R, W>(
     section: &Section,
     core: &mut SessionCore<Store>,
@@ -80,6 +87,7 @@ async fn drive<R, W>(
     mut wr: W,
     wake: &Wake,
     cancel: CancellationToken,
+    flushes: bool,
 ) -> Ending
 where
     R: AsyncRead + Unpin,
@@ -89,6 +97,7 @@ where
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut unflushed = false;
     let now = || section.clock.now_ms();
     // Anything already buffered after the hello, and the engine's first requests.
     if let Some(end) = core.handle_events(&mut engine, now()) {
@@ -111,13 +120,18 @@ where
                 // Drain: what is pending for this peer (up to the high-water mark)
                 // and the write buffer, best effort and bounded in time.
                 engine.poll_transmit(now(), core, &mut out);
-                let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+                let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+                    wr.write_all(&out).await?;
+                    wr.flush().await
+                })
+                .await;
                 return Ending::Cancelled;
             }
-            r = wr.write_buf(&mut out), if writing => {
+            r = write_or_flush(&mut wr, &mut out), if writing || unflushed => {
                 if let Err(e) = r {
                     return Ending::Io(e);
                 }
+                unflushed = writing && flushes;
             }
             r = rd.read_buf(inbuf) => {
                 match r {
@@ -139,6 +153,18 @@ where
     }
 }
 
+/// Writes some of `out`, or flushes the writer when `out` is empty.
+async fn write_or_flush(
+    wr: &mut (impl AsyncWrite + Unpin),
+    out: &mut BytesMut,
+) -> std::io::Result<()> {
+    if out.is_empty() {
+        wr.flush().await
+    } else {
+        wr.write_buf(out).await.map(|_| ())
+    }
+}
+
 /// Writes the engine's last words (HAProxy's error reply, if any) and ends.
 async fn last_words(
     engine: &mut PeerSession,
@@ -149,6 +175,10 @@ async fn last_words(
 ) -> Ending {
     let mut out = BytesMut::new();
     engine.poll_transmit(now, core, &mut out);
-    let _ = tokio::time::timeout(FLUSH_TIMEOUT, wr.write_all(&out)).await;
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+        wr.write_all(&out).await?;
+        wr.flush().await
+    })
+    .await;
     Ending::Protocol(end)
 }

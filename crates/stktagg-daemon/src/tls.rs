@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// How a peer's certificate is checked (HAProxy's `verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,61 +68,74 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Reads a certificate chain and its private key from one PEM file, and checks
-/// that the key is the certificate's.
+/// that the key is the certificate's. Errors do not name the file: callers do.
 pub fn load_certified_key(
     path: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem = std::fs::read(path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("reading the certificates in {}", path.display()))?;
+        .context("a certificate is not valid PEM")?;
     if certs.is_empty() {
-        bail!("{} holds no certificate", path.display());
+        bail!("the file holds no certificate");
     }
     let key = PrivateKeyDer::from_pem_slice(&pem)
-        .with_context(|| format!("{} holds no readable private key", path.display()))?;
+        .map_err(|_| anyhow::anyhow!("the file holds no readable private key"))?;
     let signer = provider()
         .key_provider
         .load_private_key(key.clone_key())
-        .with_context(|| format!("{}: unsupported private key", path.display()))?;
+        .context("unsupported private key")?;
     rustls::sign::CertifiedKey::new(certs.clone(), signer)
         .keys_match()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: the private key is not the certificate's ({e})",
-                path.display()
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("the private key is not the certificate's ({e})"))?;
     Ok((certs, key))
 }
 
-/// Reads the CA certificates of a `ca-file`.
+/// Reads the CA certificates of a `ca-file`. Errors do not name the file.
 pub fn load_roots(path: &Path) -> Result<Arc<RootCertStore>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem = std::fs::read(path)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert =
-            cert.with_context(|| format!("reading the certificates in {}", path.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("{}: not a usable CA certificate", path.display()))?;
+        let cert = cert.context("a certificate is not valid PEM")?;
+        roots.add(cert).context("not a usable CA certificate")?;
     }
     if roots.is_empty() {
-        bail!("{} holds no CA certificate", path.display());
+        bail!("the file holds no CA certificate");
     }
     Ok(Arc::new(roots))
 }
 
-/// Our listener's TLS configuration.
+fn certified_key_of(path: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    load_certified_key(path).with_context(|| format!("crt {}", path.display()))
+}
+
+fn roots_of(path: &Path) -> Result<Arc<RootCertStore>> {
+    load_roots(path).with_context(|| format!("ca-file {}", path.display()))
+}
+
+/// Our listener's TLS configuration, from its files.
 pub fn server_config(opts: &ListenerTls) -> Result<Arc<ServerConfig>> {
-    let (certs, key) = load_certified_key(&opts.crt)?;
+    let (certs, key) = certified_key_of(&opts.crt)?;
+    let roots = match &opts.ca_file {
+        Some(ca) if opts.verify != Verify::None => Some(roots_of(ca)?),
+        _ => None,
+    };
+    server_config_with(opts.verify, certs, key, roots)
+}
+
+/// Our listener's TLS configuration, from files already read.
+pub fn server_config_with(
+    verify: Verify,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Option<Arc<RootCertStore>>,
+) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?;
-    let builder = match (opts.verify, &opts.ca_file) {
+    let builder = match (verify, roots) {
         (Verify::None, _) => builder.with_no_client_auth(),
-        (verify, Some(ca)) => {
-            let roots = load_roots(ca)?;
+        (verify, Some(roots)) => {
             let v = WebPkiClientVerifier::builder_with_provider(roots, provider());
             let v = if verify == Verify::Optional {
                 v.allow_unauthenticated()
@@ -139,25 +152,36 @@ pub fn server_config(opts: &ListenerTls) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// The TLS configuration to dial a peer.
+/// The TLS configuration to dial a peer, from its files.
 pub fn client_config(opts: &DialTls) -> Result<Arc<ClientConfig>> {
+    let roots = match &opts.ca_file {
+        Some(ca) if opts.verify != Verify::None => Some(roots_of(ca)?),
+        _ => None,
+    };
+    let certified = opts.crt.as_deref().map(certified_key_of).transpose()?;
+    client_config_with(opts.verify, certified, roots)
+}
+
+/// The TLS configuration to dial a peer, from files already read.
+pub fn client_config_with(
+    verify: Verify,
+    certified: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    roots: Option<Arc<RootCertStore>>,
+) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?;
-    let builder = match (opts.verify, &opts.ca_file) {
+    let builder = match (verify, roots) {
         (Verify::None, _) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider()))),
-        (_, Some(ca)) => builder.with_root_certificates(load_roots(ca)?),
+        (_, Some(roots)) => builder.with_root_certificates(roots),
         (_, None) => bail!("`verify required` needs a `ca-file`"),
     };
-    let cfg = match &opts.crt {
-        Some(crt) => {
-            let (certs, key) = load_certified_key(crt)?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .context("using the client certificate")?
-        }
+    let cfg = match certified {
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .context("using the client certificate")?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(cfg))
@@ -197,6 +221,164 @@ pub fn identity_matches(chain: Option<&[CertificateDer<'_>]>, claimed: &str) -> 
     chain
         .and_then(|c| c.first())
         .is_some_and(|leaf| certificate_names(leaf).iter().any(|n| n == claimed))
+}
+
+impl From<stktagg_config::Verify> for Verify {
+    fn from(v: stktagg_config::Verify) -> Verify {
+        match v {
+            stktagg_config::Verify::None => Verify::None,
+            stktagg_config::Verify::Optional => Verify::Optional,
+            stktagg_config::Verify::Required => Verify::Required,
+        }
+    }
+}
+
+impl From<&stktagg_config::TlsListen> for ListenerTls {
+    fn from(t: &stktagg_config::TlsListen) -> ListenerTls {
+        ListenerTls {
+            crt: PathBuf::from(&t.crt.path),
+            ca_file: t.ca_file.as_ref().map(|f| PathBuf::from(&f.path)),
+            verify: t.verify.into(),
+        }
+    }
+}
+
+impl From<&stktagg_config::TlsDial> for DialTls {
+    fn from(t: &stktagg_config::TlsDial) -> DialTls {
+        DialTls {
+            crt: t.crt.as_ref().map(|f| PathBuf::from(&f.path)),
+            ca_file: t.ca_file.as_ref().map(|f| PathBuf::from(&f.path)),
+            verify: t.verify.into(),
+            sni: t.sni.clone(),
+        }
+    }
+}
+
+/// A section's TLS as loaded: the options and the configurations built from the
+/// files when the configuration was loaded (and checked). [`TlsState`] runs it.
+#[derive(Debug, Clone, Default)]
+pub struct SectionTls {
+    /// Our listener's, if it speaks TLS.
+    pub listener: Option<(ListenerTls, Arc<ServerConfig>)>,
+    /// Per peer (by id), how we dial it over TLS, with the server name we check.
+    pub dialers: Vec<Option<(DialTls, ServerName<'static>, Arc<ClientConfig>)>>,
+}
+
+/// A section's TLS at run time. The configurations sit behind locks so that
+/// [`TlsState::reload`] can swap them for ones built from the files re-read (a
+/// renewed certificate): new handshakes use the new ones, established sessions
+/// keep the keys they negotiated and are never touched.
+///
+/// The locks are std's: they are held only to clone an `Arc`, never across an
+/// `.await`.
+#[derive(Debug, Default)]
+pub struct TlsState {
+    listener: Option<(ListenerTls, RwLock<Arc<ServerConfig>>)>,
+    dialers: Vec<Option<Dialer>>,
+}
+
+#[derive(Debug)]
+struct Dialer {
+    opts: DialTls,
+    name: ServerName<'static>,
+    config: RwLock<Arc<ClientConfig>>,
+}
+
+/// What a [`TlsState::reload`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Configurations rebuilt and swapped (the listener's and one per TLS peer).
+    pub swapped: usize,
+    /// Why the others were kept as they were, one line each.
+    pub errors: Vec<String>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+impl TlsState {
+    /// Runs what was loaded.
+    pub fn new(loaded: SectionTls) -> TlsState {
+        TlsState {
+            listener: loaded.listener.map(|(opts, cfg)| (opts, RwLock::new(cfg))),
+            dialers: loaded
+                .dialers
+                .into_iter()
+                .map(|d| {
+                    d.map(|(opts, name, cfg)| Dialer {
+                        opts,
+                        name,
+                        config: RwLock::new(cfg),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The acceptor for a new connection, if our listener speaks TLS.
+    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        let (_, cfg) = self.listener.as_ref()?;
+        Some(tokio_rustls::TlsAcceptor::from(read(cfg)))
+    }
+
+    /// How our listener checks client certificates, if it speaks TLS.
+    pub fn listener_verify(&self) -> Option<Verify> {
+        self.listener.as_ref().map(|(opts, _)| opts.verify)
+    }
+
+    /// The connector and server name to dial peer `peer` (by id), if we dial it
+    /// over TLS.
+    pub fn connector(
+        &self,
+        peer: usize,
+    ) -> Option<(tokio_rustls::TlsConnector, ServerName<'static>)> {
+        let d = self.dialers.get(peer)?.as_ref()?;
+        Some((
+            tokio_rustls::TlsConnector::from(read(&d.config)),
+            d.name.clone(),
+        ))
+    }
+
+    /// Whether anything in this section speaks TLS.
+    pub fn is_used(&self) -> bool {
+        self.listener.is_some() || self.dialers.iter().any(Option::is_some)
+    }
+
+    /// Re-reads every certificate, key and CA file and swaps each configuration
+    /// rebuilt without error; one that fails keeps the configuration it had.
+    pub fn reload(&self) -> Reloaded {
+        let mut r = Reloaded::default();
+        if let Some((opts, cfg)) = &self.listener {
+            match server_config(opts) {
+                Ok(new) => {
+                    write(cfg, new);
+                    r.swapped += 1;
+                }
+                Err(e) => r.errors.push(format!("listener: {e:#}")),
+            }
+        }
+        for d in self.dialers.iter().flatten() {
+            match client_config(&d.opts) {
+                Ok(new) => {
+                    write(&d.config, new);
+                    r.swapped += 1;
+                }
+                Err(e) => r
+                    .errors
+                    .push(format!("dialing `{}`: {e:#}", d.name.to_str())),
+            }
+        }
+        r
+    }
 }
 
 /// `verify none` on a dialer: any certificate is accepted (HAProxy's `verify none`).
@@ -323,7 +505,23 @@ mod tests {
         let e = load_certified_key(&d.join("missing.pem"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("reading"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
+        // The configurations name the file that failed.
+        let e = format!(
+            "{:#}",
+            client_config(&DialTls {
+                ca_file: Some(d.join("missing-ca.pem")),
+                ..DialTls::default()
+            })
+            .unwrap_err()
+        );
+        assert!(e.contains("ca-file") && e.contains("missing-ca.pem"), "{e}");
+        let junk = d.join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let e = load_roots(&junk).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("no CA certificate"), "{e}");
+        let e = load_certified_key(&junk).unwrap_err().to_string();
+        assert!(e.contains("no certificate"), "{e}");
         let e = server_config(&ListenerTls {
             crt: leaves[0].clone(),
             ca_file: None,

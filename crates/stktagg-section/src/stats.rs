@@ -50,6 +50,11 @@ pub struct PeerStats {
     /// Sessions that claimed this peer from an address it may not use
     /// (`addr-check`), refused.
     pub addr_refused: AtomicU64,
+    /// Sessions that claimed this peer with a TLS client certificate that does not
+    /// name it, refused.
+    pub cert_refused: AtomicU64,
+    /// The established session runs over TLS.
+    pub tls: AtomicBool,
     /// Clock reading of the last established hello, 0 if never.
     pub last_hello_ms: AtomicU64,
     /// Clock reading of the last message received, 0 if never.

@@ -460,6 +460,11 @@ pub struct PeerLine {
     pub collisions: u64,
     /// Sessions claiming this peer refused for their address (`addr-check`).
     pub addr_refused: u64,
+    /// Sessions claiming this peer refused for a TLS client certificate that
+    /// names someone else.
+    pub cert_refused: u64,
+    /// The established session's transport: `SSL`, `RAW`, or `-` without one.
+    pub xprt: String,
     /// The established session's remote address, `-` without one.
     pub remote: String,
 }
@@ -504,6 +509,10 @@ pub fn parse_peers(text: &str) -> Vec<PeerLine> {
                 addr_refused: field("addr_refused=")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
+                cert_refused: field("cert_refused=")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                xprt: field("xprt=").unwrap_or_else(|| "-".to_owned()),
                 // The session's own `addr=` is on its `xprt=` line, after the
                 // configured one.
                 remote: l
@@ -677,8 +686,8 @@ No such table\n\n\
         let text = "0x1: [04/Dec/2026:23:37:05] id=myaggr disabled=0 local=aggr1 listen=127.0.56.111:11111 complete=1\n\
 \x20 0x2: id=hapee1(remote,active) addr=127.0.56.101:44444 last_status=ESTA last_hdshk=1s\n\
 \x20       role=(node) state=ESTA last_hello=1ms last_rx=1ms last_heartbeat=<NEVER>\n\
-\x20       sessions=1 reconnects=0 coll=0 proto_err=0 addr_refused=2 resyncs_in=1\n\
-\x20       xprt=RAW src=127.0.56.111:11111 addr=127.0.0.1:40000\n\
+\x20       sessions=1 reconnects=0 coll=0 proto_err=0 addr_refused=2 cert_refused=3 resyncs_in=1\n\
+\x20       xprt=SSL src=127.0.56.111:11111 addr=127.0.0.1:40000\n\
 \x20 0x3: id=aggr3(remote,active) addr=127.0.56.113:11111 last_status=ESTA last_hdshk=2s\n\
 \x20       role=(up group=1 active) state=ESTA last_hello=2000ms\n\
 \x20       sessions=2 reconnects=1 coll=0 proto_err=0\n\
@@ -698,6 +707,7 @@ No such table\n\n\
             (p[0].remote.as_str(), p[0].collisions, p[0].addr_refused),
             ("127.0.0.1:40000", 0, 2)
         );
-        assert_eq!(p[2].remote, "-");
+        assert_eq!((p[0].cert_refused, p[0].xprt.as_str()), (3, "SSL"));
+        assert_eq!((p[2].remote.as_str(), p[2].xprt.as_str()), ("-", "-"));
     }
 }

@@ -349,6 +349,7 @@ fn info_peers_aggrs_and_help() {
         "proto_err=0",
         "xprt=RAW",
         "addr_refused=0",
+        "cert_refused=0",
     ] {
         assert!(hap1.contains(want), "`{want}` not in {hap1}");
     }
@@ -388,6 +389,7 @@ fn info_peers_aggrs_and_help() {
         "last_hello=<NEVER>",
         "state=IDLE",
         "addr_refused=0",
+        "cert_refused=0",
         "last_error=-",
     ] {
         assert!(rogue.contains(want), "`{want}` not in {rogue}");
