@@ -23,6 +23,8 @@
 //! - `http`: a blocking HTTP/1.0 client bound to a chosen source address.
 //! - `lab`: `PeerLab`, one haproxy whose peers section declares the mock.
 //! - `runtime`: `RuntimeApi`, a stats socket client (one command per connection).
+//! - `pki`: a private CA and leaf certificates per test (rcgen), valid or expired.
+//! - `tls`: a blocking TLS client that sends a hello and reads the status line.
 //! - `show_table`: parsers for `show table` and `show table <name>`.
 
 pub mod error;
@@ -32,9 +34,11 @@ pub mod haproxy;
 pub mod http;
 pub mod lab;
 pub mod mock_peer;
+pub mod pki;
 pub mod ports;
 pub mod runtime;
 pub mod show_table;
+pub mod tls;
 
 pub use error::{HarnessError, Result};
 pub use eventually::eventually;
