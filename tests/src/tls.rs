@@ -42,7 +42,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A client configuration that trusts `ca_pem` and presents `client`, if given.
 pub fn client_config(ca_pem: &str, client: Option<&Leaf>) -> Result<Arc<ClientConfig>> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| HarnessError::Unexpected(format!("{what}: {e}"));
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| HarnessError::Unexpected(format!("{what}: {e}"));
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let c = c.map_err(|e| bad("reading the CA", &e))?;
@@ -125,7 +126,9 @@ pub fn attempt(
     }
     Ok(match line {
         Some(l) => TlsAttempt::Status {
-            line: String::from_utf8_lossy(&l).trim_end_matches('\r').to_owned(),
+            line: String::from_utf8_lossy(&l)
+                .trim_end_matches('\r')
+                .to_owned(),
             code: StatusCode::from_atoi(&l),
             closed,
         },

@@ -19,6 +19,8 @@
 //!   SIGINT.
 //! - `ha_example`: the seed's HA example run as its README says (node lines
 //!   merged into Debian's stock haproxy.cfg), on 127.0.59.N.
+//! - `tls`: mutual TLS with real nodes (they dial us, we dial them), impostors
+//!   over TLS and plain text refused and counted, certificates re-read on SIGHUP.
 //! - `deploy`: the files under `deploy/` (configs check, the seed's node lines
 //!   merged into Debian's stock haproxy.cfg check, the metrics port is 10090
 //!   everywhere, the Grafana dashboard and the alert rules name only real series
@@ -34,3 +36,4 @@ mod deploy;
 mod ha_example;
 mod metrics;
 mod rig;
+mod tls;
