@@ -233,6 +233,10 @@ fn show_info(ctx: &ApiContext) -> String {
         ("UpdatesOut", t.updates_out),
         ("ProtocolErrors", t.protocol_errors),
         ("HelloRejected", crate::metrics::hellos_rejected()),
+        (
+            "TlsHandshakeFailures",
+            crate::metrics::tls_handshake_failures(),
+        ),
         ("GroupSwitches", t.group_switches),
     ] {
         let _ = writeln!(o, "{name}: {v}");

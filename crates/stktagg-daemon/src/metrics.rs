@@ -41,6 +41,9 @@ pub const HELLO_REJECT_CODES: &[StatusCode] = &[
 /// no configured peer.)
 static HELLOS_REJECTED: AtomicU64 = AtomicU64::new(0);
 
+/// Failed TLS handshakes on our listeners since start, all sections (`show info`).
+static TLS_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 /// Installs the Prometheus exporter with its HTTP listener on `addr`, describes
 /// every series and publishes `stktagg_build_info`.
 pub fn install(addr: SocketAddr) -> Result<()> {
@@ -223,12 +226,18 @@ pub fn wrong_identity(section: &str, peer: &str) {
 /// A TLS handshake on our listener failed. Nothing of the connection is a label:
 /// it has not even said who it claims to be.
 pub fn tls_handshake_failed(section: &str) {
+    TLS_FAILURES.fetch_add(1, Ordering::Relaxed);
     counter!("stktagg_tls_handshake_failures_total", "section" => section.to_owned()).increment(1);
 }
 
 /// Hellos rejected since start, all sections.
 pub fn hellos_rejected() -> u64 {
     HELLOS_REJECTED.load(Ordering::Relaxed)
+}
+
+/// Failed TLS handshakes on our listeners since start, all sections.
+pub fn tls_handshake_failures() -> u64 {
+    TLS_FAILURES.load(Ordering::Relaxed)
 }
 
 /// Publishes per-table entry counts and group membership.

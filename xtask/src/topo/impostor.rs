@@ -2,7 +2,8 @@
 //! topology uses, whose hello claims a configured peer's name, with a table
 //! definition and an update of 1 000 000 written right behind the hello, before
 //! any answer (so that an aggregator that read past a refused hello would count
-//! it).
+//! it). Over TLS ([`attempt_tls`]): the same bytes behind a TLS handshake with a
+//! chosen client certificate, or none.
 
 use super::topology::client_ip;
 use anyhow::{Context, Result};
@@ -11,6 +12,8 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use stktagg_tests::mock_peer::{handshake_raw_from, hello_bytes};
+use stktagg_tests::pki::Leaf;
+use stktagg_tests::tls::TlsAttempt;
 use stktagg_wire::{
     DataSpec, DataType, Encoder, FreqCtr, Key, KeyType, Message, StatusCode, TableDefinition,
     Update, UpdateKind, Value, Version,
@@ -43,8 +46,7 @@ pub fn attempt(
     claimed: &str,
     table: &str,
 ) -> Result<Attempt> {
-    let mut bytes = hello_bytes(Version::V2_1, target_name, claimed)?;
-    pipelined(table, &mut bytes)?;
+    let bytes = impostor_bytes(target_name, claimed, table)?;
     let (mut stream, status, code, _) = handshake_raw_from(Some(source), target, &bytes)
         .with_context(|| format!("{claimed} -> {target_name} from {source}"))?;
     // After an error status the aggregator closes: read until then, bounded.
@@ -71,6 +73,51 @@ pub fn attempt(
         code,
         closed,
     })
+}
+
+/// The hello to `target_name` claiming `claimed`, with `table` and client 1 at
+/// [`FAKE_COUNT`] behind it.
+fn impostor_bytes(target_name: &str, claimed: &str, table: &str) -> Result<BytesMut> {
+    let mut bytes = hello_bytes(Version::V2_1, target_name, claimed)?;
+    pipelined(table, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Over TLS from the system's source address (`127.0.0.1`, which the loopback
+/// rule of `addr-check` lets claim any loopback peer: only the certificate is
+/// judged), dials `target` checking that its certificate names `target_name`,
+/// presenting `client` (or no certificate), and sends what [`attempt`] sends.
+pub fn attempt_tls(
+    target: SocketAddr,
+    target_name: &str,
+    claimed: &str,
+    table: &str,
+    ca_pem: &str,
+    client: Option<&Leaf>,
+) -> Result<TlsAttempt> {
+    let bytes = impostor_bytes(target_name, claimed, table)?;
+    let cfg = stktagg_tests::tls::client_config(ca_pem, client)?;
+    Ok(
+        stktagg_tests::tls::attempt(None, target, cfg, target_name, &bytes)
+            .with_context(|| format!("{claimed} -> {target_name} over TLS"))?,
+    )
+}
+
+/// Plain text from `127.0.0.1` to a TLS listener: the hello and what follows.
+/// The answer is a TLS alert or nothing, never a status line: `Ok(None)` when the
+/// connection was closed without one.
+pub fn attempt_plain_on_tls(
+    target: SocketAddr,
+    target_name: &str,
+    claimed: &str,
+    table: &str,
+) -> Result<Option<String>> {
+    let bytes = impostor_bytes(target_name, claimed, table)?;
+    match handshake_raw_from(None, target, &bytes) {
+        Ok((_, status, ..)) => Ok(Some(status)),
+        Err(stktagg_tests::HarnessError::Closed { .. }) => Ok(None),
+        Err(e) => Err(e).context("plain text on a TLS port"),
+    }
 }
 
 /// A definition of `table` as the node template declares its IP-keyed tables,

@@ -44,6 +44,21 @@ pub struct Ctx {
     t0: Instant,
 }
 
+/// The run's PKI for a TLS topology: a CA (`ca.pem`, its key only in memory) and
+/// one certificate per process named after it, in the run directory.
+fn issue_certificates(topo: &Topology, dir: &Path) -> Result<()> {
+    let ca = stktagg_tests::pki::Ca::new("topo-test CA").context("generating the CA")?;
+    ca.write(&dir.join("ca.pem")).context("writing the CA")?;
+    for name in topo.names() {
+        let leaf = ca
+            .leaf(&name)
+            .with_context(|| format!("issuing {name}'s certificate"))?;
+        leaf.write(&dir.join(format!("{name}.pem")))
+            .with_context(|| format!("writing {name}'s certificate"))?;
+    }
+    Ok(())
+}
+
 impl Ctx {
     /// Prepares a run of `topo` in `dir` (created fresh).
     pub fn new(
@@ -56,6 +71,9 @@ impl Ctx {
         fleet::fresh_dir(dir)?;
         fleet::check_addrs_free(&topo.listen_addrs()?)?;
         let fleet = Fleet::prepare(&topo, dir, daemon_bin, haproxy_bin)?;
+        if topo.tls {
+            issue_certificates(&topo, dir)?;
+        }
         Ok(Ctx {
             name,
             topo,

@@ -66,6 +66,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: partition,
     },
     Scenario {
+        name: "tls",
+        topology: "ha-tls",
+        about: "the HA setup with every link over mutual TLS: sums right under a continuous watch; impostors without a valid certificate for the name they claim refused, counted, nothing of them counted",
+        run: tls,
+    },
+    Scenario {
         name: "impostor",
         topology: "multi-level",
         about: "hellos claiming hapee1, aggr3, aggr1 from a spare loopback address: refused, counted, nothing of them counted, real sessions kept",
@@ -469,6 +475,172 @@ fn impostor(c: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Every established session of every aggregator runs over TLS.
+fn all_sessions_tls(c: &Ctx) -> Result<usize> {
+    let mut n = 0;
+    for a in &c.topo.aggregators {
+        for p in c.peers(&a.name)? {
+            if p.state != "ESTA" {
+                continue;
+            }
+            if p.xprt != "SSL" {
+                bail!(
+                    "{}'s session with {} is not over TLS: {p:?}",
+                    a.name,
+                    p.name
+                );
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// `TlsHandshakeFailures` in `show info` of aggregator `name`.
+fn tls_failures(c: &Ctx, name: &str) -> Result<u64> {
+    let info = c.fleet.api(name)?.command("show info")?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("TlsHandshakeFailures: "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no TlsHandshakeFailures in {name}'s show info:\n{info}"))
+}
+
+/// The TLS impostors: target, claimed peer, table pushed, and the certificate
+/// shown: `None` for none, `Some(name)` for `name`'s real one (the run's CA), or
+/// `Some("other-ca:" + name)` for one of that name from another CA.
+const TLS_IMPOSTORS: [(&str, &str, &str, Option<&str>); 4] = [
+    ("aggr1", "hapee1", "ip.uncombined", None),
+    ("aggr1", "hapee1", "ip.uncombined", Some("other-ca:hapee1")),
+    ("aggr1", "hapee1", "ip.uncombined", Some("hapee2")),
+    ("aggr3", "aggr1", "ip.aggr", Some("hapee1")),
+];
+
+fn tls(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    let n = all_sessions_tls(c)?;
+    c.step(format!(
+        "all {n} established sessions of the aggregators are over TLS"
+    ));
+    c.send(&ALL, 1..=12, 2)?;
+    c.converge("first wave over mutual TLS: every level, both top replicas")?;
+    let dir = c.fleet.dir().to_owned();
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).context("reading the run's CA")?;
+    let other_ca = stktagg_tests::pki::Ca::new("another CA").context("another CA")?;
+    let watched: Vec<&str> = vec!["aggr1", "aggr3"];
+    let before: Vec<(String, Vec<PeerLine>)> = watched
+        .iter()
+        .map(|a| Ok(((*a).to_owned(), c.peers(a)?)))
+        .collect::<Result<_>>()?;
+    let failures_before = tls_failures(c, "aggr1")?;
+    // The impostors knock while traffic flows, under the continuous watch.
+    let bg = c.background(&ALL, 1..=20, Duration::from_secs(20))?;
+    let mut bg = Some(bg);
+    let mut knocked = false;
+    let mut m = Monitor::new(c.points(), false);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |c, m, t| {
+        if !knocked {
+            knocked = true;
+            for (target, claimed, table, cert) in TLS_IMPOSTORS {
+                let addr = c
+                    .topo
+                    .aggregator(target)
+                    .with_context(|| format!("no aggregator `{target}`"))?
+                    .listen;
+                let leaf = match cert {
+                    None => None,
+                    Some(name) => Some(match name.strip_prefix("other-ca:") {
+                        Some(n) => other_ca.leaf(n)?,
+                        None => {
+                            let pem = std::fs::read_to_string(dir.join(format!("{name}.pem")))?;
+                            let split = pem.find("-----BEGIN PRIVATE KEY").unwrap_or(pem.len());
+                            stktagg_tests::pki::Leaf {
+                                cert_pem: pem[..split].to_owned(),
+                                key_pem: pem[split..].to_owned(),
+                            }
+                        }
+                    }),
+                };
+                let got =
+                    impostor::attempt_tls(addr, target, claimed, table, &ca_pem, leaf.as_ref())?;
+                let shown = match cert {
+                    None => "no certificate".to_owned(),
+                    Some(n) => match n.strip_prefix("other-ca:") {
+                        Some(n) => format!("another CA's certificate for {n}"),
+                        None => format!("{n}'s certificate"),
+                    },
+                };
+                // Without a certificate of the run's CA the handshake fails; with
+                // one that names another peer, the hello gets 504.
+                let chained = cert.is_some_and(|n| !n.starts_with("other-ca:"));
+                match &got {
+                    stktagg_tests::tls::TlsAttempt::Refused(why) if !chained => {
+                        c.step(format!(
+                            "{claimed} -> {target} over TLS with {shown}: handshake refused ({why})"
+                        ));
+                    }
+                    stktagg_tests::tls::TlsAttempt::Status {
+                        code,
+                        closed: true,
+                        line,
+                    } if chained && *code == StatusCode::UnknownPeer => {
+                        c.step(format!(
+                            "{claimed} -> {target} over TLS with {shown}: `{line}`, closed"
+                        ));
+                    }
+                    _ => bail!("{claimed} -> {target} over TLS with {shown}: {got:?}"),
+                }
+            }
+            let addr = c.topo.aggregator("aggr1").context("aggr1")?.listen;
+            if let Some(status) = impostor::attempt_plain_on_tls(addr, "aggr1", "aggr3", "ip.l2")? {
+                bail!("plain text on aggr1's TLS port got a status line: `{status}`");
+            }
+            c.step("aggr3 -> aggr1 in plain text on the TLS port: closed without a status line");
+        }
+        if t >= Duration::from_millis(800)
+            && let Some(b) = bg.take()
+        {
+            let n = b.finish()?;
+            c.outcome.requests += n;
+            c.step(format!("traffic stopped ({n} requests in the background)"));
+        }
+        Ok(bg.is_none() && m.settled_for(HOLD))
+    })?;
+    c.monitor_summary("impostor watch", &m, false);
+    let failures = tls_failures(c, "aggr1")? - failures_before;
+    if failures != 3 {
+        bail!("aggr1 counted {failures} failed TLS handshakes, want 3");
+    }
+    for (name, old) in &before {
+        let now = c.peers(name)?;
+        for p in &now {
+            let o = old.iter().find(|o| o.name == p.name);
+            let want = TLS_IMPOSTORS
+                .iter()
+                .filter(|(t, cl, _, cert)| {
+                    t == name && *cl == p.name && cert.is_some_and(|n| !n.starts_with("other-ca:"))
+                })
+                .count() as u64;
+            let same = o.is_some_and(|o| {
+                (o.sessions, o.collisions, &o.remote, &o.state)
+                    == (p.sessions, p.collisions, &p.remote, &p.state)
+                    && p.cert_refused == o.cert_refused + want
+            });
+            if !same {
+                bail!(
+                    "{name}'s session with {} changed or miscounted: {o:?} -> {p:?} (want {want} more cert_refused)",
+                    p.name
+                );
+            }
+        }
+    }
+    c.step("every refusal counted (3 failed TLS handshakes on aggr1, each wrong certificate as cert_refused); every real session the same");
+    c.converge("after the impostors: nothing of theirs counted")?;
+    c.send(&ALL, 5..=16, 1)?;
+    c.converge("new traffic over mutual TLS: every sum exact")?;
+    all_sessions_tls(c)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,6 +662,7 @@ mod tests {
             "node-restart",
             "partition",
             "impostor",
+            "tls",
         ] {
             assert!(names.contains(required), "{required} missing");
         }

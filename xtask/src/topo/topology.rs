@@ -99,6 +99,8 @@ pub struct Node {
 struct File {
     description: String,
     #[serde(default)]
+    tls: bool,
+    #[serde(default)]
     aggregator: Vec<Aggregator>,
     #[serde(default)]
     node: Vec<Node>,
@@ -113,6 +115,9 @@ pub struct Topology {
     pub dir: PathBuf,
     /// One line saying what it is.
     pub description: String,
+    /// Every link over mutual TLS: the run generates a CA (`{dir}/ca.pem`) and a
+    /// certificate per process (`{dir}/<name>.pem`) before anything starts.
+    pub tls: bool,
     /// Aggregators in start order (as listed).
     pub aggregators: Vec<Aggregator>,
     /// HAProxy nodes.
@@ -157,6 +162,7 @@ impl Topology {
             name: name.to_owned(),
             dir,
             description: file.description,
+            tls: file.tls,
             aggregators: file.aggregator,
             nodes: file.node,
             template,
@@ -223,6 +229,15 @@ impl Topology {
             .iter()
             .filter(|n| n.aggr == aggr)
             .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Every process name: aggregators, then nodes.
+    pub fn names(&self) -> Vec<String> {
+        self.aggregators
+            .iter()
+            .map(|a| a.name.clone())
+            .chain(self.nodes.iter().map(|n| n.name.clone()))
             .collect()
     }
 
@@ -330,7 +345,7 @@ mod tests {
 
     #[test]
     fn every_topology_loads() {
-        for name in ["ha", "multi-level"] {
+        for name in ["ha", "ha-tls", "multi-level"] {
             let t = Topology::load(&root(), name).unwrap();
             assert!(t.listen_addrs().unwrap().len() >= t.nodes.len() * 2);
         }
