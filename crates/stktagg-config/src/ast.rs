@@ -105,8 +105,9 @@ pub struct StatsSocket {
     pub span: Span,
 }
 
-/// A stats socket's access level, HAProxy's three levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A stats socket's access level, HAProxy's three levels, in order: each one may
+/// run what the one before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AccessLevel {
     /// Read only, non-sensitive.
     User,

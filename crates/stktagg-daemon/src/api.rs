@@ -5,6 +5,13 @@
 //! `echo "show table" | socat stdio unix:/tmp/stktagg.sock` works the same way.
 //! Output formats follow HAProxy's where HAProxy has the command (`show table`), so
 //! scripts written for HAProxy parse ours unchanged.
+//!
+//! Each socket has a level (`level user|operator|admin`), and so each connection:
+//! every command states the level it needs ([`needs`]), checked before it runs,
+//! and anything below gets HAProxy's `Permission denied`. `user` sees the
+//! process, the peers and the tables' sizes; `operator` also the tables' contents
+//! (the keys are client addresses); `admin` also what changes state. A connection
+//! may lower its level (`operator`, `user`), never raise it, as in HAProxy.
 
 use crate::clock::Clock;
 use crate::load::ApiSocket;
@@ -13,6 +20,7 @@ use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use stktagg_config::AccessLevel;
 use stktagg_store::{TableKind, TableSummary, rules};
 use stktagg_topology::{Role, SourceKind};
 use stktagg_wire::{DataSpec, Key, KeyType, Value};
@@ -60,6 +68,17 @@ pub async fn start(
         std::fs::set_permissions(&sock.path, std::fs::Permissions::from_mode(sock.mode))
             .with_context(|| format!("setting the mode of {}", sock.path.display()))?;
     }
+    if sock.uid.is_some() || sock.gid.is_some() {
+        std::os::unix::fs::chown(&sock.path, sock.uid, sock.gid).with_context(|| {
+            format!(
+                "setting the owner of {} to {}:{}",
+                sock.path.display(),
+                sock.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+                sock.gid.map_or_else(|| "-".to_owned(), |g| g.to_string())
+            )
+        })?;
+    }
+    let level = sock.level;
     let ctx = Arc::new(ctx);
     tasks.spawn(async move {
         loop {
@@ -73,14 +92,18 @@ pub async fn start(
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let _ = serve(ctx, stream).await;
+                let _ = serve(ctx, stream, level).await;
             });
         }
     });
     Ok(())
 }
 
-async fn serve(ctx: Arc<ApiContext>, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+async fn serve(
+    ctx: Arc<ApiContext>,
+    stream: tokio::net::UnixStream,
+    mut level: AccessLevel,
+) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut interactive = false;
@@ -114,9 +137,24 @@ async fn serve(ctx: Arc<ApiContext>, stream: tokio::net::UnixStream) -> std::io:
                     quit = true;
                     break;
                 }
+                // Lowers this connection's level, never raises it (HAProxy's).
+                "user" | "operator" => {
+                    let want = if cmd == "user" {
+                        AccessLevel::User
+                    } else {
+                        AccessLevel::Operator
+                    };
+                    if want <= level {
+                        level = want;
+                        continue;
+                    }
+                    wr.write_all(PERMISSION_DENIED.as_bytes()).await?;
+                    wr.write_all(b"\n").await?;
+                    continue;
+                }
                 _ => {}
             }
-            let out = execute(&ctx, cmd);
+            let out = execute_at(&ctx, level, cmd);
             wr.write_all(out.as_bytes()).await?;
             if !out.ends_with("\n\n") {
                 wr.write_all(b"\n").await?;
@@ -129,34 +167,124 @@ async fn serve(ctx: Arc<ApiContext>, stream: tokio::net::UnixStream) -> std::io:
     }
 }
 
-/// Runs one command and returns its output.
+/// What HAProxy answers a command above the connection's level.
+pub const PERMISSION_DENIED: &str = "Permission denied\n";
+
+/// The level a command needs, or `None` for a command we do not know. Every
+/// command is here: one that is not cannot run at any level.
+pub fn needs(words: &[&str]) -> Option<AccessLevel> {
+    Some(match words {
+        ["help"] | ["show", "version"] | ["show", "info"] | ["show", "cli", "level"] => {
+            AccessLevel::User
+        }
+        ["show", "peers", ..] | ["show", "aggrs"] => AccessLevel::User,
+        // The list of tables, and one table's header: its contents are checked
+        // in `show_table` (HAProxy prints the header and says why it stops).
+        ["show", "table"] | ["show", "table", _] => AccessLevel::User,
+        ["show", "table", _, ..] => AccessLevel::Operator,
+        _ => return None,
+    })
+}
+
+/// Runs one command with every right (`admin`) and returns its output.
 pub fn execute(ctx: &ApiContext, cmd: &str) -> String {
+    execute_at(ctx, AccessLevel::Admin, cmd)
+}
+
+/// Runs one command for a connection at `level` and returns its output.
+pub fn execute_at(ctx: &ApiContext, level: AccessLevel, cmd: &str) -> String {
     let words: Vec<&str> = cmd.split_whitespace().collect();
+    match needs(&words) {
+        None => return format!("Unknown command: '{cmd}'\n\n{}", help(level)),
+        Some(need) if need > level => return PERMISSION_DENIED.to_owned(),
+        Some(_) => {}
+    }
     match words.as_slice() {
-        ["help"] => help(),
+        ["help"] => help(level),
         ["show", "version"] => format!("{}\n", env!("CARGO_PKG_VERSION")),
         ["show", "info"] => show_info(ctx),
+        ["show", "cli", "level"] => format!("{}\n", level_name(level)),
         ["show", "peers", rest @ ..] => show_peers(ctx, rest.first().copied()),
         ["show", "aggrs"] => show_aggrs(ctx),
         ["show", "table"] => show_tables(ctx),
-        ["show", "table", name, rest @ ..] => show_table(ctx, name, rest),
-        _ => format!("Unknown command: '{cmd}'\n\n{}", help()),
+        ["show", "table", name, rest @ ..] => show_table(ctx, level, name, rest),
+        _ => format!("Unknown command: '{cmd}'\n\n{}", help(level)),
     }
 }
 
-fn help() -> String {
-    "The following commands are valid at this level:\n\
-     \x20 help                                    : this message\n\
-     \x20 prompt                                  : toggle interactive mode with prompt\n\
-     \x20 quit                                    : disconnect\n\
-     \x20 show version                            : show this process's version\n\
-     \x20 show info                               : report information about the running process\n\
-     \x20 show peers [<section>]                  : dump peer sessions per section\n\
-     \x20 show aggrs                              : dump aggregation rules and the tables they produced\n\
-     \x20 show table [<name>]                     : report table usage stats or dump this table's contents\n\
-     \x20 show table <name> data.<type> <op> <v>  : dump entries whose value matches (eq ne le ge lt gt)\n\
-     \x20 show table <name> key <key> [detail]    : dump one entry [with the contribution of each source]\n"
-        .to_owned()
+fn level_name(level: AccessLevel) -> &'static str {
+    match level {
+        AccessLevel::User => "user",
+        AccessLevel::Operator => "operator",
+        AccessLevel::Admin => "admin",
+    }
+}
+
+/// The commands and the level each needs, as `help` lists them.
+const HELP: &[(AccessLevel, &str)] = &[
+    (
+        AccessLevel::User,
+        "  help                                    : this message",
+    ),
+    (
+        AccessLevel::User,
+        "  prompt                                  : toggle interactive mode with prompt",
+    ),
+    (
+        AccessLevel::User,
+        "  quit                                    : disconnect",
+    ),
+    (
+        AccessLevel::User,
+        "  operator                                : lower the level of the current CLI session to operator",
+    ),
+    (
+        AccessLevel::User,
+        "  user                                    : lower the level of the current CLI session to user",
+    ),
+    (
+        AccessLevel::User,
+        "  show cli level                          : display the level of the current CLI session",
+    ),
+    (
+        AccessLevel::User,
+        "  show version                            : show this process's version",
+    ),
+    (
+        AccessLevel::User,
+        "  show info                               : report information about the running process",
+    ),
+    (
+        AccessLevel::User,
+        "  show peers [<section>]                  : dump peer sessions per section",
+    ),
+    (
+        AccessLevel::User,
+        "  show aggrs                              : dump aggregation rules and the tables they produced",
+    ),
+    (
+        AccessLevel::User,
+        "  show table [<name>]                     : report table usage stats or dump this table's contents",
+    ),
+    (
+        AccessLevel::Operator,
+        "  show table <name> data.<type> <op> <v>  : dump entries whose value matches (eq ne le ge lt gt)",
+    ),
+    (
+        AccessLevel::Operator,
+        "  show table <name> key <key> [detail]    : dump one entry [with the contribution of each source]",
+    ),
+];
+
+fn help(level: AccessLevel) -> String {
+    let mut o = "The following commands are valid at this level:\n".to_owned();
+    for (need, line) in HELP {
+        if *need <= level {
+            o.push_str(line);
+            o.push('\n');
+        }
+    }
+    o
 }
 
 fn show_info(ctx: &ApiContext) -> String {
@@ -557,10 +685,17 @@ enum Op {
     Gt,
 }
 
-fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
+fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -> String {
     let Some((s, t)) = find_table(ctx, name) else {
         return "No such table\n".to_owned();
     };
+    // HAProxy's answer below `operator`: the header, and why nothing follows.
+    if level < AccessLevel::Operator {
+        return format!(
+            "{}# contents not dumped due to insufficient privileges\n\n",
+            header(s, &t)
+        );
+    }
     let Some(info) = s.store.table_info(t.id) else {
         return "No such table\n".to_owned();
     };

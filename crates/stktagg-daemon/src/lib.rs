@@ -56,7 +56,9 @@ pub struct Options {
 pub struct Daemon {
     /// The sections, in configuration order.
     pub sections: Vec<Arc<section::Section>>,
-    /// The runtime API socket path, if any.
+    /// The runtime API sockets' paths (the first one is `api_path`).
+    pub api_paths: Vec<std::path::PathBuf>,
+    /// The first runtime API socket's path, if any.
     pub api_path: Option<std::path::PathBuf>,
     /// The Prometheus listener, if any.
     pub prometheus: Option<SocketAddr>,
@@ -90,16 +92,22 @@ impl Daemon {
         if prometheus.is_some() {
             tasks.spawn(metrics::process_task(shutdown.clone()));
         }
-        let api_path = loaded.stats_socket.as_ref().map(|s| s.path.clone());
-        if let Some(sock) = &loaded.stats_socket {
+        let api_paths: Vec<_> = loaded
+            .stats_sockets
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        // Every `stats socket` line is a listener of its own, with its own level.
+        for sock in &loaded.stats_sockets {
             let ctx = api::ApiContext::new(sections.clone(), clock);
             api::start(sock, ctx, &mut tasks, shutdown.clone())
                 .await
-                .context("starting the runtime API")?;
+                .with_context(|| format!("starting the runtime API on {}", sock.path.display()))?;
         }
         Ok(Daemon {
             sections,
-            api_path,
+            api_path: api_paths.first().cloned(),
+            api_paths,
             prometheus,
             tasks,
             shutdown,
@@ -128,7 +136,7 @@ impl Daemon {
             tracing::warn!("shutdown grace period elapsed, aborting remaining tasks");
             self.tasks.abort_all();
         }
-        if let Some(p) = &self.api_path {
+        for p in &self.api_paths {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -199,7 +207,7 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
         tracing::info!(section = %name, %addr, "listening for peers");
         println!("stktagg: section `{name}` listening for peers on {addr}");
     }
-    if let Some(p) = &daemon.api_path {
+    for p in &daemon.api_paths {
         println!("stktagg: runtime API on {}", p.display());
     }
     if let Some(p) = &daemon.prometheus {

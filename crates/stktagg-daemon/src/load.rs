@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use stktagg_config::{Config, ConfigError, ErrorKind, LogLevel, StatsSocket, TlsFile, Verify};
+use stktagg_config::{
+    AccessLevel, Config, ConfigError, ErrorKind, LogLevel, StatsSocket, TlsFile, Verify,
+};
 use stktagg_topology::Plan;
 
 /// Why a configuration could not be loaded.
@@ -40,15 +42,19 @@ pub struct Tunables {
     pub startup_grace: Duration,
 }
 
-/// The runtime API socket.
+/// One runtime API socket (a `stats socket` line).
 #[derive(Debug, Clone)]
 pub struct ApiSocket {
     /// Unix socket path.
     pub path: PathBuf,
     /// File mode (default 0600).
     pub mode: u32,
-    /// Whether `set`/`clear` commands are allowed (level admin).
-    pub admin: bool,
+    /// What its clients may run (`level`; default `operator`, as in HAProxy).
+    pub level: AccessLevel,
+    /// The socket file's owner (`user`), resolved to its id at load.
+    pub uid: Option<u32>,
+    /// The socket file's group (`group`), resolved to its id at load.
+    pub gid: Option<u32>,
 }
 
 /// A loaded, checked and resolved configuration.
@@ -60,8 +66,8 @@ pub struct Loaded {
     pub plan: Plan,
     /// Timeouts and limits.
     pub tunables: Tunables,
-    /// The runtime API socket, if any.
-    pub stats_socket: Option<ApiSocket>,
+    /// The runtime API sockets, one per `stats socket` line.
+    pub stats_sockets: Vec<ApiSocket>,
     /// The Prometheus listener, if any (and resolvable).
     pub prometheus: Option<SocketAddr>,
     /// Where the configuration came from.
@@ -169,7 +175,12 @@ fn finish(config: Config, name: &str) -> Result<Loaded, LoadError> {
         startup_grace: STARTUP_GRACE,
     };
     let tls = section_tls(&config, &plan).map_err(LoadError::Invalid)?;
-    let stats_socket = g.stats_sockets.first().map(api_socket);
+    let stats_sockets = g
+        .stats_sockets
+        .iter()
+        .map(api_socket)
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(LoadError::Invalid)?;
     let prometheus = match &g.prometheus {
         Some(l) => Some(
             format!("{}:{}", bracket(&l.addr.host), l.addr.port)
@@ -187,7 +198,7 @@ fn finish(config: Config, name: &str) -> Result<Loaded, LoadError> {
         config,
         plan,
         tunables,
-        stats_socket,
+        stats_sockets,
         prometheus,
         source: name.to_owned(),
         tls,
@@ -358,10 +369,37 @@ fn bracket(host: &str) -> String {
     }
 }
 
-fn api_socket(s: &StatsSocket) -> ApiSocket {
-    ApiSocket {
+/// A `stats socket` line with its `user` and `group` resolved: a name in the
+/// system's user and group databases, else a number taken as the id itself.
+fn api_socket(s: &StatsSocket) -> Result<ApiSocket, String> {
+    let unknown = |what: &str, name: &str, e: Option<nix::Error>| {
+        let why = e.map(|e| format!(" ({e})")).unwrap_or_default();
+        format!(
+            "{}: error: `stats socket {}`: unknown {what} `{name}`{why}\n",
+            s.span, s.path
+        )
+    };
+    let uid = match &s.user {
+        None => None,
+        Some(name) => Some(match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => u.uid.as_raw(),
+            Ok(None) => name.parse().map_err(|_| unknown("user", name, None))?,
+            Err(e) => return Err(unknown("user", name, Some(e))),
+        }),
+    };
+    let gid = match &s.group {
+        None => None,
+        Some(name) => Some(match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => g.gid.as_raw(),
+            Ok(None) => name.parse().map_err(|_| unknown("group", name, None))?,
+            Err(e) => return Err(unknown("group", name, Some(e))),
+        }),
+    };
+    Ok(ApiSocket {
         path: PathBuf::from(&s.path),
         mode: s.mode.unwrap_or(0o600),
-        admin: matches!(s.level, stktagg_config::AccessLevel::Admin),
-    }
+        level: s.level,
+        uid,
+        gid,
+    })
 }

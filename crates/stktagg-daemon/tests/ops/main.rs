@@ -19,6 +19,8 @@
 //!   SIGINT.
 //! - `ha_example`: the seed's HA example run as its README says (node lines
 //!   merged into Debian's stock haproxy.cfg), on 127.0.59.N.
+//! - `sockets`: every `stats socket` line opened with its mode, owner and group;
+//!   each one's level enforced per command, lowered per connection.
 //! - `tls`: mutual TLS with real nodes (they dial us, we dial them), impostors
 //!   over TLS and plain text refused and counted, certificates re-read on SIGHUP.
 //! - `deploy`: the files under `deploy/` (configs check, the seed's node lines
@@ -36,4 +38,5 @@ mod deploy;
 mod ha_example;
 mod metrics;
 mod rig;
+mod sockets;
 mod tls;
