@@ -39,6 +39,7 @@ const EXPECTED: &[&str] = &[
     "/usr/share/doc/stktagg/docs/configuration.md",
     "/usr/share/doc/stktagg/docs/ha.md",
     "/usr/share/doc/stktagg/docs/decisions.md",
+    "/usr/share/doc/stktagg/docs/security.md",
     "/usr/share/doc/stktagg/examples/ha/README.md",
     "/usr/share/doc/stktagg/examples/prometheus/stktagg-alerts.yml",
     "/usr/share/doc/stktagg/examples/ha/aggr1.cfg",
