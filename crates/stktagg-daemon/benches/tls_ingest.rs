@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use stktagg_daemon::{Daemon, Options, load_str};
-use stktagg_session::{Feed, NothingToSend, Outbox, PeerSession, Progress, SessionConfig, TableKey};
+use stktagg_session::{
+    Feed, NothingToSend, Outbox, PeerSession, Progress, SessionConfig, TableKey,
+};
 use stktagg_wire::{DataSpec, DataType, Key, KeyType, TableDefinition, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -47,7 +49,13 @@ impl Feed for Stream {
         self.next = self.next.wrapping_add(1);
         let key = Key::from_ipv4(Ipv4Addr::from(0x0a00_0000 + k));
         let def = self.def.clone();
-        let sent = out.send(TableKey(1), || Some(def), key, vec![Value::Uint(self.next)], None);
+        let sent = out.send(
+            TableKey(1),
+            || Some(def),
+            key,
+            vec![Value::Uint(self.next)],
+            None,
+        );
         if matches!(sent, Ok(true)) {
             self.left -= 1;
         }
@@ -83,7 +91,10 @@ where
         assert!(engine.closed_reason().is_none(), "{name} refused");
         let buf = engine.input_buffer();
         buf.reserve(256);
-        assert!(s.read_buf(buf).await.unwrap() > 0, "{name}: closed in the hello");
+        assert!(
+            s.read_buf(buf).await.unwrap() > 0,
+            "{name}: closed in the hello"
+        );
         engine.input_received(now());
     }
     let (mut rd, mut wr) = tokio::io::split(s);

@@ -259,6 +259,16 @@ fn section_tls(config: &Config, plan: &Plan) -> Result<Vec<SectionTls>, String> 
 
 type CertifiedKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
+/// A file that is not named (`Some(None)`), was read (`Some(Some)`), or failed
+/// (`None`).
+fn ok_or_absent<T>(named: Option<Option<T>>) -> Option<Option<T>> {
+    match named {
+        None => Some(None),
+        Some(Some(v)) => Some(Some(v)),
+        Some(None) => None,
+    }
+}
+
 /// The TLS files read so far (each path once), and the errors reported (each
 /// option once).
 #[derive(Default)]
@@ -307,10 +317,7 @@ impl TlsFiles {
         rustls::pki_types::ServerName<'static>,
         Arc<rustls::ClientConfig>,
     )> {
-        let certified = match &d.crt {
-            Some(f) => Some(self.certified(f)),
-            None => None,
-        };
+        let certified = d.crt.as_ref().map(|f| self.certified(f));
         let roots = match (&d.ca_file, d.verify) {
             (Some(ca), stktagg_config::Verify::Required) => Some(self.roots(ca)),
             _ => None,
@@ -320,13 +327,8 @@ impl TlsFiles {
             .map_err(|e| self.errors.push(format!("{}: error: {e:#}\n", peer.span)))
             .ok();
         // Any file that failed was reported at its option.
-        let certified = match certified {
-            Some(k) => Some(k?),
-            None => None,
-        };
-        let roots = match roots {
-            Some(r) => Some(r?),
-            None => None,
+        let (Some(certified), Some(roots)) = (ok_or_absent(certified), ok_or_absent(roots)) else {
+            return None;
         };
         let cfg = crate::tls::client_config_with(opts.verify, certified, roots)
             .map_err(|e| {
