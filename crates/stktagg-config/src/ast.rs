@@ -211,8 +211,9 @@ impl Aggregations {
     /// How we dial `peer` over TLS, if we do: its line's options over the
     /// section's `default-server`, TLS when either says `ssl` and the peer line
     /// does not say `no-ssl`. `verify` defaults to `required`, as in HAProxy.
+    /// `None` for a peer we never dial (the `local` one, one without address).
     pub fn dial_tls(&self, peer: &Peer) -> Option<TlsDial> {
-        if peer.role == PeerRole::Local {
+        if peer.role == PeerRole::Local || peer.addr.is_none() {
             return None;
         }
         let (own, def) = (&peer.tls, &self.default_server);

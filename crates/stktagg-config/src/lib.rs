@@ -179,6 +179,9 @@ mod tests {
         // No `ca-file`: the listener asks for no client certificate.
         assert_eq!(lab.listener_tls().unwrap().verify, Verify::None);
         assert_eq!(lab.dial_tls(&lab.peers[2]), None);
+        // `n3 ssl` without address: never dialed, so no TLS to dial it with.
+        assert_eq!(lab.peers[3].tls.ssl, Some(true));
+        assert_eq!(lab.dial_tls(&lab.peers[3]), None);
         assert_eq!(
             cfg.sections[2].listener_tls().unwrap().verify,
             Verify::Optional

@@ -14,13 +14,42 @@ fn version_prints_the_crate_version() {
     assert_eq!(out.trim(), format!("stktagg {}", env!("CARGO_PKG_VERSION")));
 }
 
+/// `text` with every `crt` and `ca-file` path replaced by a file of a test PKI in
+/// `dir` (the golden configurations name files of a real host, which `-c` reads).
+fn with_test_pki(text: &str, dir: &std::path::Path) -> String {
+    let ca = stktagg_tests::pki::Ca::new("cli test CA").unwrap();
+    let ca_path = ca.write(&dir.join("ca.pem")).unwrap();
+    let crt = ca.leaf("any").unwrap().write(&dir.join("any.pem")).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        for i in 1..words.len() {
+            match words[i - 1].as_str() {
+                "crt" => words[i] = crt.display().to_string(),
+                "ca-file" => words[i] = ca_path.display().to_string(),
+                _ => {}
+            }
+        }
+        out.push_str(&words.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
 #[test]
 fn check_accepts_good_files_and_prints_the_plan() {
     let seed = root().join("crates/stktagg-config/tests/data/ok");
+    let scratch = scratch_dir("ops_cli_good").unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(&seed).unwrap() {
-        let p = entry.unwrap().path();
+        let mut p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "cfg") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            if text.contains(" crt ") || text.contains(" ca-file ") {
+                let copy = scratch.join(p.file_name().unwrap());
+                std::fs::write(&copy, with_test_pki(&text, &scratch)).unwrap();
+                p = copy;
+            }
             let (code, out, err) = run_bin(&["-c", "-f", p.to_str().unwrap()]);
             assert_eq!(code, Some(0), "{}: {err}", p.display());
             assert!(
@@ -33,6 +62,7 @@ fn check_accepts_good_files_and_prints_the_plan() {
         }
     }
     assert!(checked >= 4, "only {checked} files in {}", seed.display());
+    remove_dir(&scratch);
 }
 
 #[test]
