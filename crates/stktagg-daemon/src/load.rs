@@ -78,6 +78,49 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// What `-c` says about TLS, per section that uses it: the listener's
+    /// verification and the peers dialed over TLS.
+    pub fn tls_summary(&self) -> String {
+        let mut o = String::new();
+        for (sp, t) in self.plan.sections.iter().zip(&self.tls) {
+            let dialed: Vec<String> = t
+                .dialers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    let (opts, name, _) = d.as_ref()?;
+                    let peer = sp.peers.get(i)?;
+                    Some(format!(
+                        "{} (verify {}, name {})",
+                        peer.name,
+                        opts.verify.as_str(),
+                        name.to_str()
+                    ))
+                })
+                .collect();
+            if t.listener.is_none() && dialed.is_empty() {
+                continue;
+            }
+            o.push_str(&format!("section {} TLS:\n", sp.name));
+            match &t.listener {
+                Some((l, _)) => o.push_str(&format!(
+                    "  listener: TLS only, client certificates {}\n",
+                    match l.verify {
+                        crate::tls::Verify::None => "not asked for",
+                        crate::tls::Verify::Optional =>
+                            "checked when sent, and must name the peer claimed",
+                        crate::tls::Verify::Required => "required, and must name the peer claimed",
+                    }
+                )),
+                None => o.push_str("  listener: plain TCP\n"),
+            }
+            if !dialed.is_empty() {
+                o.push_str(&format!("  dialed over TLS: {}\n", dialed.join(", ")));
+            }
+        }
+        o
+    }
+
     /// The configured log level.
     pub fn log_level(&self) -> &'static str {
         match self.config.global.log_level {

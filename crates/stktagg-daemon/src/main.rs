@@ -60,6 +60,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     };
     if cli.check {
         print!("{}", loaded.plan);
+        print!("{}", loaded.tls_summary());
         println!("configuration is valid");
         return Ok(ExitCode::SUCCESS);
     }

@@ -223,6 +223,17 @@ pub fn identity_matches(chain: Option<&[CertificateDer<'_>]>, claimed: &str) -> 
         .is_some_and(|leaf| certificate_names(leaf).iter().any(|n| n == claimed))
 }
 
+impl Verify {
+    /// The keyword, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verify::None => "none",
+            Verify::Optional => "optional",
+            Verify::Required => "required",
+        }
+    }
+}
+
 impl From<stktagg_config::Verify> for Verify {
     fn from(v: stktagg_config::Verify) -> Verify {
         match v {

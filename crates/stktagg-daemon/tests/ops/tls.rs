@@ -455,5 +455,12 @@ fn check_points_at_each_unusable_tls_file() {
     std::fs::write(&file, ok).unwrap();
     let (code, out, err) = crate::rig::run_bin(&["-c", "-f", &f]);
     assert_eq!(code, Some(0), "{out}{err}");
+    // The plan says what runs over TLS.
+    for want in [
+        "section a TLS:\n  listener: TLS only, client certificates required, and must name the peer claimed\n",
+        "  dialed over TLS: n1 (verify required, name n1), n2 (verify required, name n2), n3 (verify required, name n3)\n",
+    ] {
+        assert!(out.contains(want), "`{want}` not in:\n{out}");
+    }
     stktagg_tests::ports::remove_dir(&dir);
 }
