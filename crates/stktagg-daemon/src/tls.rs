@@ -489,6 +489,49 @@ mod tests {
     }
 
     #[test]
+    fn reload_swaps_what_loads_and_keeps_what_does_not() {
+        let d = scratch("reload");
+        let (ca, leaves) = pki(&d, &["agg", "hap1"]);
+        let listener = ListenerTls {
+            crt: leaves[0].clone(),
+            ca_file: Some(ca.clone()),
+            verify: Verify::Required,
+        };
+        let dial = DialTls {
+            crt: Some(leaves[0].clone()),
+            ca_file: Some(ca.clone()),
+            ..DialTls::default()
+        };
+        let name = server_name(&dial, "hap1").unwrap();
+        let state = TlsState::new(SectionTls {
+            listener: Some((listener.clone(), server_config(&listener).unwrap())),
+            dialers: vec![
+                None,
+                Some((dial.clone(), name, client_config(&dial).unwrap())),
+            ],
+        });
+        assert!(state.is_used());
+        assert_eq!(state.listener_verify(), Some(Verify::Required));
+        assert!(state.connector(0).is_none() && state.connector(1).is_some());
+        let before = state.acceptor().map(|a| Arc::as_ptr(a.config()));
+        let r = state.reload();
+        assert_eq!((r.swapped, r.errors.len()), (2, 0), "{r:?}");
+        let after = state.acceptor().map(|a| Arc::as_ptr(a.config()));
+        assert_ne!(
+            before, after,
+            "the listener's configuration was not swapped"
+        );
+        // A broken certificate file: nothing swapped, both keep what they had.
+        std::fs::write(&leaves[0], "broken\n").unwrap();
+        let r = state.reload();
+        assert_eq!(r.swapped, 0, "{r:?}");
+        assert_eq!(r.errors.len(), 2, "{r:?}");
+        assert!(r.errors[0].starts_with("listener: crt "), "{r:?}");
+        assert_eq!(state.acceptor().map(|a| Arc::as_ptr(a.config())), after);
+        assert!(state.connector(1).is_some());
+    }
+
+    #[test]
     fn configurations_build_and_bad_files_are_clear_errors() {
         let d = scratch("cfg");
         let (ca, leaves) = pki(&d, &["agg", "hap1"]);
