@@ -10,7 +10,8 @@
 //! every command states the level it needs ([`needs`]), checked before it runs,
 //! and anything below gets HAProxy's `Permission denied`. `user` sees the
 //! process, the peers and the tables' sizes; `operator` also the tables' contents
-//! (the keys are client addresses); `admin` also what changes state. A connection
+//! (the keys are client addresses) and the commands on entries (HAProxy's
+//! `show`/`clear`/`set table` all need `operator`); `admin` everything. A connection
 //! may lower its level (`operator`, `user`), never raise it, as in HAProxy.
 
 use crate::clock::Clock;
