@@ -439,3 +439,8 @@ fn decode_dict(
     *dict_fill = Some((id, name.clone()));
     Ok(DictValue::Name(name))
 }
+
+#[cfg(test)]
+mod examples;
+#[cfg(test)]
+mod goldens;

@@ -622,3 +622,6 @@ mod shared_tests {
         assert!(SharedUpdate::encode(&d, &key, &[]).is_err());
     }
 }
+
+#[cfg(test)]
+mod examples;

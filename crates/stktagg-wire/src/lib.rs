@@ -28,10 +28,12 @@
 //!   map shared by both sides.
 //! - `tokio_codec` (feature `tokio-codec`): `PeerCodec`, the tokio-util adapter.
 //!
-//! Tests live beside the code; `proptests` (test-only) holds the worked examples of
-//! the protocol notes, the golden HAProxy captures of `tests/captures/`, and the
-//! property tests. `fuzz/` (its own workspace) has a cargo-fuzz target:
-//! `cargo +nightly fuzz run decode` from this crate's directory.
+//! Tests live beside the code: each module's own, the worked decoding examples and
+//! the golden HAProxy captures in `decode/examples.rs` and `decode/goldens.rs`, the
+//! encoder's refusals in `encode/examples.rs`; `proptests` (test-only) holds only the
+//! property tests; `testutil` the shared hex and `check` helpers. `fuzz/` (its own
+//! workspace) has a cargo-fuzz target: `cargo +nightly fuzz run decode` from this
+//! crate's directory.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![warn(missing_docs)]
