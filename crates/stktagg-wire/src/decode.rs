@@ -439,8 +439,3 @@ fn decode_dict(
     *dict_fill = Some((id, name.clone()));
     Ok(DictValue::Name(name))
 }
-
-#[cfg(test)]
-mod examples;
-#[cfg(test)]
-mod goldens;

@@ -28,10 +28,11 @@
 //!   map shared by both sides.
 //! - `tokio_codec` (feature `tokio-codec`): `PeerCodec`, the tokio-util adapter.
 //!
-//! Tests live beside the code: each module's own, the worked decoding examples and
-//! the golden HAProxy captures in `decode/examples.rs` and `decode/goldens.rs`, the
-//! encoder's refusals in `encode/examples.rs`; `proptests` (test-only) holds only the
-//! property tests; `testutil` the shared hex and `check` helpers. `fuzz/` (its own
+//! Tests live beside the code: each module's own, the encoder's refusals in
+//! `encode/examples.rs`; test-only modules hold what spans the codec: `examples`
+//! (worked examples from captures and the protocol notes, decoded and encoded back),
+//! `goldens` (the HAProxy captures of `tests/captures/`), `proptests` (only property
+//! tests), `testutil` (hex and the data-driven `check` helpers). `fuzz/` (its own
 //! workspace) has a cargo-fuzz target: `cargo +nightly fuzz run decode` from this
 //! crate's directory.
 
@@ -54,6 +55,10 @@ pub mod varint;
 #[cfg(feature = "tokio-codec")]
 pub mod tokio_codec;
 
+#[cfg(test)]
+mod examples;
+#[cfg(test)]
+mod goldens;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

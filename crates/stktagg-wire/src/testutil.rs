@@ -31,7 +31,6 @@ pub(crate) fn unhex(s: &str) -> Vec<u8> {
 
 use crate::data::{DataSpec, DataType, Value};
 use crate::decode::Decoder;
-use crate::encode::Encoder;
 use crate::error::WireError;
 use crate::key::{Key, KeyType};
 use crate::message::{Message, TableDefinition, Update, UpdateKind};
@@ -115,16 +114,6 @@ pub(crate) fn check_err(input_hex: &str, pred: impl Fn(&WireError) -> bool) {
             }
         }
     }
-}
-
-/// Encodes messages with a fresh encoder and returns the hex.
-pub(crate) fn encode_all(msgs: &[Message]) -> String {
-    let mut enc = Encoder::new();
-    let mut buf = BytesMut::new();
-    for m in msgs {
-        enc.encode(m, &mut buf).unwrap();
-    }
-    hex(&buf)
 }
 
 pub(crate) fn update(

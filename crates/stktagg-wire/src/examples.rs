@@ -1,5 +1,6 @@
-//! Worked examples of decoding (captures and the protocol notes), data-driven:
-//! `check(input_hex, expected)` and `check_err(input_hex, pred)`.
+//! Worked examples of the codec, from captures and the protocol notes: each message
+//! decoded from its bytes (data-driven: `check(input_hex, expected)`,
+//! `check_err(input_hex, pred)`) and encoded back to them.
 
 use crate::data::{DataSpec, DataType, DictValue, FreqCtr, Value};
 use crate::decode::Decoder;
@@ -683,4 +684,14 @@ fn too_many_tables() {
         dec.decode(&mut buf),
         Err(WireError::TooManyTables { limit: 2 })
     ));
+}
+
+/// Encodes messages with a fresh encoder and returns the hex.
+fn encode_all(msgs: &[Message]) -> String {
+    let mut enc = Encoder::new();
+    let mut buf = BytesMut::new();
+    for m in msgs {
+        enc.encode(m, &mut buf).unwrap();
+    }
+    hex(&buf)
 }
