@@ -175,6 +175,9 @@ pub struct Aggregations {
     /// otherwise themselves. `option addr-check` / `no option addr-check`.
     /// Default: on.
     pub addr_check: bool,
+    /// `shards <n>`: the number of shards the keys are split into (HAProxy's
+    /// peers-section keyword); 0 when the section has none.
+    pub shards: u32,
     /// `default-server`: the TLS options every dialed peer starts from (its own
     /// line's options win). Empty when the section has no such line.
     pub default_server: TlsOptions,
@@ -311,7 +314,7 @@ pub struct TlsDial {
     pub sni: Option<String>,
 }
 
-/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]
+/// `peer <name> [<addr>:<port>] [local | down | up [group <n>]] [shard <i>] [addr-check | no-addr-check]
 /// [<tls options>]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
@@ -321,6 +324,10 @@ pub struct Peer {
     pub addr: Option<PeerAddr>,
     /// What it is to us.
     pub role: PeerRole,
+    /// `shard <i>`: we send this peer only the entries of shard `i` of the
+    /// section's `shards` (on the `local` peer: the shard we serve, for the
+    /// record). 0, as in HAProxy, when it has none: it gets every entry.
+    pub shard: u32,
     /// `addr-check` (`Some(true)`) or `no-addr-check` (`Some(false)`) on its line;
     /// `None`: the section's `option addr-check` decides. Never set on `local`.
     pub addr_check: Option<bool>,

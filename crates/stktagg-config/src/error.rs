@@ -420,6 +420,40 @@ pub enum ErrorKind {
     /// `tune.reconnect-min` above `tune.reconnect-max`.
     #[error("`tune.reconnect-min` is greater than `tune.reconnect-max`")]
     ReconnectRange,
+    /// `shard` on a peer of a section without `shards`.
+    #[error("peer `{name}` has a `shard` but the section declares no `shards <n>`")]
+    ShardWithoutShards {
+        /// The peer.
+        name: String,
+    },
+    /// A `shard` above the section's `shards`.
+    #[error(
+        "peer `{name}` has `shard {shard}` but the section has `shards {shards}` (shards are numbered from 1 to {shards}; 0 means none)"
+    )]
+    ShardOutOfRange {
+        /// The peer.
+        name: String,
+        /// Its shard.
+        shard: u32,
+        /// The section's number of shards.
+        shards: u32,
+    },
+    /// Members of one `up` group with different shards.
+    #[error(
+        "peer `{name}` has shard {shard} but `{other}`, of the same group {group}, has shard {other_shard}: replicas must hold the same keys"
+    )]
+    GroupShards {
+        /// The group number.
+        group: u32,
+        /// The member declared later.
+        name: String,
+        /// Its shard (0: none).
+        shard: u32,
+        /// The first member.
+        other: String,
+        /// The first member's shard (0: none).
+        other_shard: u32,
+    },
 }
 
 fn suggestion_text(suggestion: &Option<&'static str>) -> String {
@@ -538,6 +572,32 @@ pub enum WarningKind {
         name: String,
         /// Its address as written (a host name or a wildcard), if it has one.
         addr: Option<String>,
+    },
+    /// `shards` in a section where no peer has a `shard`.
+    #[error("`shards {shards}` has no effect: no peer of this section has a `shard`")]
+    ShardsUnused {
+        /// The number of shards.
+        shards: u32,
+    },
+    /// `shard` on a source: we send it only the sums of that shard.
+    #[error(
+        "peer `{name}` is a source with `shard {shard}`: it will only get the sums of the keys of shard {shard} (put `shard` on `up` peers to split what we send up, or on the `local` peer to say which shard we serve)"
+    )]
+    ShardOnSource {
+        /// The peer.
+        name: String,
+        /// Its shard.
+        shard: u32,
+    },
+    /// Sharded `up` peers that leave a shard without any upstream.
+    #[error(
+        "no `up` peer has `shard {shard}`: the keys of shard {shard} of {shards} are sent to no upstream"
+    )]
+    ShardWithoutUp {
+        /// The shard nobody serves.
+        shard: u32,
+        /// The number of shards.
+        shards: u32,
     },
 }
 

@@ -194,6 +194,43 @@ mod tests {
     }
 
     #[test]
+    fn shards_and_shard_are_read_zero_meaning_none() {
+        let text = "\
+aggregations myaggr
+    peer aggr1 10.0.0.1:1 local
+    peer hap1  10.0.0.11:1
+    peer top1a 10.0.0.31:2 up group 1 shard 1
+    peer top1b 10.0.0.32:2 up group 1 shard 1
+    peer top2  10.0.0.33:2 up shard 2
+    shards 2
+    from .uncombined to .aggr
+    forward .l2
+";
+        let cfg = parse_str(text, "t.cfg").unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let s = &cfg.sections[0];
+        assert_eq!(s.shards, 2);
+        let shards: Vec<(&str, u32)> = s.peers.iter().map(|p| (p.name.as_str(), p.shard)).collect();
+        assert_eq!(
+            shards,
+            [
+                ("aggr1", 0),
+                ("hap1", 0),
+                ("top1a", 1),
+                ("top1b", 1),
+                ("top2", 2)
+            ]
+        );
+        assert_eq!(
+            s.peers[4].role,
+            PeerRole::Up { group: None },
+            "`shard` after the role leaves it as it is"
+        );
+        let plain = parse_str(DEFAULT_CONFIG, "<default>").unwrap();
+        assert_eq!(plain.sections[0].shards, 0);
+    }
+
+    #[test]
     fn missing_file_is_an_error_naming_it() {
         let e = parse_file("/nonexistent/stktagg.cfg").unwrap_err();
         let text = e.to_string();

@@ -114,6 +114,8 @@ pub(crate) enum Stmt {
     },
     /// `forward ...`.
     Forward { suffix: Option<Tok> },
+    /// `shards ...`.
+    Shards { value: Option<Tok> },
     /// `[no] option <name>`; the name is one the grammar knows.
     Option { name: Tok, on: bool },
 }
@@ -301,6 +303,9 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
         Rule::forward => Stmt::Forward {
             suffix: find(Rule::suffix),
         },
+        Rule::shards => Stmt::Shards {
+            value: find(Rule::shards_value),
+        },
         Rule::section_option => match find(Rule::option_name) {
             Some(name) => Stmt::Option {
                 name,
@@ -370,7 +375,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "log-level" => "usage: log-level error|warn|info|debug|trace",
         "timeout" => "usage: timeout hello|connect|idle <duration>",
         "peer" => {
-            "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check] \
+            "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [shard <i>] [addr-check | no-addr-check] \
              [ssl | no-ssl] [crt <pem>] [ca-file <pem>] [verify none|optional|required] [sni <name>]"
         }
         "default-server" => {
@@ -378,6 +383,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         }
         "from" => "usage: from <suffix>|any to <suffix>",
         "forward" => "usage: forward <suffix>",
+        "shards" => "usage: shards <n>",
         "option" | "no" => "usage: [no] option teach-back|addr-check",
         "global" => "usage: global",
         "aggregations" => "usage: aggregations <name>",
@@ -394,6 +400,7 @@ const PEER_OPTIONS: &[&str] = &[
     "`down`",
     "`up`",
     "`group`",
+    "`shard`",
     "`addr-check`",
     "`no-addr-check`",
     "`ssl`",
@@ -418,6 +425,7 @@ fn describe(rule: Rule) -> &'static [&'static str] {
         Rule::option_value => &["a value"],
         Rule::timeout_kind => &["`hello`", "`connect`", "`idle`"],
         Rule::tune_value => &["a value"],
+        Rule::shards_value => &["a number"],
         Rule::peer_option | Rule::peer_flag | Rule::peer_valued | Rule::peer_value_kw => {
             PEER_OPTIONS
         }
@@ -624,6 +632,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // `shard <i>` in any place among the options; without an address it is
+        // not taken for a host name.
+        match stmt("  peer t shard 1 up group 2") {
+            Stmt::Peer(p) => {
+                assert!(p.addr.is_none());
+                assert_eq!(
+                    opts(&p),
+                    [
+                        own("shard", Some("1")),
+                        own("up", None),
+                        own("group", Some("2"))
+                    ]
+                );
+                assert_eq!(p.options[0].kw.col, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        match stmt("  shards 4 # two pairs") {
+            Stmt::Shards { value } => assert_eq!(value.unwrap().col, 10),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -636,8 +665,8 @@ mod tests {
                 assert_eq!(found, "`lokal`");
                 assert_eq!(
                     expected,
-                    "`local`, `down`, `up`, `group`, `addr-check`, `no-addr-check`, `ssl`, \
-                     `no-ssl`, `crt`, `ca-file`, `verify`, `sni` or end of line"
+                    "`local`, `down`, `up`, `group`, `shard`, `addr-check`, `no-addr-check`, \
+                     `ssl`, `no-ssl`, `crt`, `ca-file`, `verify`, `sni` or end of line"
                 );
             }
             other => panic!("{other:?}"),

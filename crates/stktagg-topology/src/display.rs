@@ -46,6 +46,16 @@ impl fmt::Display for SectionPlan {
             "section {}: we are `{}`, listening on {}",
             self.name, self.local_name, self.listener
         )?;
+        if self.shards > 0 {
+            match self.local_shard {
+                0 => writeln!(f, "  shards: {}", self.shards)?,
+                ours => writeln!(
+                    f,
+                    "  shards: {} (we serve shard {ours}: sharded nodes send us only its keys)",
+                    self.shards
+                )?,
+            }
+        }
         writeln!(f, "  peers:")?;
         let width = self.peers.iter().map(|p| p.name.len()).max().unwrap_or(0);
         let addr_width = self
@@ -68,9 +78,13 @@ impl fmt::Display for SectionPlan {
                     _ => "upstream".to_owned(),
                 },
             };
+            let shard = match self.shard_of(p.id) {
+                Some(sh) => format!(", shard {sh}"),
+                None => String::new(),
+            };
             writeln!(
                 f,
-                "    #{} {:width$}  {:addr_width$}  {role}",
+                "    #{} {:width$}  {:addr_width$}  {role}{shard}",
                 p.id.0, p.name, addr
             )?;
         }
@@ -141,6 +155,15 @@ impl fmt::Display for SectionPlan {
                     .join(", ")
             };
             writeln!(f, "    <base>{w} from {from} -> relayed as is to {relays}")?;
+        }
+        for p in &self.peers {
+            if let Some(sh) = self.shard_of(p.id) {
+                writeln!(
+                    f,
+                    "    to {}: only the keys of shard {sh} of {} (HAProxy's key-to-shard function, seeded with `{}/<table>`)",
+                    p.name, self.shards, self.name
+                )?;
+            }
         }
         writeln!(f, "    anything else: ignored")?;
         writeln!(

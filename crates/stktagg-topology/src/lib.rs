@@ -84,6 +84,22 @@ pub enum TopologyError {
         /// The suffix.
         suffix: String,
     },
+    /// A `shard` above the section's `shards` (or any `shard` without `shards`).
+    #[error("peer `{name}` of section `{section}` has a shard above the section's `shards`")]
+    ShardOutOfRange {
+        /// The section.
+        section: String,
+        /// The peer.
+        name: String,
+    },
+    /// Members of one `up` group with different shards.
+    #[error("the members of group {group} of section `{section}` have different shards")]
+    GroupShards {
+        /// The section.
+        section: String,
+        /// The group number.
+        group: u32,
+    },
     /// A suffix used twice, or ending with another one, or two `from any`.
     #[error("suffix `{suffix}` in section `{section}` collides with another suffix")]
     SuffixConflict {

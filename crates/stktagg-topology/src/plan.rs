@@ -44,6 +44,11 @@ pub struct SectionPlan {
     pub forwards: Vec<String>,
     /// Teach a source that asks for a resync its own last entries (SPEC §5).
     pub teach_back: bool,
+    /// `shards <n>`: how many shards the keys are split into; 0 for none.
+    pub shards: u32,
+    /// The `local` peer's `shard`: which shard of a sharded tier we serve, for
+    /// the record (HAProxy nodes decide what we receive); 0 for none.
+    pub local_shard: u32,
 }
 
 /// A remote peer and its role.
@@ -61,6 +66,9 @@ pub struct PeerPlan {
     /// ([`PeerPlan::accepts_from`]); `None`: any address (its address is not a
     /// literal IP, or `no-addr-check` / `no option addr-check`).
     pub checked_ip: Option<IpAddr>,
+    /// Its `shard`: we send it only the entries of this shard of the section's
+    /// [`SectionPlan::shards`] (see [`SectionPlan::shard_of`]); 0 for every entry.
+    pub shard: u32,
     /// Its `peer` line.
     pub span: Span,
 }
@@ -218,13 +226,40 @@ fn resolve_section(s: &Aggregations) -> Result<SectionPlan, TopologyError> {
                 Role::Upstream { group: gid }
             }
         };
+        if p.shard > s.shards {
+            return Err(TopologyError::ShardOutOfRange {
+                section: section(),
+                name: p.name.clone(),
+            });
+        }
         peers.push(PeerPlan {
             id,
             name: p.name.clone(),
             addr: p.addr.clone(),
             role,
             checked_ip: p.checked_ip(s.addr_check),
+            shard: p.shard,
             span: p.span.clone(),
+        });
+    }
+    for g in &groups {
+        let mut shards = g
+            .members
+            .iter()
+            .filter_map(|m| peers.get(m.0))
+            .map(|p| p.shard);
+        let first = shards.next();
+        if shards.any(|sh| Some(sh) != first) {
+            return Err(TopologyError::GroupShards {
+                section: section(),
+                group: g.number.unwrap_or_default(),
+            });
+        }
+    }
+    if local.shard > s.shards {
+        return Err(TopologyError::ShardOutOfRange {
+            section: section(),
+            name: local.name.clone(),
         });
     }
     Ok(SectionPlan {
@@ -244,6 +279,8 @@ fn resolve_section(s: &Aggregations) -> Result<SectionPlan, TopologyError> {
             .collect(),
         forwards: s.forwards.iter().map(|f| f.suffix.clone()).collect(),
         teach_back: s.teach_back,
+        shards: s.shards,
+        local_shard: local.shard,
     })
 }
 
@@ -331,6 +368,15 @@ impl SectionPlan {
         self.peers
             .iter()
             .filter(|p| matches!(p.role, Role::Upstream { .. }))
+    }
+
+    /// The shard of the entries `peer` receives: `Some(shard)` when the section has
+    /// `shards` and the peer a `shard`, `None` when it receives every entry. An
+    /// entry's shard is HAProxy's (`stktagg_wire::shard::key_shard`), seeded with
+    /// the table's local id in a peers section named like this section.
+    pub fn shard_of(&self, id: PeerId) -> Option<u32> {
+        let shard = self.peer(id)?.shard;
+        (self.shards > 0 && shard > 0).then_some(shard)
     }
 
     /// Whether the peer receives our aggregated output tables: every source (its

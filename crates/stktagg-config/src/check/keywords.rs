@@ -18,6 +18,7 @@ const KEYWORDS: &[&str] = &[
     "default-server",
     "from",
     "forward",
+    "shards",
     "option",
     "no",
 ];

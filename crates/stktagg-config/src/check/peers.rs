@@ -1,14 +1,15 @@
 //! The `peer` lines of one section: each checked on its own and against the peers
 //! declared before it (names and addresses unique, one `local`, one role and
-//! each option once per line, `group` only with `up`, `addr-check` only where
-//! there is an IP to check, the listener's TLS complete). A remote peer's TLS is
+//! each option once per line, `group` only with `up`, `shard` a number (its range
+//! is checked with the whole section), `addr-check` only where there is an IP to
+//! check, the listener's TLS complete). A remote peer's TLS is
 //! checked at the end of the section, with the `default-server` line.
 
 use std::collections::BTreeMap;
 
 use super::diag::{Diagnostics, end_of_tok};
 use super::tls::{Place, TLS_KEYWORDS, TlsLine, check_local};
-use super::tokens::{check_name, parse_addr};
+use super::tokens::{Count, check_name, number, parse_addr};
 use crate::ast::{Peer, PeerAddr, PeerRole};
 use crate::error::{ErrorKind, WarningKind};
 use crate::syntax::{AddrTok, Line, OptTok, PeerToks, Tok};
@@ -24,7 +25,20 @@ pub(super) struct Peers {
     /// For each remote peer (by index in `list`), its TLS options and name token,
     /// for the checks that need the section's `default-server`.
     tls_lines: Vec<(usize, TlsLine, Tok)>,
+    /// For each peer with a `shard` (by index in `list`), its line and value token.
+    shard_lines: Vec<(usize, u32, String, Tok)>,
 }
+
+/// The largest `shards` (and so `shard`): far more than any tier of aggregators
+/// needs, small enough to be a typo's bound.
+pub(super) const MAX_SHARDS: usize = 1024;
+
+const SHARD: Count = Count {
+    what: "shard",
+    min: 0,
+    max: MAX_SHARDS,
+    expected: "an integer from 0 (no shard) to 1024",
+};
 
 impl Peers {
     pub(super) fn all(&self) -> &[Peer] {
@@ -45,6 +59,13 @@ impl Peers {
         self.tls_lines
             .iter()
             .filter_map(|(i, tls, name)| Some((self.list.get(*i)?, tls, name)))
+    }
+
+    /// Each peer with a `shard`, with the line and value token of its `shard`.
+    pub(super) fn shard_lines(&self) -> impl Iterator<Item = (&Peer, &(usize, u32, String, Tok))> {
+        self.shard_lines
+            .iter()
+            .filter_map(|at| self.list.get(at.0).map(|p| (p, at)))
     }
 
     /// The section's `local` peer, if one was declared.
@@ -72,6 +93,7 @@ impl Peers {
         if let Some(g) = opts.group {
             role = self.group(c, line, role, &g.kw, g.value.as_ref());
         }
+        let shard = opts.shard.and_then(|o| shard(c, line, o));
         let addr_check = opts
             .addr_check
             .and_then(|t| addr_check(c, line, t, name, role, toks, addr.as_ref()));
@@ -100,10 +122,15 @@ impl Peers {
             self.tls_lines
                 .push((self.list.len(), tls.clone(), name.clone()));
         }
+        if let Some((_, tok)) = &shard {
+            let at = (self.list.len(), line.number, line.text.clone(), tok.clone());
+            self.shard_lines.push(at);
+        }
         self.list.push(Peer {
             name: name.text.clone(),
             addr,
             role,
+            shard: shard.map_or(0, |(v, _)| v),
             addr_check,
             tls: tls.opts,
             span: c.span(line.number, kw.col),
@@ -277,6 +304,7 @@ fn addr_check(
 struct Options<'a> {
     role: Option<&'a Tok>,
     group: Option<&'a OptTok>,
+    shard: Option<&'a OptTok>,
     addr_check: Option<&'a Tok>,
     tls: Vec<&'a OptTok>,
 }
@@ -285,6 +313,7 @@ fn options<'a>(c: &mut Diagnostics, line: &Line, toks: &'a PeerToks) -> Options<
     let mut o = Options {
         role: None,
         group: None,
+        shard: None,
         addr_check: None,
         tls: Vec::new(),
     };
@@ -297,6 +326,13 @@ fn options<'a>(c: &mut Diagnostics, line: &Line, toks: &'a PeerToks) -> Options<
                 match o.group {
                     Some(_) => repeated(c, line, kw, kw),
                     None => o.group = Some(opt),
+                }
+                continue;
+            }
+            "shard" => {
+                match o.shard {
+                    Some(_) => repeated(c, line, kw, kw),
+                    None => o.shard = Some(opt),
                 }
                 continue;
             }
@@ -329,6 +365,20 @@ fn repeated(c: &mut Diagnostics, line: &Line, first: &Tok, kw: &Tok) {
         }
     };
     c.error_at(line.number, &line.text, kw, kind);
+}
+
+/// `shard <i>`: its value and token, if it is a number in range.
+fn shard(c: &mut Diagnostics, line: &Line, o: &OptTok) -> Option<(u32, Tok)> {
+    let Some(v) = &o.value else {
+        let kind = ErrorKind::MissingArgument {
+            keyword: "shard",
+            what: "a shard number",
+        };
+        c.error_at(line.number, &line.text, &end_of_tok(&o.kw), kind);
+        return None;
+    };
+    let value = number(c, line, v, &SHARD)?;
+    Some((u32::try_from(value).ok()?, v.clone()))
 }
 
 fn role_of(role: Option<&Tok>) -> PeerRole {

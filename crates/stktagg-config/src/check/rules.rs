@@ -1,7 +1,7 @@
 //! The rules that need a whole section or the whole file: a `local` peer and a
 //! rule in every section, suffixes that name one kind of table each, `forward`
 //! and `up` going together, a source to aggregate, groups with several members,
-//! one listener per address, a reconnect range the right way round, and each
+//! shards in range and alike within a group, one listener per address, a reconnect range the right way round, and each
 //! dialed peer's TLS with the section's `default-server`.
 
 use super::diag::{Diagnostics, header_tok};
@@ -19,6 +19,7 @@ pub(super) fn finish_section(c: &mut Diagnostics, s: SectionBuilder) -> Aggregat
     forwarding(c, &s);
     sources(c, &s);
     groups(c, &s.peers);
+    sharding(c, &s);
     for (peer, tls, name) in s.peers.tls_lines() {
         check_dialed(c, tls, s.default_server.as_ref(), name, peer.addr.is_some());
     }
@@ -125,6 +126,86 @@ fn groups(c: &mut Diagnostics, peers: &Peers) {
         let members = peers.all().iter().filter(|p| p.role == role).count();
         if members == 1 {
             c.warn_at(*line, text, tok, WarningKind::SingleMemberGroup { group });
+        }
+    }
+}
+
+/// `shard` needs `shards` and stays within it; replicas of one group hold the
+/// same keys, so they have one shard. Warned: `shards` that nobody uses, `shard`
+/// on a source (it would get only that shard's sums), and sharded upstreams that
+/// leave a shard without any.
+fn sharding(c: &mut Diagnostics, s: &SectionBuilder) {
+    let shards = s.shards.as_ref().map_or(0, |(n, ..)| *n);
+    for (p, (_, line, text, tok)) in s.peers.shard_lines() {
+        let kind = if shards == 0 {
+            ErrorKind::ShardWithoutShards {
+                name: p.name.clone(),
+            }
+        } else if p.shard > shards {
+            ErrorKind::ShardOutOfRange {
+                name: p.name.clone(),
+                shard: p.shard,
+                shards,
+            }
+        } else {
+            if p.shard > 0 && matches!(p.role, PeerRole::Node | PeerRole::Down) {
+                let kind = WarningKind::ShardOnSource {
+                    name: p.name.clone(),
+                    shard: p.shard,
+                };
+                c.warn_at(*line, text, tok, kind);
+            }
+            continue;
+        };
+        c.error_at(*line, text, tok, kind);
+    }
+    for (group, _) in s.peers.group_lines() {
+        let role = PeerRole::Up { group: Some(group) };
+        let mut members = s.peers.all().iter().filter(|p| p.role == role);
+        let Some(first) = members.next() else {
+            continue;
+        };
+        if let Some(other) = members.find(|p| p.shard != first.shard) {
+            let kind = ErrorKind::GroupShards {
+                group,
+                name: other.name.clone(),
+                shard: other.shard,
+                other: first.name.clone(),
+                other_shard: first.shard,
+            };
+            // At its `shard` value if it has one, else at its `peer` keyword.
+            let tok = s
+                .peers
+                .shard_lines()
+                .find(|(p, _)| p.name == other.name)
+                .map_or_else(
+                    || keyword_at(other.span.column, "peer"),
+                    |(_, at)| at.3.clone(),
+                );
+            c.error_at(other.span.line, &s.text_of(other.span.line), &tok, kind);
+        }
+    }
+    let Some((shards, line, text, tok)) = &s.shards else {
+        return;
+    };
+    let peers = s.peers.all();
+    if peers.iter().all(|p| p.shard == 0) {
+        let kind = WarningKind::ShardsUnused { shards: *shards };
+        return c.warn_at(*line, text, tok, kind);
+    }
+    let ups: Vec<u32> = peers
+        .iter()
+        .filter(|p| matches!(p.role, PeerRole::Up { .. }))
+        .map(|p| p.shard)
+        .collect();
+    // An upstream without a shard gets every key: no shard is left out then.
+    if ups.iter().any(|&sh| sh > 0) && !ups.contains(&0) {
+        for shard in (1..=*shards).filter(|sh| !ups.contains(sh)) {
+            let kind = WarningKind::ShardWithoutUp {
+                shard,
+                shards: *shards,
+            };
+            c.warn_at(*line, text, tok, kind);
         }
     }
 }

@@ -1,15 +1,15 @@
 //! What is kept about one `aggregations` section while its lines are read: its
 //! peers, rules and forwards, every suffix it names, and the text of its lines
 //! for diagnostics given once the section is complete. Also the lines that only
-//! feed that state: `from`, `forward`, `default-server` and
+//! feed that state: `from`, `forward`, `default-server`, `shards` and
 //! `[no] option teach-back|addr-check`.
 
 use std::collections::HashMap;
 
 use super::diag::Diagnostics;
-use super::peers::Peers;
+use super::peers::{MAX_SHARDS, Peers};
 use super::tls::{Place, TLS_KEYWORDS, TlsLine};
-use super::tokens::suffix_ok;
+use super::tokens::{Count, number, suffix_ok};
 use crate::ast::{Aggregations, Forward, FromSpec, Rule};
 use crate::error::{ErrorKind, Span, WarningKind};
 use crate::syntax::{FromTok, Line, OptTok, Stmt, Tok};
@@ -24,6 +24,8 @@ pub(super) struct SectionBuilder {
     pub(super) forwards: Vec<Forward>,
     teach_back: bool,
     addr_check: bool,
+    /// `shards <n>`, with its line and value token.
+    pub(super) shards: Option<(u32, u32, String, Tok)>,
     /// The `default-server` line's TLS options, if the section has one.
     pub(super) default_server: Option<TlsLine>,
     /// Where each `option` was last set, by name.
@@ -61,6 +63,7 @@ impl SectionBuilder {
             forwards: Vec::new(),
             teach_back: true,
             addr_check: true,
+            shards: None,
             default_server: None,
             option_lines: HashMap::new(),
             suffixes: Vec::new(),
@@ -96,6 +99,12 @@ impl SectionBuilder {
                 self.forward(c, line, kw, suffix);
             }
             Stmt::Option { name, on } => self.option(c, line, kw, name, *on),
+            Stmt::Shards { value } => {
+                let Some(value) = value else {
+                    return c.missing(line, "shards", "a number of shards");
+                };
+                self.shards(c, line, value);
+            }
             Stmt::DefaultServer { options } => self.default_server(c, line, kw, options),
             _ => {}
         }
@@ -188,6 +197,28 @@ impl SectionBuilder {
         }
     }
 
+    /// `shards <n>`, at most once.
+    fn shards(&mut self, c: &mut Diagnostics, line: &Line, value: &Tok) {
+        const SHARDS: Count = Count {
+            what: "number of shards",
+            min: 1,
+            max: MAX_SHARDS,
+            expected: "an integer from 1 to 1024",
+        };
+        let Some(n) = number(c, line, value, &SHARDS) else {
+            return;
+        };
+        if let Some((_, first, _, _)) = &self.shards {
+            let kind = ErrorKind::Duplicate {
+                keyword: "shards".to_owned(),
+                line: *first,
+            };
+            return c.error_at(line.number, &line.text, value, kind);
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.shards = Some((n, line.number, line.text.clone(), value.clone()));
+    }
+
     /// `default-server <tls options>`: once per section.
     fn default_server(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, options: &[OptTok]) {
         let (n, t) = (line.number, line.text.as_str());
@@ -231,6 +262,7 @@ impl SectionBuilder {
             forwards: self.forwards,
             teach_back: self.teach_back,
             addr_check: self.addr_check,
+            shards: self.shards.map_or(0, |(n, ..)| n),
             default_server: self.default_server.map(|d| d.opts).unwrap_or_default(),
             span: self.span,
         }

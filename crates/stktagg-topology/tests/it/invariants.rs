@@ -51,6 +51,7 @@ fn section() -> impl Strategy<Value = Config> {
                 role: PeerRole::Local,
                 addr_check: None,
                 tls: TlsOptions::default(),
+                shard: 0,
                 span: span(),
             }];
             for (i, role) in roles.into_iter().enumerate() {
@@ -60,6 +61,7 @@ fn section() -> impl Strategy<Value = Config> {
                     role,
                     addr_check: None,
                     tls: TlsOptions::default(),
+                    shard: 0,
                     span: span(),
                 });
             }
@@ -94,6 +96,7 @@ fn section() -> impl Strategy<Value = Config> {
                     teach_back: true,
                     addr_check: true,
                     default_server: TlsOptions::default(),
+                    shards: 0,
                     span: span(),
                 }],
                 warnings: Vec::new(),

@@ -274,3 +274,79 @@ fn summary_of_ungrouped_upstreams_and_teach_back_off() {
         "{text}"
     );
 }
+
+#[test]
+fn sharded_upstreams_carry_their_shard_and_a_replicated_shard_is_one_group() {
+    let plan = plan("sharded-upper");
+    let s = &plan.sections[0];
+    assert_eq!((s.shards, s.local_shard), (2, 0));
+    let shards: Vec<(&str, Option<u32>)> = s
+        .peers
+        .iter()
+        .map(|p| (p.name.as_str(), s.shard_of(p.id)))
+        .collect();
+    assert_eq!(
+        shards,
+        [
+            ("hapee1", None),
+            ("hapee2", None),
+            ("top1a", Some(1)),
+            ("top1b", Some(1)),
+            ("top2", Some(2))
+        ]
+    );
+    // Shard 1's pair is one group (one relayed member); shard 2 is a group of its own.
+    assert_eq!(s.groups.len(), 2);
+    assert_eq!(s.groups[0].members, vec![PeerId(2), PeerId(3)]);
+    assert_eq!(s.groups[1].members, vec![PeerId(4)]);
+    // Sharding changes what we send, never what is routed.
+    assert_eq!(
+        s.route_incoming(PeerId(4), "/req.l2"),
+        Route::Relay { group: GroupId(1) }
+    );
+}
+
+#[test]
+fn summary_of_a_sharded_intermediate_and_of_a_shards_aggregator() {
+    let text = plan("sharded-upper").to_string();
+    assert!(text.contains("  shards: 2\n"), "{text}");
+    assert!(
+        text.contains("#4 top2    10.0.0.33:22222  upstream, shard 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    to top1a: only the keys of shard 1 of 2 (HAProxy's key-to-shard function, seeded with `myaggr/<table>`)\n"
+        ),
+        "{text}"
+    );
+    let text = plan("sharded-tier").to_string();
+    assert!(
+        text.contains("  shards: 2 (we serve shard 1: sharded nodes send us only its keys)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("only the keys of shard"), "{text}");
+}
+
+#[test]
+fn a_shard_beyond_shards_or_mixed_in_a_group_is_refused_when_built_by_hand() {
+    let path = format!(
+        "{}/../stktagg-config/tests/data/ok/sharded-upper.cfg",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cfg = stktagg_config::parse_file(&path).unwrap();
+    let mut beyond = cfg.clone();
+    beyond.sections[0].shards = 1;
+    assert!(matches!(
+        resolve(&beyond),
+        Err(stktagg_topology::TopologyError::ShardOutOfRange { name, .. }) if name == "top2"
+    ));
+    let mut mixed = cfg;
+    // The config's peers count the local one: [3] is top1a, of group 1 with top1b.
+    assert_eq!(mixed.sections[0].peers[3].name, "top1a");
+    mixed.sections[0].peers[3].shard = 2;
+    assert!(matches!(
+        resolve(&mixed),
+        Err(stktagg_topology::TopologyError::GroupShards { group: 1, .. })
+    ));
+}
