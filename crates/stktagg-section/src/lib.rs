@@ -14,7 +14,8 @@
 //! - `store`: the [`TableStore`] trait.
 //! - `metrics`: the Prometheus series recorded here.
 //! - `section`: [`SectionCore`], its peers ([`PeerInfo`]) and the group election.
-//! - `session`: [`SessionCore`], one session's meaning, and its [`Ending`].
+//! - `session`: [`SessionCore`], one session's meaning (a sharded peer's entries
+//!   filtered by HAProxy's key-to-shard function), and its [`Ending`].
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,9 @@ mod section;
 mod session;
 mod stats;
 mod store;
+
+#[cfg(test)]
+mod tests;
 
 pub use metrics::{PROTOCOL_ERROR_KINDS, UpdateCounters, error_kind};
 pub use ratelimit::LogLimiter;

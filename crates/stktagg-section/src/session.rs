@@ -3,6 +3,13 @@
 //! gives them their meaning: input tables go into the store, a resync request is
 //! answered from the store, the store's changes for this peer are what is sent
 //! live, and the group election hears of every session that comes and goes.
+//!
+//! A peer with a `shard` in a section with `shards` gets only the entries of its
+//! shard, live, in lessons and taught back: HAProxy's rule for its own sharded
+//! peers, with HAProxy's key-to-shard function ([`stktagg_wire::shard`]). The seed
+//! is a table's local id in a HAProxy peers section named like our section
+//! (`<section>/<table>`), so that a HAProxy node and a stktagg intermediate whose
+//! sections have one name agree on every key's shard.
 
 use crate::section::{PeerInfo, SectionCore, Signals};
 use crate::stats::SessionState;
@@ -14,7 +21,8 @@ use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
 use stktagg_store::{SharedChange, SubscriptionFilter, TableId, Waker};
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
-use stktagg_wire::{Key, TableDefinition, Update, Value};
+use stktagg_wire::shard::{key_shard, local_id, table_seed};
+use stktagg_wire::{Key, KeyType, TableDefinition, Update, Value};
 
 /// Entries taken from the dirty set or a teach queue per call.
 const BATCH: usize = 256;
@@ -86,6 +94,32 @@ struct TeachBack {
     entries: VecDeque<(Key, Vec<Value>, Option<u32>)>,
 }
 
+/// Which entries a sharded peer receives: those of one shard.
+#[derive(Debug)]
+struct ShardFilter {
+    /// The section's `shards`.
+    shards: u32,
+    /// The peer's `shard`.
+    shard: u32,
+    /// Our section's name: the peers section name in every table's seed.
+    section: String,
+    /// Per store table, its seed and key type (neither ever changes); `None` for a
+    /// table that is gone.
+    tables: HashMap<TableId, Option<(u64, KeyType)>>,
+}
+
+impl ShardFilter {
+    /// The seed of the table HAProxy would know as `wire_name` in our section.
+    fn seed(&self, wire_name: &[u8]) -> u64 {
+        table_seed(&local_id(&self.section, wire_name))
+    }
+
+    /// Whether `key`, of a table with `seed` and `key_type`, is in the peer's shard.
+    fn holds(&self, seed: u64, key_type: KeyType, key: &Key) -> bool {
+        key_shard(seed, key_type, key, self.shards) == self.shard
+    }
+}
+
 /// One established session's meaning (see the module documentation).
 pub struct SessionCore<S: TableStore> {
     section: Arc<SectionCore<S>>,
@@ -100,6 +134,8 @@ pub struct SessionCore<S: TableStore> {
     teach_back: VecDeque<TeachBack>,
     /// Table keys of the teach-back tables, by input table name.
     teach_back_keys: HashMap<Bytes, TableKey>,
+    /// For a sharded peer, which entries it gets.
+    shard: Option<ShardFilter>,
     counters: crate::metrics::UpdateCounters,
     sub: S::Sub,
     now: u64,
@@ -144,6 +180,12 @@ impl<S: TableStore> SessionCore<S> {
         // sending every entry the peer should hold (coalesced with live changes).
         let sub = section.store.subscribe_all(filter, waker);
         let counters = crate::metrics::UpdateCounters::new(&section.name, &peer.name);
+        let shard = section.plan.shard_of(id).map(|shard| ShardFilter {
+            shards: section.plan.shards,
+            shard,
+            section: section.name.clone(),
+            tables: HashMap::new(),
+        });
         SessionCore {
             signals,
             id,
@@ -153,6 +195,7 @@ impl<S: TableStore> SessionCore<S> {
             lesson: VecDeque::new(),
             teach_back: VecDeque::new(),
             teach_back_keys: HashMap::new(),
+            shard,
             counters,
             sub,
             now,
@@ -316,6 +359,16 @@ impl<S: TableStore> SessionCore<S> {
         self.teach_back.clear();
         if peer.is_source() && section.plan.teach_back {
             for c in section.store.contributions_of(peer.source_id(), self.now) {
+                let mut entries: VecDeque<_> = c
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.key, e.values, e.expire_ms))
+                    .collect();
+                if let Some(f) = &self.shard {
+                    let seed = f.seed(&c.input_name);
+                    let key_type = c.definition.key_type;
+                    entries.retain(|(key, ..)| f.holds(seed, key_type, key));
+                }
                 let next = TableKey(TEACH_BACK_KEYS + self.teach_back_keys.len() as u64);
                 let key = *self
                     .teach_back_keys
@@ -327,11 +380,7 @@ impl<S: TableStore> SessionCore<S> {
                         name: c.input_name,
                         ..c.definition
                     },
-                    entries: c
-                        .entries
-                        .into_iter()
-                        .map(|e| (e.key, e.values, e.expire_ms))
-                        .collect(),
+                    entries,
                 });
             }
         }
@@ -363,6 +412,9 @@ impl<S: TableStore> SessionCore<S> {
     /// Sends one entry of a store table; `live` for a change (as opposed to a full
     /// resync we teach), which is what the propagation histogram measures.
     fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key, live: bool) {
+        if !self.in_shard(table, &key) {
+            return;
+        }
         let store = &self.section.store;
         let Some(entry) = store.read(table, &key, self.now) else {
             // Gone since it was marked (expired): there are no deletes on the wire.
@@ -386,6 +438,26 @@ impl<S: TableStore> SessionCore<S> {
             self.counters
                 .propagation(self.now.saturating_sub(entry.changed_at));
         }
+    }
+
+    /// Whether the peer gets `key` of store table `table`: always, unless it is
+    /// sharded and the key is of another shard.
+    fn in_shard(&mut self, table: TableId, key: &Key) -> bool {
+        let Some(f) = &mut self.shard else {
+            return true;
+        };
+        let store = &self.section.store;
+        let cached = match f.tables.get(&table) {
+            Some(c) => *c,
+            None => {
+                let c = store
+                    .definition(table)
+                    .map(|def| (f.seed(&def.name), def.key_type));
+                f.tables.insert(table, c);
+                c
+            }
+        };
+        cached.is_some_and(|(seed, key_type)| f.holds(seed, key_type, key))
     }
 }
 
