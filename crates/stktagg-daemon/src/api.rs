@@ -512,11 +512,20 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
                         .and_then(|g| g.number)
                         .map(|n| n.to_string())
                         .unwrap_or_else(|| "-".to_owned());
+                    let shard = match s.plan.shard_of(p.id) {
+                        Some(sh) => format!("shard={sh} "),
+                        None => String::new(),
+                    };
                     format!(
-                        "up group={number} {}",
+                        "up group={number} {shard}{}",
                         if active { "active" } else { "standby" }
                     )
                 }
+            };
+            // A sharded source's shard; an upstream's is in its words above.
+            let role = match (p.role, s.plan.shard_of(p.id)) {
+                (Role::Source(_), Some(sh)) => format!("{role} shard={sh}"),
+                _ => role,
             };
             let addr = p
                 .addr
