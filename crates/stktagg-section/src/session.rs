@@ -103,9 +103,6 @@ struct ShardFilter {
     shard: u32,
     /// Our section's name: the peers section name in every table's seed.
     section: String,
-    /// Per store table, its seed and key type (neither ever changes); `None` for a
-    /// table that is gone.
-    tables: HashMap<TableId, Option<(u64, KeyType)>>,
 }
 
 impl ShardFilter {
@@ -118,6 +115,22 @@ impl ShardFilter {
     fn holds(&self, seed: u64, key_type: KeyType, key: &Key) -> bool {
         key_shard(seed, key_type, key, self.shards) == self.shard
     }
+}
+
+/// How one store table goes out on a session, worked out at its first entry (a
+/// table's name and definition never change).
+#[derive(Debug, Clone, Copy)]
+struct Outgoing {
+    /// The engine's name for it: that of the first table sent with the same
+    /// definition. Tables relayed from several `up` groups under one name (the
+    /// shards of a sharded upper tier, or independent upstreams) go out as one
+    /// table: HAProxy knows a table by its name, and two ids for one name would
+    /// have it redefine the table at every switch between them.
+    key: TableKey,
+    /// Its key type, for the shard of a key.
+    key_type: KeyType,
+    /// Its seed, for a sharded peer (0 otherwise).
+    seed: u64,
 }
 
 /// One established session's meaning (see the module documentation).
@@ -136,6 +149,10 @@ pub struct SessionCore<S: TableStore> {
     teach_back_keys: HashMap<Bytes, TableKey>,
     /// For a sharded peer, which entries it gets.
     shard: Option<ShardFilter>,
+    /// How each store table goes out (`None`: a table that is gone).
+    outgoing: HashMap<TableId, Option<Outgoing>>,
+    /// The engine's name for each definition sent (table ids left out).
+    keys_by_def: HashMap<TableDefinition, TableKey>,
     counters: crate::metrics::UpdateCounters,
     sub: S::Sub,
     now: u64,
@@ -184,7 +201,6 @@ impl<S: TableStore> SessionCore<S> {
             shards: section.plan.shards,
             shard,
             section: section.name.clone(),
-            tables: HashMap::new(),
         });
         SessionCore {
             signals,
@@ -196,6 +212,8 @@ impl<S: TableStore> SessionCore<S> {
             teach_back: VecDeque::new(),
             teach_back_keys: HashMap::new(),
             shard,
+            outgoing: HashMap::new(),
+            keys_by_def: HashMap::new(),
             counters,
             sub,
             now,
@@ -412,7 +430,12 @@ impl<S: TableStore> SessionCore<S> {
     /// Sends one entry of a store table; `live` for a change (as opposed to a full
     /// resync we teach), which is what the propagation histogram measures.
     fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key, live: bool) {
-        if !self.in_shard(table, &key) {
+        let Some(o) = self.outgoing(table) else {
+            return;
+        };
+        if let Some(f) = &self.shard
+            && !f.holds(o.seed, o.key_type, &key)
+        {
             return;
         }
         let store = &self.section.store;
@@ -421,7 +444,7 @@ impl<S: TableStore> SessionCore<S> {
             return;
         };
         let def = || store.definition(table);
-        match out.send(TableKey(u64::from(table.0)), def, key, entry.values, None) {
+        match out.send(o.key, def, key, entry.values, None) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -440,24 +463,27 @@ impl<S: TableStore> SessionCore<S> {
         }
     }
 
-    /// Whether the peer gets `key` of store table `table`: always, unless it is
-    /// sharded and the key is of another shard.
-    fn in_shard(&mut self, table: TableId, key: &Key) -> bool {
-        let Some(f) = &mut self.shard else {
-            return true;
-        };
-        let store = &self.section.store;
-        let cached = match f.tables.get(&table) {
-            Some(c) => *c,
-            None => {
-                let c = store
-                    .definition(table)
-                    .map(|def| (f.seed(&def.name), def.key_type));
-                f.tables.insert(table, c);
-                c
+    /// How store table `table` goes out on this session.
+    fn outgoing(&mut self, table: TableId) -> Option<Outgoing> {
+        if let Some(o) = self.outgoing.get(&table) {
+            return *o;
+        }
+        let o = self.section.store.definition(table).map(|def| {
+            let seed = self.shard.as_ref().map_or(0, |f| f.seed(&def.name));
+            let key_type = def.key_type;
+            let own = TableKey(u64::from(table.0));
+            let key = *self
+                .keys_by_def
+                .entry(TableDefinition { table_id: 0, ..def })
+                .or_insert(own);
+            Outgoing {
+                key,
+                key_type,
+                seed,
             }
-        };
-        cached.is_some_and(|(seed, key_type)| f.holds(seed, key_type, key))
+        });
+        self.outgoing.insert(table, o);
+        o
     }
 }
 

@@ -109,6 +109,8 @@ struct Pair {
     now: u64,
     /// The peer's table names by our table id.
     names: HashMap<u32, Bytes>,
+    /// Every definition the peer received: our table id and the name.
+    defined: Vec<(u32, Bytes)>,
     /// What the peer received: table name and key.
     received: Vec<(Bytes, Key)>,
 }
@@ -133,6 +135,7 @@ impl Pair {
             theirs,
             now: 1,
             names: HashMap::new(),
+            defined: Vec::new(),
             received: Vec::new(),
         };
         pair.run();
@@ -154,6 +157,7 @@ impl Pair {
                 match e {
                     Event::HelloReceived(_) => self.theirs.accept_hello(),
                     Event::TableDefined(def) => {
+                        self.defined.push((def.table_id, def.name.clone()));
                         self.names.insert(def.table_id, def.name);
                     }
                     Event::Update(u) => {
@@ -269,4 +273,48 @@ fn a_sharded_source_is_taught_back_and_sent_only_its_shard() {
     // A source without a shard gets every sum.
     let mut hap1 = Pair::new(&s, HAP1);
     assert_eq!(hap1.take("/req.aggr"), (0..300).collect());
+}
+
+/// `member` of up group `group` is relayed, with `/req.l2` entries for `range`.
+fn relay(s: &SectionCore<Store>, group: u16, member: PeerId, range: std::ops::Range<u32>) {
+    let def = TableDefinition {
+        name: Bytes::from_static(b"/req.l2"),
+        ..input_def()
+    };
+    let source = SourceId(member.0 as u16);
+    let h = s
+        .store
+        .register_relay(group, source, &def, b"/req.l2")
+        .unwrap();
+    s.store.relay_replace(group, source, 1);
+    for i in range {
+        s.store
+            .relay_apply(&h, &key(i), &[Value::Uint(i)], None, 1)
+            .unwrap();
+    }
+}
+
+#[test]
+fn one_name_relayed_from_several_upstream_groups_goes_out_as_one_table() {
+    let s = section();
+    // The two shards of the upper tier each forward their keys of `/req.l2`.
+    relay(&s, 0, TOP1, 0..100);
+    relay(&s, 1, TOP2, 100..200);
+    let mut hap1 = Pair::new(&s, HAP1);
+    assert_eq!(hap1.take("/req.l2"), (0..200).collect());
+    let ids: BTreeSet<u32> = hap1
+        .defined
+        .iter()
+        .filter(|(_, n)| n.as_ref() == b"/req.l2")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one table id for one name: {:?}",
+        hap1.defined
+    );
+    // Upstreams are never sent what is relayed.
+    let mut top0 = Pair::new(&s, TOP0);
+    assert!(top0.take("/req.l2").is_empty());
 }
