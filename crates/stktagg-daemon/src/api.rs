@@ -660,13 +660,22 @@ fn show_tables(ctx: &ApiContext) -> String {
     o
 }
 
-fn find_table<'a>(ctx: &'a ApiContext, name: &str) -> Option<(&'a Arc<Section>, TableSummary)> {
+/// The tables called `name`: one, except for a name relayed from several `up`
+/// groups (the shards of a sharded upper tier), which the store holds once per
+/// group and the peers receive as one table; `show table` shows them as one too.
+fn find_tables<'a>(
+    ctx: &'a ApiContext,
+    name: &str,
+) -> Option<(&'a Arc<Section>, Vec<TableSummary>)> {
     for s in &ctx.sections {
-        for t in s.store.table_summaries() {
-            let wire = String::from_utf8_lossy(&t.name);
-            if table_name(s, &t.name) == name || wire == name {
-                return Some((s, t));
-            }
+        let found: Vec<TableSummary> = s
+            .store
+            .table_summaries()
+            .into_iter()
+            .filter(|t| table_name(s, &t.name) == name || String::from_utf8_lossy(&t.name) == name)
+            .collect();
+        if !found.is_empty() {
+            return Some((s, found));
         }
     }
     None
@@ -696,9 +705,13 @@ enum Op {
 }
 
 fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -> String {
-    let Some((s, t)) = find_table(ctx, name) else {
+    let Some((s, tables)) = find_tables(ctx, name) else {
         return "No such table\n".to_owned();
     };
+    let Some(mut t) = tables.first().cloned() else {
+        return "No such table\n".to_owned();
+    };
+    t.used = tables.iter().map(|t| t.used).sum();
     // HAProxy's answer below `operator`: the header, and why nothing follows.
     if level < AccessLevel::Operator {
         return format!(
@@ -786,16 +799,33 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
         }
     }
     let mut o = header(s, &t);
-    let entries = match &key {
-        Some(k) => s
-            .store
-            .read(t.id, k, now)
-            .map(|e| vec![(k.clone(), e)])
-            .unwrap_or_default(),
-        None => s.store.dump(t.id, now),
-    };
-    for (k, e) in entries {
-        let fields = render_fields(&info.definition.data, &e.values, now);
+    // A key is in one of the tables (each group relays its own shard's keys); if
+    // two ever held it, the first one's entry is shown.
+    let mut entries = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for table in &tables {
+        let found = match &key {
+            Some(k) => s
+                .store
+                .read(table.id, k, now)
+                .map(|e| vec![(k.clone(), e)])
+                .unwrap_or_default(),
+            None => s.store.dump(table.id, now),
+        };
+        for (k, e) in found {
+            if seen.insert(k.clone()) {
+                entries.push((table.id, k, e));
+            }
+        }
+    }
+    for (id, k, e) in entries {
+        // Each table's values by its own definition (relayed tables of one name
+        // come from different upstreams).
+        let data = match s.store.table_info(id) {
+            Some(i) => i.definition.data,
+            None => continue,
+        };
+        let fields = render_fields(&data, &e.values, now);
         if !filters
             .iter()
             .all(|(ty, op, v)| matches_filter(&fields, ty, *op, *v))
@@ -813,7 +843,7 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
             let _ = write!(o, " {n}={v}");
         }
         o.push('\n');
-        if detail && let Some(contribs) = s.store.detail(t.id, &k, now) {
+        if detail && let Some(contribs) = s.store.detail(id, &k, now) {
             for c in contribs {
                 let peer = s
                     .peers
@@ -827,7 +857,7 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
                     String::from_utf8_lossy(&c.input_name),
                     c.expire_ms.unwrap_or(0)
                 );
-                for (n, v) in render_fields(&info.definition.data, &c.values, now) {
+                for (n, v) in render_fields(&data, &c.values, now) {
                     let _ = write!(o, " {n}={v}");
                 }
                 o.push('\n');
