@@ -31,7 +31,7 @@ mod tests;
 
 pub use metrics::{PROTOCOL_ERROR_KINDS, UpdateCounters, error_kind};
 pub use ratelimit::LogLimiter;
-pub use section::{PeerInfo, SectionCore, Signals};
+pub use section::{FIRST_LESSON_WAIT_MS, PeerInfo, SectionCore, Signals};
 pub use session::{Ending, SessionCore, resync_policy};
 pub use stats::{PeerStats, SessionState};
 pub use store::TableStore;

@@ -3,12 +3,17 @@
 //! group.
 
 use crate::ratelimit::LogLimiter;
-use crate::stats::PeerStats;
+use crate::stats::{PeerStats, SessionState};
 use crate::store::TableStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use stktagg_store::SourceId;
 use stktagg_topology::{PeerId, Role, SectionPlan};
+
+/// How long after its session is up a source's first lesson may hold back our
+/// changes (see [`SectionCore::publishing`]). HAProxy answers a resync request
+/// within milliseconds; an aggregator below us in well under a second.
+pub const FIRST_LESSON_WAIT_MS: u64 = 2_000;
 
 /// What a section asks of whoever runs its sessions.
 pub trait Signals: Send + Sync {
@@ -120,6 +125,32 @@ impl<S: TableStore> SectionCore<S> {
                 .iter()
                 .filter(|p| p.is_source())
                 .all(|p| p.stats.resynced.load(Ordering::Relaxed))
+    }
+
+    /// Whether we push our changes to peers now. Not while, in the start-up grace
+    /// period, a source has not answered our resync request yet, for at most
+    /// [`FIRST_LESSON_WAIT_MS`] from our start or, for a source that connects
+    /// later, from its session's start: our sums still lack its counts, and pushed
+    /// they would pull every peer below values it holds right (the other member of
+    /// an active-active pair publishes complete sums; a node keeps our last ones
+    /// while we are away). Sessions come up within a second of our start (our
+    /// first dial waits up to 0.8 s, HAProxy redials faster), and HAProxy answers
+    /// within milliseconds. The wait is bounded per source, so that a stuck or
+    /// absent peer never holds the others back for long.
+    pub fn publishing(&self, now: u64) -> bool {
+        if now.saturating_sub(self.started_ms) >= self.startup_grace_ms {
+            return true;
+        }
+        !self.peers.iter().any(|p| {
+            let since = if p.stats.state() == SessionState::Established {
+                p.stats.last_hello_ms.load(Ordering::Relaxed)
+            } else {
+                self.started_ms
+            };
+            p.is_source()
+                && !p.stats.answered_resync.load(Ordering::Relaxed)
+                && now.saturating_sub(since) < FIRST_LESSON_WAIT_MS
+        })
     }
 
     /// The number of `group` as written in the configuration, for logs and displays.

@@ -422,6 +422,7 @@ impl<S: TableStore> SessionCore<S> {
             section.store.end_resync(peer.source_id(), self.now);
         }
         peer.stats.resynced.store(finished, Ordering::Relaxed);
+        peer.stats.answered_resync.store(true, Ordering::Relaxed);
         if let Some(group) = peer.group() {
             section.elect(group, self.now, self.signals.as_ref());
         }
@@ -549,7 +550,12 @@ impl<S: TableStore> Feed for SessionCore<S> {
             || self.section.up_to_date(self.now)
     }
 
+    /// Changes wait, coalesced in the dirty set, while our sums are being rebuilt
+    /// ([`SectionCore::publishing`]); the session's timer tick brings us back here.
     fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        if !self.section.publishing(self.now) {
+            return Progress::Done;
+        }
         let batch = self.section.store.drain(&self.sub, BATCH);
         if batch.is_empty() {
             return Progress::Done;

@@ -64,6 +64,9 @@ pub struct PeerStats {
     /// The peer's last full resync to us ended with FINISHED (for `up` peers: it can
     /// be the group's active member; for sources: we hold its data).
     pub resynced: AtomicBool,
+    /// The peer has answered a resync request of ours (FINISHED or PARTIAL) since
+    /// we started: what we hold of a source is then all we can get of it.
+    pub answered_resync: AtomicBool,
     /// The established session's addresses (ours, the peer's), as text.
     pub addrs: Mutex<Option<(String, String)>>,
     /// Why the last session ended.

@@ -56,10 +56,16 @@ impl Waker for NoWake {
 }
 
 fn section() -> Arc<SectionCore<Store>> {
+    section_with_grace(0)
+}
+
+/// A section started at 0 that answers PARTIAL and holds its sums until its
+/// sources have all resynced to it or `grace_ms` is over.
+fn section_with_grace(grace_ms: u64) -> Arc<SectionCore<Store>> {
     let cfg = stktagg_config::parse_str(CONFIG, "t.cfg").unwrap();
     let plan = stktagg_topology::resolve(&cfg).unwrap().sections.remove(0);
     let store = Arc::new(Store::new(StoreOptions::default()));
-    Arc::new(SectionCore::new(plan, store, 0, 0))
+    Arc::new(SectionCore::new(plan, store, 0, grace_ms))
 }
 
 fn input_def() -> TableDefinition {
@@ -317,4 +323,62 @@ fn one_name_relayed_from_several_upstream_groups_goes_out_as_one_table() {
     // Upstreams are never sent what is relayed.
     let mut top0 = Pair::new(&s, TOP0);
     assert!(top0.take("/req.l2").is_empty());
+}
+
+/// Source `p`'s session is up since `at`, and it has or has not answered our
+/// resync request.
+fn source_up(s: &SectionCore<Store>, p: PeerId, at: u64, answered: bool) {
+    use std::sync::atomic::Ordering;
+    let stats = &s.peers[p.0].stats;
+    stats.set_state(crate::SessionState::Established);
+    stats.last_hello_ms.store(at, Ordering::Relaxed);
+    stats.answered_resync.store(answered, Ordering::Relaxed);
+}
+
+#[test]
+fn changes_wait_for_the_first_lesson_of_every_connected_source() {
+    let s = section_with_grace(10_000);
+    contribute(&s, HAP1, 0..50, 0);
+    source_up(&s, HAP1, 1, true);
+    source_up(&s, HAP2, 1, false);
+    // Past the wait for sources that never connected: only hap2 holds us.
+    s.peers[HAP2.0].stats.last_hello_ms.store(
+        crate::FIRST_LESSON_WAIT_MS,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let mut top0 = Pair::new(&s, TOP0);
+    top0.now = crate::FIRST_LESSON_WAIT_MS;
+    top0.run();
+    // hap2 is connected and has not answered yet: our sums lack its counts.
+    assert!(top0.take("/req.aggr").is_empty());
+    source_up(&s, HAP2, 1, true);
+    top0.run();
+    assert_eq!(top0.take("/req.aggr"), (0..50).collect());
+}
+
+#[test]
+fn the_wait_is_bounded_per_source() {
+    let wait = crate::FIRST_LESSON_WAIT_MS;
+    let s = section_with_grace(10_000);
+    // Sources that have not connected yet are waited for from our start.
+    assert!(!s.publishing(wait - 1));
+    assert!(s.publishing(wait));
+    // Connected at 3000 and silent: it holds us until 3000 + the bound only.
+    source_up(&s, HAP2, 3_000, false);
+    assert!(!s.publishing(3_000 + wait - 1));
+    assert!(s.publishing(3_000 + wait));
+    // Once it answered, nothing is waited for.
+    source_up(&s, HAP2, 3_000, true);
+    assert!(s.publishing(3_001));
+    // After the start-up grace, nothing is waited for.
+    source_up(&s, HAP2, 9_999, false);
+    assert!(!s.publishing(9_999));
+    assert!(s.publishing(10_000));
+    // A silent upstream is never waited for.
+    let s = section_with_grace(10_000);
+    for p in [HAP1, HAP2] {
+        source_up(&s, p, 1, true);
+    }
+    source_up(&s, TOP1, 1, false);
+    assert!(s.publishing(2));
 }
