@@ -137,6 +137,12 @@ fn says_version(line: &str, version: &str) -> bool {
         .is_some_and(|rest| rest.starts_with(['-', ' ']))
 }
 
+/// The cached binary of `rel`, if it is built (never builds it).
+pub fn cached(rel: &Release) -> Result<Option<PathBuf>> {
+    let bin = rel.binary()?;
+    Ok(is_built(&bin, rel.version).then_some(bin))
+}
+
 /// Returns the cached binary of `rel`, building it first if the cache lacks it.
 /// Concurrent runs on one machine wait for each other on a lock file rather than
 /// building twice.

@@ -13,6 +13,9 @@
 //! `$STKTAGG_TOPO_NET`) moves them to another loopback /24, for a machine where
 //! something already holds those. The nodes run `--haproxy PATH`, else
 //! `$STKTAGG_HAPROXY`, else `haproxy` from `PATH`; the report names its version.
+//! Scenarios whose nodes need HAProxy >= 2.7 (`shards`) run the cached 3.0 build
+//! when that haproxy is older (they fail, never skip, when the cache lacks it:
+//! `cargo xtask haproxy` builds it), and their report names the version they ran.
 //!
 //! # Layout
 //! - `topology`: `tests/topologies/<name>/topology.toml`, configs, node template.
@@ -37,6 +40,7 @@ use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use stktagg_tests::haproxy::HaproxyVersion;
 
 /// What one scenario gave.
 #[derive(Debug)]
@@ -116,17 +120,28 @@ pub fn main(args: &[String]) -> Result<()> {
     for s in wanted {
         let dir = base.join(s.name);
         let t = Instant::now();
+        let nodes_bin = nodes_haproxy(s, &haproxy, &version);
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| -> (run::Outcome, Result<()>) {
+                let (nodes_bin, nodes_version) = match &nodes_bin {
+                    Ok(b) => b,
+                    Err(e) => return (run::Outcome::default(), Err(anyhow::anyhow!("{e:#}"))),
+                };
                 let topo = match topology::Topology::load_on(&root, s.topology, &net) {
                     Ok(t) => t,
                     Err(e) => return (run::Outcome::default(), Err(e)),
                 };
-                let mut ctx = match run::Ctx::new(s.name, topo, &dir, &daemon, &haproxy) {
+                let mut ctx = match run::Ctx::new(s.name, topo, &dir, &daemon, nodes_bin) {
                     Ok(c) => c,
                     Err(e) => return (run::Outcome::default(), Err(e)),
                 };
                 ctx.step(format!("start: {}", s.about));
+                if nodes_version != &version {
+                    ctx.measure(
+                        format!("nodes run (this scenario needs HAProxy >= {MIN_SHARDS})"),
+                        nodes_version.clone(),
+                    );
+                }
                 ctx.step(format!(
                     "topology {}: {}",
                     ctx.topo.name, ctx.topo.description
@@ -209,6 +224,30 @@ fn render(version: &str, reports: &[Report], total: Duration) -> String {
         total.as_secs_f64()
     );
     o
+}
+
+/// The first HAProxy release with `shards` in a peers section.
+const MIN_SHARDS: HaproxyVersion = HaproxyVersion::new(2, 7, 0);
+
+/// The haproxy binary and version line scenario `s`'s nodes run: the one given,
+/// unless the scenario needs `shards` and that one predates them; then the cached
+/// HAProxy 3.0 build, or an error saying how to build it.
+fn nodes_haproxy(s: &Scenario, given: &str, version: &str) -> Result<(String, String)> {
+    let recent = HaproxyVersion::parse(version).is_some_and(|v| v >= MIN_SHARDS);
+    if !s.needs_shards || recent {
+        return Ok((given.to_owned(), version.to_owned()));
+    }
+    let rel = crate::haproxy::V30;
+    let Some(bin) = crate::haproxy::cached(&rel)? else {
+        bail!(
+            "scenario `{}` runs its nodes with `shards`, which needs HAProxy >= {MIN_SHARDS}:              {given} is `{version}`, and HAProxy {} is not built in the cache ({});              run `cargo xtask haproxy` first",
+            s.name,
+            rel.version,
+            rel.binary()?.display()
+        );
+    };
+    let line = crate::haproxy::version_line(&bin)?;
+    Ok((bin.display().to_string(), line))
 }
 
 /// Builds the daemon (debug profile) and returns the binary's path.

@@ -4,7 +4,8 @@
 //! whose `.uncombined` tables it must sum. A node's `.uncombined` has itself as
 //! scope, its `.aggr` the nodes of its intermediate, its `.l2` every node; an
 //! intermediate's `.aggr` its own nodes and its relayed `.l2` every node; a top
-//! aggregator's `.l2` every node.
+//! aggregator's `.l2` every node. The table of an aggregator that serves one shard
+//! holds the keys of that shard only, and nothing else.
 //!
 //! Two judgements: `exact` (with traffic paused: every point equals the sum of the
 //! `.uncombined` tables read from the nodes, and those equal what the driver sent)
@@ -12,7 +13,7 @@
 //! sent in its scope, and once a point has been right, it never drops below).
 
 use super::fleet::Fleet;
-use super::topology::{FAMILIES, Family, Level, NODE_PEERS_SECTION, Topology};
+use super::topology::{FAMILIES, Family, Level, NODE_PEERS_SECTION, ShardSel, Topology};
 use super::traffic::Tally;
 use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +60,8 @@ pub struct Point {
     pub tier: Tier,
     /// The nodes whose `.uncombined` it sums.
     pub scope: Vec<String>,
+    /// The shard whose keys it holds (strict) or whose keys only are judged.
+    pub shard: Option<ShardSel>,
 }
 
 impl Point {
@@ -66,19 +69,48 @@ impl Point {
     pub fn label(&self) -> String {
         format!("{}:{}", self.proc, self.table)
     }
+
+    /// Whether client `k`'s key is judged on this point: every key, or those of
+    /// its shard.
+    pub fn judged(&self, k: u32) -> bool {
+        self.shard.is_none_or(|s| s.holds(self.family, k))
+    }
+
+    /// Whether this point must not hold client `k`'s key at all: a key of another
+    /// shard on an aggregator of one shard.
+    pub fn foreign(&self, k: u32) -> bool {
+        self.shard
+            .is_some_and(|s| s.strict && !s.holds(self.family, k))
+    }
+
+    /// The same table, judged on the keys of `shard` only (the others are not
+    /// looked at): what the nodes hold of a shard.
+    pub fn view(&self, shard: ShardSel) -> Point {
+        Point {
+            shard: Some(ShardSel {
+                strict: false,
+                ..shard
+            }),
+            ..self.clone()
+        }
+    }
 }
 
 /// Every observation point of `topo`.
 pub fn all_points(topo: &Topology) -> Vec<Point> {
     let all = topo.node_names();
+    let has_top = topo.has_top();
     let mut out = Vec::new();
     for fam in FAMILIES {
         for n in &topo.nodes {
-            for (tier, scope) in [
+            let mut tiers = vec![
                 (Tier::Uncombined, vec![n.name.clone()]),
-                (Tier::Aggr, topo.nodes_of(&n.aggr)),
-                (Tier::L2, all.clone()),
-            ] {
+                (Tier::Aggr, topo.neighbours(n)),
+            ];
+            if has_top {
+                tiers.push((Tier::L2, all.clone()));
+            }
+            for (tier, scope) in tiers {
                 out.push(Point {
                     proc: n.name.clone(),
                     on_node: true,
@@ -86,18 +118,22 @@ pub fn all_points(topo: &Topology) -> Vec<Point> {
                     family: fam,
                     tier,
                     scope,
+                    shard: None,
                 });
             }
         }
         for a in &topo.aggregators {
-            let tiers = match a.level {
-                Level::Intermediate => vec![
-                    (Tier::Aggr, topo.nodes_of(&a.name)),
-                    (Tier::L2, all.clone()),
-                ],
-                Level::Top => vec![(Tier::L2, all.clone())],
+            // An aggregator of a shard holds that shard's keys of what it sums; what
+            // an intermediate relays from above is every key.
+            let shard = topo.shard_of(a, fam);
+            let mut tiers = match a.level {
+                Level::Intermediate => vec![(Tier::Aggr, topo.nodes_of(&a.name), shard)],
+                Level::Top => vec![(Tier::L2, all.clone(), shard)],
             };
-            for (tier, scope) in tiers {
+            if has_top && a.level == Level::Intermediate {
+                tiers.push((Tier::L2, all.clone(), None));
+            }
+            for (tier, scope, shard) in tiers {
                 out.push(Point {
                     proc: a.name.clone(),
                     on_node: false,
@@ -105,6 +141,7 @@ pub fn all_points(topo: &Topology) -> Vec<Point> {
                     family: fam,
                     tier,
                     scope,
+                    shard,
                 });
             }
         }
@@ -274,6 +311,22 @@ pub fn exact(snap: &Snapshot, points: &[Point], tally: &Tally) -> Vec<String> {
             ));
             continue;
         }
+        // Of a shard's table, only the shard's keys are wanted; a view judges only
+        // those, and a shard's aggregator must hold nothing else.
+        let client = |key: &String| client_of(p.family, key);
+        want.retain(|key, _| client(key).is_none_or(|k| p.judged(k)));
+        let mut got = got.clone();
+        got.retain(|key, _| match client(key) {
+            Some(k) if p.foreign(k) => {
+                bad.push(format!(
+                    "{} key {key}: holds a key of another shard",
+                    p.label()
+                ));
+                false
+            }
+            Some(k) => p.judged(k),
+            None => true,
+        });
         let keys: BTreeSet<&String> = want.keys().chain(got.keys()).collect();
         for key in keys {
             match (want.get(key), got.get(key)) {
@@ -398,6 +451,16 @@ impl Monitor {
                         .push(format!("{t:.2?} {} holds unknown key {key}", p.label()));
                     continue;
                 };
+                if p.foreign(k) {
+                    self.violations.push(format!(
+                        "{t:.2?} {} holds key {key}, of another shard",
+                        p.label()
+                    ));
+                    continue;
+                }
+                if !p.judged(k) {
+                    continue;
+                }
                 let got = fields.get(REQ_CNT).copied().unwrap_or(0);
                 let max = Tally::sum(&after.started, &p.scope, k) as i128;
                 if got > max {
@@ -407,7 +470,7 @@ impl Monitor {
                     ));
                 }
             }
-            for k in before.clients() {
+            for k in before.clients().into_iter().filter(|&k| p.judged(k)) {
                 let min = Tally::sum(&before.done, &p.scope, k) as i128;
                 let key = p.family.key(k);
                 let got = table
@@ -454,6 +517,9 @@ pub struct PeerLine {
     pub state: String,
     /// For `up` peers: whether it is its group's active member.
     pub active: Option<bool>,
+    /// For `up` peers: its group (`-` for an `up` peer without `group`, a group
+    /// of its own).
+    pub group: Option<String>,
     /// Sessions established in all.
     pub sessions: u64,
     /// Sessions replaced by a newer one.
@@ -501,6 +567,7 @@ pub fn parse_peers(text: &str) -> Vec<PeerLine> {
                 None
             };
             PeerLine {
+                group: active.and(field("group=")),
                 name,
                 state: field("state=").unwrap_or_default(),
                 active,
@@ -682,6 +749,75 @@ No such table\n\n\
     const ALL_NODES: [&str; 4] = ["hapee1", "hapee2", "hapee3", "hapee4"];
 
     #[test]
+    fn a_shards_aggregator_must_hold_its_shard_and_nothing_else() {
+        let topo =
+            Topology::load(&crate::project_root().join("tests/topologies"), "sharded").unwrap();
+        let pts: Vec<Point> = all_points(&topo)
+            .into_iter()
+            .filter(|p| p.family == Family::Str)
+            .collect();
+        // No top level: no `.l2` anywhere; the three aggregators sum every node.
+        assert!(pts.iter().all(|p| p.tier != Tier::L2));
+        let s2 = pts
+            .iter()
+            .find(|p| p.proc == "shard2" && p.tier == Tier::Aggr)
+            .unwrap();
+        assert_eq!(s2.scope.len(), 4);
+        let sel = s2.shard.unwrap();
+        let (mine, theirs) = (1..40).partition::<Vec<u32>, _>(|&k| sel.holds(Family::Str, k));
+        let (k2, k1) = (mine[0], theirs[0]);
+        let mut tally = Tally::default();
+        for k in [k1, k2] {
+            tally.started.insert(("hapee1".to_owned(), k), 1);
+            tally.done.insert(("hapee1".to_owned(), k), 1);
+        }
+        let key = |k: u32| Family::Str.key(k);
+        let mut snap = Snapshot::new();
+        for n in ALL_NODES {
+            let t = if n == "hapee1" {
+                table(&[(&key(k1), 1), (&key(k2), 1)])
+            } else {
+                Table::new()
+            };
+            snap.insert((n.into(), "fleet/str.uncombined".into()), t);
+        }
+        let only = |p: &Point| {
+            vec![p.clone()]
+                .into_iter()
+                .chain(pts.iter().filter(|q| q.tier == Tier::Uncombined).cloned())
+                .collect::<Vec<_>>()
+        };
+        let s2_label = ("shard2".to_owned(), "myaggr/str.aggr".to_owned());
+        snap.insert(s2_label.clone(), table(&[(&key(k2), 1)]));
+        assert_eq!(exact(&snap, &only(s2), &tally), Vec::<String>::new());
+        // A key of the other shard on shard2 is wrong, whatever its value.
+        snap.insert(s2_label.clone(), table(&[(&key(k2), 1), (&key(k1), 1)]));
+        let bad = exact(&snap, &only(s2), &tally);
+        assert!(
+            bad.iter().any(|b| b.contains("of another shard")),
+            "{bad:?}"
+        );
+        let mut m = Monitor::new(vec![s2.clone()], true);
+        m.judge(&snap, &tally, &tally);
+        assert!(
+            m.violations[0].contains("of another shard"),
+            "{:?}",
+            m.violations
+        );
+        // A node's view of shard 2 ignores the other shard's keys.
+        let node = pts
+            .iter()
+            .find(|p| p.proc == "hapee3" && p.tier == Tier::Aggr)
+            .unwrap()
+            .view(sel);
+        snap.insert(
+            ("hapee3".into(), "fleet/str.aggr".into()),
+            table(&[(&key(k2), 1), (&key(k1), 7)]),
+        );
+        assert_eq!(exact(&snap, &only(&node), &tally), Vec::<String>::new());
+    }
+
+    #[test]
     fn parses_show_peers() {
         let text = "0x1: [04/Dec/2026:23:37:05] id=myaggr disabled=0 local=aggr1 listen=127.0.56.111:11111 complete=1\n\
 \x20 0x2: id=hapee1(remote,active) addr=127.0.56.101:44444 last_status=ESTA last_hdshk=1s\n\
@@ -709,5 +845,7 @@ No such table\n\n\
         );
         assert_eq!((p[0].cert_refused, p[0].xprt.as_str()), (3, "SSL"));
         assert_eq!((p[2].remote.as_str(), p[2].xprt.as_str()), ("-", "-"));
+        assert_eq!(p[1].group.as_deref(), Some("1"));
+        assert_eq!(p[0].group, None);
     }
 }

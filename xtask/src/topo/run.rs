@@ -174,17 +174,30 @@ impl Ctx {
                     missing.push(format!("{}->{} {}", a.name, p.name, p.state));
                 }
             }
-            // The daemon relays the first member (in config order, which is the
-            // order `show peers` lists) that is up; this is the steady state.
-            let ups: Vec<&PeerLine> = peers.iter().filter(|p| p.active.is_some()).collect();
-            let preferred = ups.iter().find(|p| self.fleet.running(&p.name));
-            if let Some(pref) = preferred
-                && pref.active != Some(true)
-            {
-                missing.push(format!(
-                    "{}: {} is not the active up member yet",
-                    a.name, pref.name
-                ));
+            // In every group, the daemon relays the first member (in config order,
+            // which is the order `show peers` lists) that is up; this is the steady
+            // state. An `up` peer without `group` (`-`) is a group of its own.
+            let mut groups: Vec<Vec<&PeerLine>> = Vec::new();
+            for p in peers.iter().filter(|p| p.active.is_some()) {
+                let same = groups.iter_mut().find(|g| {
+                    g.first()
+                        .is_some_and(|q| q.group == p.group && p.group.as_deref() != Some("-"))
+                });
+                match same {
+                    Some(g) => g.push(p),
+                    None => groups.push(vec![p]),
+                }
+            }
+            for g in groups {
+                let preferred = g.iter().find(|p| self.fleet.running(&p.name));
+                if let Some(pref) = preferred
+                    && pref.active != Some(true)
+                {
+                    missing.push(format!(
+                        "{}: {} is not the active up member yet",
+                        a.name, pref.name
+                    ));
+                }
             }
         }
         Ok(missing)
@@ -269,8 +282,13 @@ impl Ctx {
     /// Polls until every point of a running process is exactly right (traffic must
     /// be paused), and records how long that took under `what`.
     pub fn converge(&mut self, what: &str) -> Result<Duration> {
+        let points = self.points();
+        self.converge_on(what, &points)
+    }
+
+    /// Like `converge`, on the given points only.
+    pub fn converge_on(&mut self, what: &str, points: &[Point]) -> Result<Duration> {
         let start = Instant::now();
-        let points: Vec<Point> = self.points();
         let tally = self.tally();
         if !tally.settled() {
             bail!("converge called with requests in flight");
@@ -280,9 +298,9 @@ impl Ctx {
         while start.elapsed() < CONVERGE_TIMEOUT {
             rounds += 1;
             self.fleet.check_all_alive()?;
-            match observe::snapshot(&self.fleet, &points) {
+            match observe::snapshot(&self.fleet, points) {
                 Ok(snap) => {
-                    last = observe::exact(&snap, &points, &tally);
+                    last = observe::exact(&snap, points, &tally);
                     if last.is_empty() {
                         let took = start.elapsed();
                         let tables = snap.len();

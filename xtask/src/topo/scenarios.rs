@@ -2,8 +2,9 @@
 //! its fault and checks the sums; see `docs/ha.md` for what each one proves.
 
 use super::impostor::{self, FAKE_COUNT};
-use super::observe::{Monitor, PeerLine, Tier};
+use super::observe::{self, Monitor, PeerLine, Point, Tier};
 use super::run::Ctx;
+use super::topology::{FAMILIES, ShardSel};
 use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 use stktagg_wire::StatusCode;
@@ -17,6 +18,9 @@ pub struct Scenario {
     pub topology: &'static str,
     /// What it checks.
     pub about: &'static str,
+    /// Whether its nodes use `shards` (HAProxy >= 2.7): they then run the cached
+    /// HAProxy 3.0 when the haproxy given is older.
+    pub needs_shards: bool,
     /// The body.
     pub run: fn(&mut Ctx) -> Result<()>,
 }
@@ -27,55 +31,78 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "multi-level",
         topology: "multi-level",
         about: "2 intermediates x 2 nodes, 1 top (no group): .aggr and .l2 right on every node",
+        needs_shards: false,
         run: multi_level,
     },
     Scenario {
         name: "ha",
         topology: "ha",
         about: "the seed's HA setup as written (incl. the :11111/:22222 slip): sessions up, sums right",
+        needs_shards: false,
         run: ha,
     },
     Scenario {
         name: "ha-failover",
         topology: "ha",
         about: "kill -9 aggr3 under traffic: every .l2 converges again through aggr4; failover time",
+        needs_shards: false,
         run: ha_failover,
     },
     Scenario {
         name: "ha-recovery",
         topology: "ha",
         about: "restart aggr3: it rebuilds, takes over again, no reading ever doubled or stale",
+        needs_shards: false,
         run: ha_recovery,
     },
     Scenario {
         name: "intermediate-restart",
         topology: "ha",
         about: "kill -9 and restart aggr1: it rebuilds from its nodes, sums right, never doubled",
+        needs_shards: false,
         run: intermediate_restart,
     },
     Scenario {
         name: "node-restart",
         topology: "ha",
         about: "hard-restart hapee1: teach-back restores its counts, fleet sums never drop nor double",
+        needs_shards: false,
         run: node_restart,
     },
     Scenario {
         name: "partition",
         topology: "ha",
         about: "SIGSTOP aggr1 past the idle timeout, then SIGCONT: sessions recover, sums right",
+        needs_shards: false,
         run: partition,
     },
     Scenario {
         name: "tls",
         topology: "ha-tls",
         about: "the HA setup with every link over mutual TLS: sums right under a continuous watch; impostors without a valid certificate for the name they claim refused, counted, nothing of them counted",
+        needs_shards: false,
         run: tls,
     },
     Scenario {
         name: "impostor",
         topology: "multi-level",
         about: "hellos claiming hapee1, aggr3, aggr1 from a spare loopback address: refused, counted, nothing of them counted, real sessions kept",
+        needs_shards: false,
         run: impostor,
+    },
+    Scenario {
+        name: "sharded",
+        topology: "sharded",
+        about: "4 nodes with `shards 2` (HAProxy >= 2.7), a pair on shard 1, one aggregator on shard 2: sums exact; kill one of the pair; lose and rebuild shard 2; node restart",
+        needs_shards: true,
+        run: sharded,
+    },
+    Scenario {
+        name: "sharded-upper",
+        topology: "sharded-upper",
+        about: "2 intermediates shard what they send up to a 2-shard top tier: every .l2 exact; lose and rebuild top2",
+        needs_shards: true,
+        run: sharded_upper,
     },
 ];
 
@@ -641,6 +668,258 @@ fn tls(c: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The selection of the keys of `shard` as aggregator `aggr` holds them, per
+/// family, judged leniently (a view of other tables).
+fn shard_views(c: &Ctx, aggr: &str) -> Result<Vec<(super::topology::Family, ShardSel)>> {
+    let a = c
+        .topo
+        .aggregator(aggr)
+        .with_context(|| format!("no aggregator `{aggr}`"))?;
+    FAMILIES
+        .iter()
+        .map(|&f| {
+            let sel = c
+                .topo
+                .shard_of(a, f)
+                .with_context(|| format!("`{aggr}` serves no shard"))?;
+            Ok((f, sel))
+        })
+        .collect()
+}
+
+/// Every point, but the nodes' tables of `tier` (and the intermediates' relayed
+/// `.l2` when `tier` is `.l2`) judged on the keys of `views` only: what must stay
+/// right while the other shard has no aggregator.
+fn other_shard_gone(
+    c: &Ctx,
+    tier: Tier,
+    views: &[(super::topology::Family, ShardSel)],
+) -> Vec<Point> {
+    c.points()
+        .into_iter()
+        .map(|p| {
+            let relayed = p.tier == tier && p.shard.is_none() && (p.on_node || tier == Tier::L2);
+            match views.iter().find(|(f, _)| *f == p.family) {
+                Some((_, sel)) if relayed => p.view(*sel),
+                _ => p,
+            }
+        })
+        .collect()
+}
+
+/// The nodes' `tier` tables, for a comparison before and after.
+fn node_tables(c: &Ctx, tier: Tier) -> Result<observe::Snapshot> {
+    let points: Vec<Point> = c
+        .points()
+        .into_iter()
+        .filter(|p| p.on_node && p.tier == tier)
+        .collect();
+    observe::snapshot(&c.fleet, &points).map_err(|e| anyhow::anyhow!("reading the nodes: {e}"))
+}
+
+/// Checks that the keys of `gone` (the shard without aggregator) did not move on
+/// the nodes since `before`: the same values for the keys they had, nothing for
+/// new ones. Returns how many entries were compared.
+fn frozen(
+    c: &Ctx,
+    tier: Tier,
+    before: &observe::Snapshot,
+    gone: &[(super::topology::Family, ShardSel)],
+) -> Result<usize> {
+    let now = node_tables(c, tier)?;
+    let mut compared = 0;
+    for ((proc, table), entries) in &now {
+        let Some(old) = before.get(&(proc.clone(), table.clone())) else {
+            bail!("{proc}:{table} was not read before");
+        };
+        let Some((family, sel)) = gone
+            .iter()
+            .find(|(f, _)| table.contains(&format!("/{}.", f.prefix())))
+        else {
+            continue;
+        };
+        let of_shard =
+            |key: &String| observe::client_of(*family, key).is_some_and(|k| sel.holds(*family, k));
+        for key in entries.keys().chain(old.keys()).filter(|k| of_shard(k)) {
+            let (was, is) = (old.get(key), entries.get(key));
+            if was != is {
+                bail!(
+                    "{proc}:{table} key {key} moved while its shard had no aggregator: {was:?} -> {is:?}"
+                );
+            }
+            compared += 1;
+        }
+    }
+    Ok(compared)
+}
+
+fn sharded(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    c.send(&ALL, 1..=24, 2)?;
+    c.converge("first wave: each aggregator holds its shard's keys only, every node every sum")?;
+    let one = shard_views(c, "shard1a")?;
+    let split: Vec<String> = one
+        .iter()
+        .map(|(f, sel)| {
+            let n = (1..=24u32).filter(|&k| sel.holds(*f, k)).count();
+            format!("{}: {n} of 24 keys in shard 1", f.prefix())
+        })
+        .collect();
+    c.measure("how the nodes split the keys", split.join(", "));
+
+    // One aggregator of the pair dies: its partner has every key of the shard.
+    let pid = c.fleet.pid("shard1a").unwrap_or(0);
+    c.fleet.kill9("shard1a")?;
+    c.step(format!(
+        "kill -9 shard1a (pid {pid}), its partner shard1b stays"
+    ));
+    c.converge("right at once without shard1a")?;
+    let mut m = Monitor::new(c.points(), true);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.settled_for(HOLD)))?;
+    c.monitor_summary("pair member killed", &m, true);
+    c.send(&ALL, 10..=30, 1)?;
+    c.converge("new traffic: shard 1 through shard1b alone")?;
+    c.fleet.start("shard1a")?;
+    // It holds its sums back until the nodes have answered its resync: a partial
+    // sum of its would pull the nodes below shard1b's right ones.
+    c.step("shard1a restarted; watching every table (no drop, no double)");
+    let mut m = Monitor::new(c.points(), true);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.settled_for(HOLD)))?;
+    let took = m.all_right_at.unwrap_or_default();
+    c.measure(
+        "pair member restarted -> every table right (shard1a rebuilt from the nodes)",
+        format!("{took:.2?}"),
+    );
+    c.monitor_summary("pair member restart", &m, true);
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("the pair complete again")?;
+
+    // Shard 2 loses its only aggregator: the nodes keep its last sums, shard 1
+    // goes on.
+    let two = shard_views(c, "shard2")?;
+    let before = node_tables(c, Tier::Aggr)?;
+    c.fleet.kill9("shard2")?;
+    c.step("kill -9 shard2, the only aggregator of shard 2");
+    c.send(&ALL, 20..=40, 1)?;
+    let points = other_shard_gone(c, Tier::Aggr, &one);
+    c.converge_on("shard 1 right on every node without shard 2", &points)?;
+    let n = frozen(c, Tier::Aggr, &before, &two)?;
+    c.measure(
+        "shard 2 without aggregator: its sums on the nodes",
+        format!("unchanged ({n} entries compared), new keys absent"),
+    );
+    c.fleet.start("shard2")?;
+    let restarted = Instant::now();
+    c.step("shard2 restarted; watching every table (no drop, no double)");
+    let mut m = Monitor::new(c.points(), true);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.settled_for(HOLD)))?;
+    let took = m.all_right_at.unwrap_or_default();
+    c.measure(
+        "shard2 restarted -> its shard rebuilt from the nodes, every sum right",
+        format!("{took:.2?}"),
+    );
+    c.monitor_summary("shard 2 rebuild", &m, true);
+    c.outcome.checks.push((
+        "shard 2 rebuilt (from its restart)".into(),
+        restarted.elapsed(),
+    ));
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("every shard right again")?;
+
+    // A node restarts: each shard teaches it back its own entries.
+    let pid = c.fleet.pid("hapee1").unwrap_or(0);
+    c.fleet.kill9("hapee1")?;
+    c.step(format!("kill -9 hapee1 (pid {pid})"));
+    let mut m = Monitor::new(c.points(), true);
+    let away = Duration::from_secs(1);
+    c.watch(&mut m, away + Duration::from_secs(5), |_, m, _| {
+        Ok(m.elapsed() >= away)
+    })?;
+    c.fleet.start("hapee1")?;
+    let restarted = m.elapsed();
+    c.step("hapee1 restarted with empty tables; watching every table (no drop, no double)");
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| {
+        Ok(m.settled_for(HOLD)
+            && m.right_at
+                .keys()
+                .filter(|l| l.starts_with("hapee1:"))
+                .count()
+                == 4)
+    })?;
+    let since = |label: &str| m.right_at.get(label).map(|t| t.saturating_sub(restarted));
+    let taught = ["hapee1:fleet/ip.uncombined", "hapee1:fleet/str.uncombined"]
+        .iter()
+        .filter_map(|l| since(l))
+        .max()
+        .unwrap_or_default();
+    c.measure(
+        "node restart -> hapee1's .uncombined taught back by both shards",
+        format!("{taught:.2?}"),
+    );
+    c.monitor_summary("node restart", &m, true);
+    c.outcome
+        .checks
+        .push(("hapee1 taught back by every shard".into(), taught));
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("all right, sessions up")?;
+    c.send(&["hapee1"], 1..=40, 1)?;
+    c.converge("new traffic into hapee1 adds exactly")?;
+    Ok(())
+}
+
+fn sharded_upper(c: &mut Ctx) -> Result<()> {
+    c.start_all()?;
+    for i in c.intermediates() {
+        let text = c.fleet.api(&i)?.command("show peers")?;
+        for (top, role) in [("top1", "shard=1 active"), ("top2", "shard=2 active")] {
+            let ok = text
+                .split("id=")
+                .any(|b| b.starts_with(top) && b.contains(role));
+            if !ok {
+                bail!("{i} does not show {top} as `{role}`:\n{text}");
+            }
+        }
+    }
+    c.step("aggr1 and aggr2 send top1 shard 1 and top2 shard 2, and relay both");
+    c.send(&ALL, 1..=24, 2)?;
+    c.converge("first wave: each top holds its shard's keys only, every .l2 whole")?;
+    c.send(&["hapee1", "hapee4"], 12..=36, 1)?;
+    c.converge("second wave (two nodes, old and new keys)")?;
+
+    // Shard 2 of the top tier goes away: shard 1 goes on, shard 2 stays frozen.
+    let one = shard_views(c, "top1")?;
+    let two = shard_views(c, "top2")?;
+    let before = node_tables(c, Tier::L2)?;
+    c.fleet.kill9("top2")?;
+    c.step("kill -9 top2");
+    c.send(&ALL, 30..=44, 1)?;
+    let points = other_shard_gone(c, Tier::L2, &one);
+    c.converge_on("shard 1 of .l2 right everywhere without top2", &points)?;
+    let n = frozen(c, Tier::L2, &before, &two)?;
+    c.measure(
+        "top2 gone: shard 2 of .l2 on the nodes",
+        format!("unchanged ({n} entries compared), new keys absent"),
+    );
+    c.fleet.start("top2")?;
+    c.step("top2 restarted; it asks the intermediates, which teach it shard 2 only");
+    let mut m = Monitor::new(c.points(), true);
+    c.watch(&mut m, RECOVERY_TIMEOUT, |_, m, _| Ok(m.settled_for(HOLD)))?;
+    let took = m.all_right_at.unwrap_or_default();
+    c.measure(
+        "top2 restarted -> rebuilt from the intermediates, every .l2 right",
+        format!("{took:.2?}"),
+    );
+    c.monitor_summary("top2 rebuild", &m, true);
+    c.outcome
+        .checks
+        .push(("top2 rebuilt (from its restart)".into(), took));
+    c.wait_sessions(Duration::from_secs(10))?;
+    c.converge("every shard right again")?;
+    c.send(&ALL, 40..=50, 1)?;
+    c.converge("new traffic through both shards")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +942,8 @@ mod tests {
             "partition",
             "impostor",
             "tls",
+            "sharded",
+            "sharded-upper",
         ] {
             assert!(names.contains(required), "{required} missing");
         }

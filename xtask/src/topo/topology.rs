@@ -1,11 +1,19 @@
 //! Topology descriptions: `tests/topologies/<name>/topology.toml`, the aggregator
 //! configurations beside it, and the HAProxy node template.
+//!
+//! A sharded topology says `shards = N` and `shard_section = "<name>"` (the peers
+//! section whose tables are sharded, which seeds the key-to-shard function), and
+//! gives each aggregator of a sharded tier its `shard`: that aggregator holds the
+//! keys of its shard only. A node may push to several aggregators (`aggr` is then a
+//! list): a node of a sharded tier pushes to every aggregator of it.
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use stktagg_wire::shard::{key_shard, local_id, table_seed};
+use stktagg_wire::{Key, KeyType};
 
 /// The `peers` section of the node template; tables are `fleet/<family>.<level>`.
 pub const NODE_PEERS_SECTION: &str = "fleet";
@@ -46,6 +54,43 @@ impl Family {
     }
 }
 
+impl Family {
+    /// Client `k`'s key as HAProxy holds it, with the table's key type.
+    pub fn wire_key(self, k: u32) -> (KeyType, Key) {
+        match self {
+            Family::Ip => {
+                let ip = std::net::Ipv4Addr::new(10, 0, ((k >> 8) & 0xff) as u8, (k & 0xff) as u8);
+                (KeyType::Ipv4, Key::from_ipv4(ip))
+            }
+            Family::Str => (KeyType::String, Key::from_str_bytes(client_str(k))),
+        }
+    }
+}
+
+/// The keys a table holds when it is one shard's: those HAProxy's key-to-shard
+/// function puts in `shard` of `shards`, with the seed of the table the keys were
+/// sharded in (its local id in the peers section that sharded it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSel {
+    /// The seed.
+    pub seed: u64,
+    /// The number of shards.
+    pub shards: u32,
+    /// The shard.
+    pub shard: u32,
+    /// Whether the table may hold nothing else (an aggregator of the shard), or
+    /// only its keys of the shard are judged (a view of a node's table).
+    pub strict: bool,
+}
+
+impl ShardSel {
+    /// Whether client `k`'s key of `family` is in the shard.
+    pub fn holds(&self, family: Family, k: u32) -> bool {
+        let (kt, key) = family.wire_key(k);
+        key_shard(self.seed, kt, &key, self.shards) == self.shard
+    }
+}
+
 /// The `x-client-ip` header of client `k` (distinct for every k below 65536).
 pub fn client_ip(k: u32) -> String {
     format!("10.0.{}.{}", (k >> 8) & 0xff, k & 0xff)
@@ -80,6 +125,9 @@ pub struct Aggregator {
     pub level: Level,
     /// The address of its `local` peer: where it listens.
     pub listen: SocketAddr,
+    /// Its shard in a sharded tier (0: it holds every key).
+    #[serde(default)]
+    pub shard: u32,
 }
 
 /// One `[[node]]` of `topology.toml`: a HAProxy rendered from `node.cfg.tmpl`.
@@ -90,8 +138,29 @@ pub struct Node {
     pub name: String,
     /// Its loopback address (peers on :44444, HTTP on :8080).
     pub ip: String,
-    /// The intermediate aggregator it pushes to.
-    pub aggr: String,
+    /// The intermediate aggregator it pushes to, or every aggregator of the
+    /// sharded tier it pushes to.
+    pub aggr: Aggrs,
+}
+
+/// `aggr = "name"` or `aggr = ["a", "b"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Aggrs {
+    /// One aggregator.
+    One(String),
+    /// Several (a sharded tier).
+    Many(Vec<String>),
+}
+
+impl Node {
+    /// The aggregators it pushes to.
+    pub fn aggrs(&self) -> Vec<&str> {
+        match &self.aggr {
+            Aggrs::One(a) => vec![a.as_str()],
+            Aggrs::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +169,10 @@ struct File {
     description: String,
     #[serde(default)]
     tls: bool,
+    #[serde(default)]
+    shards: u32,
+    #[serde(default)]
+    shard_section: Option<String>,
     #[serde(default)]
     aggregator: Vec<Aggregator>,
     #[serde(default)]
@@ -122,6 +195,10 @@ pub struct Topology {
     pub aggregators: Vec<Aggregator>,
     /// HAProxy nodes.
     pub nodes: Vec<Node>,
+    /// `shards`: the number of shards of the sharded tier, 0 for none.
+    pub shards: u32,
+    /// The peers section that shards keys: its name seeds the key-to-shard function.
+    pub shard_section: String,
     template: String,
     net: String,
 }
@@ -165,6 +242,8 @@ impl Topology {
             tls: file.tls,
             aggregators: file.aggregator,
             nodes: file.node,
+            shards: file.shards,
+            shard_section: file.shard_section.unwrap_or_default(),
             template,
             net: net.to_owned(),
         };
@@ -186,13 +265,17 @@ impl Topology {
             }
         }
         for n in &self.nodes {
-            match self.aggregator(&n.aggr) {
-                Some(a) if a.level == Level::Intermediate => {}
-                _ => bail!(
-                    "node `{}` names `{}`, which is not an intermediate aggregator",
-                    n.name,
-                    n.aggr
-                ),
+            for aggr in n.aggrs() {
+                match self.aggregator(aggr) {
+                    Some(a) if a.level == Level::Intermediate => {}
+                    _ => bail!(
+                        "node `{}` names `{aggr}`, which is not an intermediate aggregator",
+                        n.name,
+                    ),
+                }
+            }
+            if n.aggrs().is_empty() {
+                bail!("node `{}` pushes to no aggregator", n.name);
             }
             let ip: std::net::Ipv4Addr =
                 n.ip.parse()
@@ -206,6 +289,17 @@ impl Topology {
             if !a.listen.ip().is_loopback() {
                 bail!("aggregator `{}`: {} is not loopback", a.name, a.listen);
             }
+            if a.shard > self.shards {
+                bail!(
+                    "aggregator `{}` has shard {} but the topology has {} shards",
+                    a.name,
+                    a.shard,
+                    self.shards
+                );
+            }
+        }
+        if self.shards > 0 && self.shard_section.is_empty() {
+            bail!("`shards` needs `shard_section`, the peers section whose tables are sharded");
         }
         if self.nodes.is_empty() {
             bail!("no nodes");
@@ -227,7 +321,7 @@ impl Topology {
     pub fn nodes_of(&self, aggr: &str) -> Vec<String> {
         self.nodes
             .iter()
-            .filter(|n| n.aggr == aggr)
+            .filter(|n| n.aggrs().contains(&aggr))
             .map(|n| n.name.clone())
             .collect()
     }
@@ -239,6 +333,42 @@ impl Topology {
             .map(|a| a.name.clone())
             .chain(self.nodes.iter().map(|n| n.name.clone()))
             .collect()
+    }
+
+    /// The nodes whose sums node `n`'s `.aggr` holds: those of its aggregators.
+    pub fn neighbours(&self, n: &Node) -> Vec<String> {
+        let aggrs = n.aggrs();
+        self.nodes
+            .iter()
+            .filter(|m| m.aggrs().iter().any(|a| aggrs.contains(a)))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// Whether the tree has a top level (then every node and intermediate holds
+    /// `.l2`).
+    pub fn has_top(&self) -> bool {
+        self.at_level(Level::Top).next().is_some()
+    }
+
+    /// The keys aggregator `a`'s tables of `family` hold, if it serves one shard:
+    /// the keys were sharded in the table one level down (`.uncombined` on the
+    /// nodes for an intermediate, `.aggr` for a top aggregator).
+    pub fn shard_of(&self, a: &Aggregator, family: Family) -> Option<ShardSel> {
+        if a.shard == 0 || self.shards == 0 {
+            return None;
+        }
+        let below = match a.level {
+            Level::Intermediate => "uncombined",
+            Level::Top => "aggr",
+        };
+        let table = format!("/{}.{below}", family.prefix());
+        Some(ShardSel {
+            seed: table_seed(&local_id(&self.shard_section, table.as_bytes())),
+            shards: self.shards,
+            shard: a.shard,
+            strict: true,
+        })
     }
 
     /// All node names.
@@ -259,17 +389,34 @@ impl Topology {
         Ok(remap(&text, &self.net).replace("{dir}", &run_dir.display().to_string()))
     }
 
-    /// The HAProxy configuration of node `n`.
+    /// The HAProxy configuration of node `n`. `{aggr}` and `{aggr_addr}` are its
+    /// (first) aggregator; `{aggr_peers}` is a `peer` line per aggregator, with its
+    /// `shard` in a sharded topology.
     pub fn node_config(&self, n: &Node, run_dir: &Path) -> Result<String> {
-        let aggr = self
-            .aggregator(&n.aggr)
-            .with_context(|| format!("node `{}`: no aggregator `{}`", n.name, n.aggr))?;
+        let mut aggrs = Vec::new();
+        for name in n.aggrs() {
+            let a = self
+                .aggregator(name)
+                .with_context(|| format!("node `{}`: no aggregator `{name}`", n.name))?;
+            aggrs.push(a);
+        }
+        let first = aggrs
+            .first()
+            .with_context(|| format!("node `{}` pushes to no aggregator", n.name))?;
+        let peers: Vec<String> = aggrs
+            .iter()
+            .map(|a| match a.shard {
+                0 => format!("    peer {} {}", a.name, a.listen),
+                sh => format!("    peer {} {} shard {sh}", a.name, a.listen),
+            })
+            .collect();
         Ok(self
             .template
             .replace("{name}", &n.name)
             .replace("{ip}", &n.ip)
-            .replace("{aggr_addr}", &aggr.listen.to_string())
-            .replace("{aggr}", &n.aggr)
+            .replace("{aggr_addr}", &first.listen.to_string())
+            .replace("{aggr_peers}", &peers.join("\n"))
+            .replace("{aggr}", &first.name)
             .replace("{dir}", &run_dir.display().to_string()))
     }
 
@@ -345,10 +492,55 @@ mod tests {
 
     #[test]
     fn every_topology_loads() {
-        for name in ["ha", "ha-tls", "multi-level"] {
+        for name in ["ha", "ha-tls", "multi-level", "sharded", "sharded-upper"] {
             let t = Topology::load(&root(), name).unwrap();
             assert!(t.listen_addrs().unwrap().len() >= t.nodes.len() * 2);
         }
+    }
+
+    #[test]
+    fn a_sharded_node_names_every_aggregator_with_its_shard() {
+        let t = Topology::load(&root(), "sharded").unwrap();
+        assert_eq!((t.shards, t.shard_section.as_str()), (2, "fleet"));
+        let cfg = t
+            .node_config(t.node("hapee2").unwrap(), Path::new("/d"))
+            .unwrap();
+        assert!(cfg.contains("\n    shards 2\n"), "{cfg}");
+        assert!(
+            cfg.contains(
+                "    peer shard1a 127.0.56.121:11111 shard 1\n    peer shard1b 127.0.56.122:11111 shard 1\n    peer shard2 127.0.56.123:11111 shard 2\n"
+            ),
+            "{cfg}"
+        );
+        assert!(!cfg.contains('{'), "a placeholder is left: {cfg}");
+        // Every node pushes to the three aggregators: their sums span every node.
+        assert_eq!(t.nodes_of("shard2").len(), 4);
+        assert_eq!(t.neighbours(t.node("hapee1").unwrap()).len(), 4);
+        assert!(!t.has_top());
+    }
+
+    #[test]
+    fn an_aggregator_of_a_shard_holds_the_keys_of_its_shard() {
+        let t = Topology::load(&root(), "sharded-upper").unwrap();
+        let top1 = t.aggregator("top1").unwrap();
+        let sel = t.shard_of(top1, Family::Str).unwrap();
+        // A top's keys were sharded in the intermediates' `.aggr`.
+        assert_eq!(sel.seed, table_seed(b"myaggr/str.aggr"));
+        assert_eq!((sel.shards, sel.shard, sel.strict), (2, 1, true));
+        let ones = (0..200).filter(|&k| sel.holds(Family::Str, k)).count();
+        assert!((50..150).contains(&ones), "{ones} of 200 keys in shard 1");
+        assert!(
+            t.shard_of(t.aggregator("aggr1").unwrap(), Family::Ip)
+                .is_none()
+        );
+        let t = Topology::load(&root(), "sharded").unwrap();
+        let sel = t
+            .shard_of(t.aggregator("shard2").unwrap(), Family::Ip)
+            .unwrap();
+        assert_eq!(sel.seed, table_seed(b"fleet/ip.uncombined"));
+        // The key HAProxy hashes is the address, not its text.
+        let (kt, key) = Family::Ip.wire_key(258);
+        assert_eq!((kt, key.as_bytes()), (KeyType::Ipv4, &[10, 0, 1, 2][..]));
     }
 
     #[test]
