@@ -431,14 +431,9 @@ impl<S: TableStore> SessionCore<S> {
     /// Sends one entry of a store table; `live` for a change (as opposed to a full
     /// resync we teach), which is what the propagation histogram measures.
     fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key, live: bool) {
-        let Some(o) = self.outgoing(table) else {
+        let Some(o) = self.wanted(table, &key) else {
             return;
         };
-        if let Some(f) = &self.shard
-            && !f.holds(o.seed, o.key_type, &key)
-        {
-            return;
-        }
         let store = &self.section.store;
         let Some(entry) = store.read(table, &key, self.now) else {
             // Gone since it was marked (expired): there are no deletes on the wire.
@@ -461,6 +456,16 @@ impl<S: TableStore> SessionCore<S> {
         if live && entry.changed_at > 0 {
             self.counters
                 .propagation(self.now.saturating_sub(entry.changed_at));
+        }
+    }
+
+    /// How `key` of store table `table` goes out on this session, if the peer
+    /// gets it: a sharded peer gets the keys of its shard only.
+    fn wanted(&mut self, table: TableId, key: &Key) -> Option<Outgoing> {
+        let o = self.outgoing(table)?;
+        match &self.shard {
+            Some(f) if !f.holds(o.seed, o.key_type, key) => None,
+            _ => Some(o),
         }
     }
 
@@ -490,10 +495,16 @@ impl<S: TableStore> SessionCore<S> {
 
 impl<S: TableStore> SessionCore<S> {
     /// Sends a live change encoded once for every destination.
-    fn send_shared(&mut self, out: &mut Outbox<'_>, table: TableId, shared: &SharedChange) {
+    fn send_shared(
+        &mut self,
+        out: &mut Outbox<'_>,
+        table: TableId,
+        to: Outgoing,
+        shared: &SharedChange,
+    ) {
         let store = &self.section.store;
         let def = || store.definition(table);
-        match out.send_shared(TableKey(u64::from(table.0)), def, &shared.update) {
+        match out.send_shared(to.key, def, &shared.update) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -561,13 +572,16 @@ impl<S: TableStore> Feed for SessionCore<S> {
             return Progress::Done;
         }
         for change in batch {
+            let Some(to) = self.wanted(change.table, &change.key) else {
+                continue;
+            };
             if let Some(slot) = &change.shared {
                 let store = &self.section.store;
                 let shared =
                     slot.get_or_init(|| store.shared_change(change.table, &change.key, self.now));
                 if let Some(shared) = shared {
                     // Encoded once, by whichever session sent it first.
-                    self.send_shared(out, change.table, shared);
+                    self.send_shared(out, change.table, to, shared);
                     continue;
                 }
             }
