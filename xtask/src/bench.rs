@@ -19,7 +19,9 @@ mod report;
 mod svg;
 
 use anyhow::{Context, Result, bail};
-use procs::{Bins, cpu_seconds, loadgen, rss_bytes, start_daemon, start_haproxy};
+use procs::{
+    Bins, cpu_seconds, loadgen, loadgen_on, rss_bytes, start_daemon, start_daemon_on, start_haproxy,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +49,11 @@ struct Plan {
     scaling_min_measured: u64,
     /// Largest table of the store-level scaling bench (criterion).
     store_max_keys: u32,
+    /// Keys and updates per source of the whole stream for 1 vs 2 shards, and the
+    /// number of sources.
+    shards_keys: u32,
+    shards_updates: u64,
+    shards_sources: usize,
 }
 
 impl Plan {
@@ -72,6 +79,9 @@ impl Plan {
             scaling: vec![10_000, 100_000, 1_000_000, 10_000_000],
             scaling_min_measured: 1_000_000,
             store_max_keys: 10_000_000,
+            shards_keys: 1_000_000,
+            shards_updates: 1_000_000,
+            shards_sources: 2,
         }
     }
 
@@ -91,6 +101,9 @@ impl Plan {
             scaling: vec![10_000, 100_000],
             scaling_min_measured: 200_000,
             store_max_keys: 100_000,
+            shards_keys: 50_000,
+            shards_updates: 100_000,
+            shards_sources: 2,
         }
     }
 }
@@ -173,6 +186,8 @@ pub fn main(args: &[String]) -> Result<()> {
     results["memory"] = b.memory()?;
     save(&results)?;
     results["scaling"] = b.scaling()?;
+    save(&results)?;
+    results["shards"] = b.shards()?;
     save(&results)?;
     results["store"] = b.store()?;
     results["duration_s"] = json!(started.elapsed().as_secs_f64());
@@ -424,6 +439,70 @@ impl Bench<'_> {
                 "ratio": if mh > 0.0 { mo / mh } else { 0.0 },
                 "ours_runs": ours, "haproxy_runs": hap,
                 "ours_cpu_s_per_run": ours_cpu,
+                "complete": complete,
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// The fleet capacity of 1 vs 2 shards. An aggregator pinned to core 0 sums
+    /// the whole stream (K keys, U updates from each of S sources), then a fresh
+    /// one sums one shard's part of it (K/2 keys, U/2 updates from each source:
+    /// what HAProxy's key-to-shard function gives each of 2 shards, a random half);
+    /// the generator runs on core 1. A shard's capacity is the updates it summed
+    /// per CPU second of its own; 2 shards on 2 cores have twice that. CPU time
+    /// rather than wall time: the generator shares this 2-core machine.
+    fn shards(&self) -> Result<Value> {
+        let p = self.plan;
+        let mut out = Vec::new();
+        for shards in [1u32, 2] {
+            let keys = p.shards_keys / shards;
+            let updates = p.shards_updates / u64::from(shards);
+            eprintln!(
+                "bench: {shards} shard(s): one aggregator on core 0, {keys} keys, {updates} updates from each of {} sources, {} runs",
+                p.shards_sources, p.runs
+            );
+            let mut cpu = Vec::new();
+            let mut rss = Vec::new();
+            let mut complete = true;
+            let mut args: Vec<String> = vec![
+                "send".into(),
+                "--remote".into(),
+                "stktagg".into(),
+                "--sources".into(),
+                p.shards_sources.to_string(),
+                "--timeout-s".into(),
+                timeout_for(updates * p.shards_sources as u64).to_string(),
+            ];
+            args.extend(stream_args(updates, keys, "ipv4"));
+            for _ in 0..p.runs {
+                let d = start_daemon_on(
+                    &self.bins.daemon,
+                    self.work,
+                    "shards",
+                    p.shards_sources,
+                    Some(0),
+                )?;
+                let mut run_args = args.clone();
+                run_args.extend(["--target".into(), d.addr.to_string()]);
+                let cpu0 = cpu_seconds(d.pid)?;
+                let r = loadgen_on(&self.bins.loadgen, &run_args, Some(1))?;
+                cpu.push(cpu_seconds(d.pid)? - cpu0);
+                rss.push(rss_bytes(d.pid)? as f64);
+                complete &= r["complete"].as_bool() == Some(true);
+            }
+            let summed = (updates * p.shards_sources as u64) as f64;
+            let cpu_s = median(&mut cpu.clone());
+            let per_core = if cpu_s > 0.0 { summed / cpu_s } else { 0.0 };
+            out.push(json!({
+                "shards": shards,
+                "keys": keys,
+                "updates": summed,
+                "cpu_s": cpu_s,
+                "cpu_runs": cpu,
+                "updates_per_cpu_s": per_core,
+                "fleet_updates_per_s": per_core * f64::from(shards),
+                "rss_bytes": median(&mut rss),
                 "complete": complete,
             }));
         }

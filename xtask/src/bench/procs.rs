@@ -51,6 +51,29 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) -> Result<()>
 /// Starts the daemon with one section: us on a free port, `sources` peers
 /// `src1..srcN` without address (they dial us), `from .uncombined to .aggr`.
 pub fn start_daemon(bin: &Path, dir: &Path, tag: &str, sources: usize) -> Result<Proc> {
+    start_daemon_on(bin, dir, tag, sources, None)
+}
+
+/// `cmd` run by `taskset -c <cpu>` when `cpu` is given: pinned to that core.
+pub fn pinned(cmd: &Path, cpu: Option<u32>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(cmd);
+            c
+        }
+        None => Command::new(cmd),
+    }
+}
+
+/// Like `start_daemon`, pinned to core `cpu` if given.
+pub fn start_daemon_on(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    sources: usize,
+    cpu: Option<u32>,
+) -> Result<Proc> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cfg = format!(
@@ -63,7 +86,8 @@ pub fn start_daemon(bin: &Path, dir: &Path, tag: &str, sources: usize) -> Result
     let cfg_path = dir.join(format!("{tag}.stktagg.cfg"));
     std::fs::write(&cfg_path, cfg)?;
     let log = std::fs::File::create(dir.join(format!("{tag}.stktagg.log")))?;
-    let mut child = Command::new(bin)
+    // `taskset` execs the daemon: the pid is the daemon's own.
+    let mut child = pinned(bin, cpu)
         .arg("-f")
         .arg(&cfg_path)
         .stdin(Stdio::null())
@@ -108,7 +132,12 @@ pub fn start_haproxy(dir: &Path, tag: &str, key_type: &str) -> Result<Proc> {
 
 /// Runs the load generator and parses its JSON report.
 pub fn loadgen(bin: &Path, args: &[String]) -> Result<serde_json::Value> {
-    let out = Command::new(bin)
+    loadgen_on(bin, args, None)
+}
+
+/// Like `loadgen`, pinned to core `cpu` if given.
+pub fn loadgen_on(bin: &Path, args: &[String], cpu: Option<u32>) -> Result<serde_json::Value> {
+    let out = pinned(bin, cpu)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -187,4 +216,17 @@ pub fn build() -> Result<Bins> {
         daemon: dir.join("stktagg"),
         loadgen: dir.join("stktagg-loadgen"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pinned_command_runs_under_taskset_on_its_core() {
+        let c = super::pinned(std::path::Path::new("/bin/stktagg"), Some(1));
+        assert_eq!(c.get_program(), "taskset");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["-c", "1", "/bin/stktagg"]);
+        let c = super::pinned(std::path::Path::new("/bin/stktagg"), None);
+        assert_eq!(c.get_program(), "/bin/stktagg");
+    }
 }

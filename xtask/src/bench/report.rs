@@ -16,6 +16,7 @@ pub const SECTIONS: &[&str] = &[
     "## Propagation latency",
     "## Memory",
     "## Scaling",
+    "## Shards",
 ];
 
 /// Files written next to the report.
@@ -97,6 +98,7 @@ pub fn write(r: &Value, doc: &Path, assets: &Path, analysis: Option<&str>) -> Re
     latency(&mut md, r, assets, &rel)?;
     memory(&mut md, r);
     scaling(&mut md, r, assets, &rel)?;
+    shards(&mut md, r);
     if let Some(a) = analysis {
         md.push('\n');
         md.push_str(a.trim_end());
@@ -142,6 +144,11 @@ const METHOD: &str = "## Method
 - **Scaling**: one source fills K keys (K updates), then sends max(K, scaling floor)
   more over the same keys; the figure is the time per update of that second part,
   from the ack of update K to the ack of the last.
+- **Shards**: an aggregator pinned to one core (`taskset -c 0`, the generator on
+  the other) sums the whole stream of S sources over K keys, then a fresh one a
+  shard's part of it (half the keys, half the updates, as 2 shards split them);
+  its capacity is updates summed per CPU second of its own, and 2 shards on 2
+  cores have twice a shard's (`docs/scaling.md`).
 
 ";
 
@@ -439,4 +446,70 @@ fn scaling(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// 1 shard vs 2 (`Bench::shards`); a report rewritten from figures measured
+/// before the section existed says so.
+fn shards(md: &mut String, r: &Value) {
+    let _ = writeln!(md, "## Shards\n");
+    let rows = arr(&r["shards"]);
+    if rows.is_empty() {
+        let _ = writeln!(md, "Not measured in this run.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "| shards | keys per aggregator | updates per aggregator | aggregator CPU s | updates/s per core | fleet capacity | RSS per aggregator | complete |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for x in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {} | {} | {:.0} MiB | {} |",
+            x["shards"],
+            count(n(&x["keys"])),
+            count(n(&x["updates"])),
+            n(&x["cpu_s"]),
+            rate(n(&x["updates_per_cpu_s"])),
+            rate(n(&x["fleet_updates_per_s"])),
+            n(&x["rss_bytes"]) / f64::from(1u32 << 20),
+            x["complete"]
+        );
+    }
+    if let [one, two, ..] = rows {
+        let base = n(&one["fleet_updates_per_s"]);
+        if base > 0.0 {
+            let _ = writeln!(
+                md,
+                "\n2 shards vs 1: **{:.2}×** the fleet capacity, each aggregator on one core.\n",
+                n(&two["fleet_updates_per_s"]) / base
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_shards_section_gives_the_ratio_or_says_it_was_not_measured() {
+        let r = json!({"shards": [
+            {"shards": 1, "keys": 1_000_000, "updates": 2_000_000.0, "cpu_s": 5.0,
+             "updates_per_cpu_s": 400_000.0, "fleet_updates_per_s": 400_000.0,
+             "rss_bytes": 550.0 * 1048576.0, "complete": true},
+            {"shards": 2, "keys": 500_000, "updates": 1_000_000.0, "cpu_s": 2.0,
+             "updates_per_cpu_s": 500_000.0, "fleet_updates_per_s": 1_000_000.0,
+             "rss_bytes": 280.0 * 1048576.0, "complete": true},
+        ]});
+        let mut md = String::new();
+        shards(&mut md, &r);
+        assert!(md.starts_with("## Shards\n"), "{md}");
+        assert!(md.contains("| 2 | 500k |"), "{md}");
+        assert!(md.contains("| 280 MiB | true |"), "{md}");
+        assert!(md.contains("**2.50×**"), "{md}");
+        let mut md = String::new();
+        shards(&mut md, &json!({}));
+        assert!(md.contains("Not measured"), "{md}");
+    }
 }
