@@ -27,20 +27,26 @@ fn fleet_with_traffic(label: &str, block: u8) -> Fleet {
     }
     // Client 0: 3 + 5 requests, client 1: 2, client 2: 4, once summed.
     let clients: Vec<String> = (0..3).map(|i| fleet.block.client(i).to_string()).collect();
-    eventually("hap1's req.aggr shows every client's sum", CONVERGE, || {
-        let d = fleet.nodes[0]
-            .api()
-            .show_table(&Fleet::node_table("req.aggr"))?;
-        let n: Vec<_> = clients
-            .iter()
-            .map(|c| d.entry(c).and_then(|e| e.num("http_req_cnt")))
-            .collect();
-        if d.entries.len() == 3 && n == [Some(8), Some(2), Some(4)] {
+    // Both nodes: the tests compare either one with the daemon (sessions send on
+    // their own, and a daemon that has just started holds its sums back while a
+    // configured source, `rogue` here, may still dial in).
+    eventually(
+        "every node's req.aggr shows every client's sum",
+        CONVERGE,
+        || {
+            for node in &fleet.nodes {
+                let d = node.api().show_table(&Fleet::node_table("req.aggr"))?;
+                let n: Vec<_> = clients
+                    .iter()
+                    .map(|c| d.entry(c).and_then(|e| e.num("http_req_cnt")))
+                    .collect();
+                if d.entries.len() != 3 || n != [Some(8), Some(2), Some(4)] {
+                    return Err(HarnessError::Unexpected(format!("{d:?}")));
+                }
+            }
             Ok(())
-        } else {
-            Err(HarnessError::Unexpected(format!("{d:?}")))
-        }
-    })
+        },
+    )
     .unwrap();
     fleet
 }
