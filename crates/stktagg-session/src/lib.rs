@@ -37,6 +37,6 @@ pub use config::{
     SessionConfig,
 };
 pub use event::{End, Event, PeerComplaint};
-pub use outbox::{Feed, NothingToSend, Outbox, Phase, Progress, TableKey};
+pub use outbox::{Feed, NothingToSend, Outbox, Phase, PreencodedError, Progress, TableKey};
 pub use resync::{Learning, Teaching};
 pub use session::PeerSession;
