@@ -9,7 +9,7 @@
 use bytes::BytesMut;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 use stktagg_loadgen::{KeyKind, LoadgenError, RunSpec, StreamSpec};
@@ -22,17 +22,19 @@ fn mock(sessions: usize) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let peers: Peers = Arc::default();
+    let all_in = Arc::new(Barrier::new(sessions));
     thread::spawn(move || {
         for i in 0..sessions {
             let (s, _) = l.accept().unwrap();
             let peers = peers.clone();
-            thread::spawn(move || serve(i, s, peers));
+            let all_in = all_in.clone();
+            thread::spawn(move || serve(i, s, peers, &all_in));
         }
     });
     addr
 }
 
-fn serve(me: usize, mut s: TcpStream, peers: Peers) {
+fn serve(me: usize, mut s: TcpStream, peers: Peers, all_in: &Barrier) {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut buf = BytesMut::new();
     let mut tmp = vec![0u8; 65536];
@@ -56,8 +58,15 @@ fn serve(me: usize, mut s: TcpStream, peers: Peers) {
     // update sent after the answer finds it.
     {
         let mut p = peers.lock().unwrap();
-        s.write_all(b"200\n\x00\x00\x00\x04").unwrap();
+        s.write_all(b"200\n\x00\x04").unwrap();
         p.push((me, s.try_clone().unwrap(), Encoder::new()));
+    }
+    // Sources stream once their RESYNC REQUEST is answered: asking only when every
+    // session is registered means that none misses the start of another's stream.
+    all_in.wait();
+    {
+        let _guard = peers.lock().unwrap();
+        s.write_all(b"\x00\x00").unwrap();
     }
     let mut dec = Decoder::new();
     loop {
