@@ -232,6 +232,9 @@ fn discard_counts_every_byte() {
         .unwrap();
     let r = stktagg_loadgen::discard(&st).unwrap();
     assert_eq!(r.updates, 10_000);
-    assert_eq!(r.bytes as usize, st.define.len() + st.bytes.len());
+    // The stream and its definition, after the hello and a heartbeat.
+    let stream = (st.define.len() + st.bytes.len()) as u64;
+    let hello = format!("HAProxyS 2.1\nsink\ndiscard {} 1\n", std::process::id());
+    assert_eq!(r.bytes, stream + hello.len() as u64 + 2);
     assert!(r.updates_per_s > 0.0);
 }
