@@ -820,3 +820,76 @@ fn preencoded_runs_that_would_break_the_session_are_refused() {
         "{r:?}"
     );
 }
+
+/// Sends entries of a table with dictionary data (`server_key`), all naming the same
+/// server: the first in full, the others through the dictionary cache.
+#[derive(Debug)]
+struct DictFeed(usize);
+
+impl Feed for DictFeed {
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let def = TableDefinition {
+            data: vec![DataSpec::plain(DataType::ServerKey)],
+            ..table("servers", 0)
+        };
+        while self.0 > 0 {
+            let name = stktagg_wire::DictValue::Name(Bytes::from_static(b"srv1"));
+            let def = def.clone();
+            let sent = out.send(
+                TableKey(50),
+                || Some(def),
+                key(self.0 as u8),
+                vec![Value::Dict(name)],
+                None,
+            );
+            assert!(matches!(sent, Ok(true)), "{sent:?}");
+            self.0 -= 1;
+        }
+        Progress::Done
+    }
+}
+
+#[test]
+fn a_counting_receiver_acknowledges_and_counts_without_update_events() {
+    let a = PeerSession::dial(config("a", ResyncPolicy::default()), "b", 0);
+    let a = a.unwrap_or_else(|e| panic!("dial: {e}"));
+    let b = PeerSession::accept(
+        SessionConfig {
+            decode_updates: false,
+            ..config("b", ResyncPolicy::default())
+        },
+        0,
+    );
+    let mut p = Pair {
+        a: Side::new(a),
+        b: Side::new(b),
+        now: 0,
+    };
+    p.run(1, 1);
+    // Full and incremental forms, timed and not, and table switches (ids are per
+    // table).
+    p.a.feed.live = vec![(7, 1, 5), (7, 2, 6), (9, 1, 1), (7, 3, 7), (8, 1, 1)];
+    p.run(3, 1);
+    assert_eq!(p.b.s.updates_received(), 5);
+    assert!(p.b.updates().is_empty(), "{:?}", p.b.updates());
+    // The definitions are still reported.
+    assert_eq!(p.b.count(|e| matches!(e, Event::TableDefined(_))), 4);
+    let acked = |side: &Side, table: u32, id: u32| {
+        side.events.iter().any(|e| {
+            matches!(e, Event::Acked { table_id, update_id } if *table_id == table && *update_id == id)
+        })
+    };
+    assert!(acked(&p.a, 1, 3) && acked(&p.a, 2, 1) && acked(&p.a, 3, 1));
+    // A table with dictionary data is decoded whole, so that the cache follows
+    // (the later entries name the server by its cache slot), and only counted.
+    let mut dict = DictFeed(3);
+    let mut buf = BytesMut::new();
+    p.a.s.poll_transmit(p.now, &mut dict, &mut buf);
+    p.b.s.handle_input(p.now, &buf);
+    p.b.drain_events();
+    assert!(p.b.closed().is_none(), "{:?}", p.b.closed());
+    assert_eq!(p.b.s.updates_received(), 8);
+    assert!(p.b.updates().is_empty());
+    p.run(2, 1);
+    assert!(acked(&p.a, 4, 3));
+}
