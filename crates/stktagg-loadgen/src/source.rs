@@ -13,7 +13,9 @@
 //!   so sending costs a header scan and a copy, not an encoding.
 //! - A reader thread reads the socket, feeds the engine and turns its events into
 //!   the report: acks with their arrival times, aggregated updates received and,
-//!   when asked, their `http_req_cnt` arrivals.
+//!   when asked, their `http_req_cnt` arrivals. Only then does the engine decode
+//!   the aggregated updates; otherwise it reads their ids and counts them
+//!   ([`stktagg_session::SessionConfig::decode_updates`]).
 //!
 //! The engine sits behind a mutex that neither thread holds while it blocks on the
 //! socket: only the writer writes, so messages never interleave, and the reader
@@ -152,17 +154,21 @@ pub fn run_source(
         .map_err(LoadgenError::io("connecting to the target"))?;
     sock.set_nodelay(true)
         .map_err(LoadgenError::io("setting TCP_NODELAY"))?;
+    // Only a source that tracks arrivals looks inside the aggregated updates; the
+    // others count them, at a third of the cost of decoding (a fleet of sources
+    // receives every sum, and the generator shares the machine with the target).
     let engine = handshake(
         &mut sock,
         &cfg.local_name,
         &cfg.remote_name,
+        cfg.track_arrivals,
         epoch,
         cfg.deadline,
     )?;
     sock.set_write_timeout(Some(IO_POLL))
         .map_err(LoadgenError::io("setting the write timeout"))?;
 
-    let mut core = Core::new(engine, cfg.track_arrivals, stream.len() as u32);
+    let mut core = Core::new(engine, stream.len() as u32);
     // What came with the status line (a RESYNC REQUEST, say).
     core.drain(since(epoch));
     let shared = Arc::new(Shared {
@@ -224,6 +230,7 @@ fn handshake(
     sock: &mut TcpStream,
     local_name: &str,
     remote_name: &str,
+    decode_updates: bool,
     epoch: Instant,
     deadline: Instant,
 ) -> Result<PeerSession, LoadgenError> {
@@ -231,6 +238,7 @@ fn handshake(
         pid: std::process::id(),
         // Room for a whole chunk of the stream on top of control messages.
         high_water: CHUNK,
+        decode_updates,
         ..SessionConfig::new(local_name)
     };
     let timeout = Duration::from_millis(config.hello_timeout_ms);
@@ -310,8 +318,6 @@ struct Received {
 struct Core {
     engine: PeerSession,
     rx: Received,
-    /// Record `http_req_cnt` arrivals.
-    track: bool,
     /// The stream's last update id.
     last_id: u32,
     /// The position of `http_req_cnt` in each of the target's tables, by its id.
@@ -323,11 +329,10 @@ struct Core {
 }
 
 impl Core {
-    fn new(engine: PeerSession, track: bool, last_id: u32) -> Core {
+    fn new(engine: PeerSession, last_id: u32) -> Core {
         Core {
             engine,
             rx: Received::default(),
-            track,
             last_id,
             cnt_index: HashMap::new(),
             urgent: false,
@@ -338,6 +343,19 @@ impl Core {
     /// Reads every pending event of the engine; `t` is when the bytes behind them
     /// were read.
     fn drain(&mut self, t: u64) {
+        self.drain_events(t);
+        // Counted by the engine, whether decoded (tracked) or not.
+        let received = self.engine.updates_received();
+        if received > self.rx.received {
+            self.rx.received = received;
+            self.rx.received_span = Some(match self.rx.received_span {
+                Some((first, _)) => (first, t),
+                None => (t, t),
+            });
+        }
+    }
+
+    fn drain_events(&mut self, t: u64) {
         while let Some(event) = self.engine.poll_event() {
             match event {
                 Event::Acked { update_id, .. } => {
@@ -350,18 +368,11 @@ impl Core {
                     }
                 }
                 Event::Update(u) => {
-                    let rx = &mut self.rx;
-                    rx.received += 1;
-                    rx.received_span = Some(match rx.received_span {
-                        Some((first, _)) => (first, t),
-                        None => (t, t),
-                    });
-                    if self.track
-                        && let Some(&Some(i)) = self.cnt_index.get(&u.table_id)
+                    if let Some(&Some(i)) = self.cnt_index.get(&u.table_id)
                         && let Some(Value::Uint(c)) = u.values.get(i)
                         && let Some(i) = update_of_cnt(*c)
                     {
-                        rx.arrivals.push((i, t));
+                        self.rx.arrivals.push((i, t));
                     }
                 }
                 Event::TableDefined(def) => {
@@ -657,11 +668,11 @@ pub(crate) fn write_stream(
     deadline: Instant,
 ) -> Result<Instant, LoadgenError> {
     let epoch = Instant::now();
-    let engine = handshake(sock, "discard", "sink", epoch, deadline)?;
+    let engine = handshake(sock, "discard", "sink", false, epoch, deadline)?;
     sock.set_write_timeout(Some(IO_POLL))
         .map_err(LoadgenError::io("setting the write timeout"))?;
     let shared = Shared {
-        core: Mutex::new(Core::new(engine, false, stream.len() as u32)),
+        core: Mutex::new(Core::new(engine, stream.len() as u32)),
         wake: Condvar::new(),
         stop: AtomicBool::new(false),
     };
