@@ -18,7 +18,8 @@
 //! - `config`: [`SessionConfig`] and the [`ResyncPolicy`].
 //! - `event`: [`Event`] and [`End`].
 //! - `resync`: the two resync state machines, [`Learning`] and [`Teaching`].
-//! - `outbox`: sending entries ([`Outbox`], [`Feed`], [`TableKey`]).
+//! - `outbox`: sending entries ([`Outbox`], [`Feed`], [`TableKey`]), one at a time,
+//!   encoded once for many sessions, or as pre-encoded runs ([`PreencodedError`]).
 //! - `session`: [`PeerSession`], which ties them together.
 
 #![warn(missing_docs)]
