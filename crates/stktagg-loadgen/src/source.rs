@@ -314,6 +314,7 @@ struct Received {
     error: Option<String>,
 }
 
+/// A source's session: the engine, and the report its events build.
 #[derive(Debug)]
 struct Core {
     engine: PeerSession,
