@@ -33,6 +33,17 @@ pub enum LoadgenError {
     /// The handshake did not complete in time.
     #[error("no status line from the peer within {0:?}")]
     HandshakeTimeout(std::time::Duration),
+    /// The session ended during the handshake for another reason than a refusal or
+    /// a timeout (a malformed status line, say).
+    #[error("session ended during the handshake: {0}")]
+    Ended(stktagg_session::End),
+    /// The session engine refused part of our own pre-encoded stream (a bug in the
+    /// stream's construction).
+    #[error("sending the stream: {0}")]
+    Preencoded(#[from] stktagg_session::PreencodedError),
+    /// The stream could not be written whole (discard mode).
+    #[error("stream not written whole: {0}")]
+    Incomplete(String),
     /// The peer closed the connection during the handshake.
     #[error("peer closed the connection during the handshake")]
     ClosedDuringHandshake,

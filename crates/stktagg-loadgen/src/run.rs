@@ -1,11 +1,11 @@
 //! Runs of many sources, the discard sink, and the figures they produce.
 
 use crate::error::LoadgenError;
-use crate::source::{SourceConfig, SourceReport, check_loopback, run_source};
+use crate::source::{SourceConfig, SourceReport, check_loopback, run_source, write_stream};
 use crate::stream::{Stream, StreamSpec};
 use serde::Serialize;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -355,16 +355,17 @@ pub fn propagation(sender: &SourceReport, receivers: &[SourceReport]) -> (Option
 pub struct DiscardReport {
     /// Updates written.
     pub updates: u64,
-    /// Bytes written.
+    /// Bytes the sink read (the stream, its definition, our hello and heartbeat).
     pub bytes: u64,
-    /// From the first byte written to the last byte read by the sink.
+    /// From the first byte of the stream written to the last byte read by the sink.
     pub elapsed_s: f64,
     /// `updates / elapsed_s`.
     pub updates_per_s: f64,
 }
 
-/// Writes `stream` at full speed, in the same chunks as a source, into a loopback
-/// socket drained by a thread that discards what it reads.
+/// Writes `stream` at full speed, through the same session engine and in the same
+/// chunks as a source, into a loopback socket whose peer answers the hello and then
+/// discards what it reads.
 ///
 /// # Errors
 /// Socket failures.
@@ -374,40 +375,35 @@ pub fn discard(stream: &Stream) -> Result<DiscardReport, LoadgenError> {
     let addr = listener
         .local_addr()
         .map_err(LoadgenError::io("reading the sink address"))?;
-    let total = (stream.define.len() + stream.bytes.len()) as u64;
     let sink = thread::Builder::new()
         .name("discard".to_owned())
-        .spawn(move || -> std::io::Result<Instant> {
+        .spawn(move || -> std::io::Result<(u64, Instant)> {
             let (mut s, _) = listener.accept()?;
             s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.write_all(b"200\n")?;
             let mut buf = vec![0u8; 256 * 1024];
             let mut got = 0u64;
-            while got < total {
+            loop {
                 match s.read(&mut buf)? {
-                    0 => break,
+                    0 => return Ok((got, Instant::now())),
                     n => got += n as u64,
                 }
             }
-            Ok(Instant::now())
         })
         .map_err(LoadgenError::io("spawning the sink"))?;
     let mut s = std::net::TcpStream::connect(addr).map_err(LoadgenError::io("connecting"))?;
     s.set_nodelay(true)
         .map_err(LoadgenError::io("setting TCP_NODELAY"))?;
-    let start = Instant::now();
-    s.write_all(&stream.define)
-        .map_err(LoadgenError::io("writing"))?;
-    for chunk in stream.bytes.chunks(256 * 1024) {
-        s.write_all(chunk).map_err(LoadgenError::io("writing"))?;
-    }
-    let end = sink
-        .join()
-        .map_err(|_| LoadgenError::ThreadPanicked)?
-        .map_err(LoadgenError::io("draining"))?;
+    let written = write_stream(&mut s, stream, Instant::now() + Duration::from_secs(60));
+    // The sink stops at the end of the stream, or at once if writing failed.
+    let _ = s.shutdown(Shutdown::Write);
+    let joined = sink.join().map_err(|_| LoadgenError::ThreadPanicked)?;
+    let start = written?;
+    let (bytes, end) = joined.map_err(LoadgenError::io("draining"))?;
     let elapsed_s = end.duration_since(start).as_secs_f64();
     Ok(DiscardReport {
         updates: stream.len() as u64,
-        bytes: total,
+        bytes,
         elapsed_s,
         updates_per_s: stream.len() as f64 / elapsed_s.max(1e-9),
     })

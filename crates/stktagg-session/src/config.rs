@@ -29,6 +29,12 @@ pub struct SessionConfig {
     pub high_water: usize,
     /// When to ask the peer for a full resync.
     pub resync: ResyncPolicy,
+    /// Decode received updates into [`crate::Event::Update`]s (the default). A
+    /// receiver that only counts them (a load generator receiving every sum) turns
+    /// this off: updates are still acknowledged and counted
+    /// ([`crate::PeerSession::updates_received`]), but only their ids are read and
+    /// none is reported as an event.
+    pub decode_updates: bool,
 }
 
 impl SessionConfig {
@@ -43,6 +49,7 @@ impl SessionConfig {
             idle_timeout_ms: DEFAULT_IDLE_MS,
             high_water: DEFAULT_HIGH_WATER,
             resync: ResyncPolicy::default(),
+            decode_updates: true,
         }
     }
 }

@@ -18,7 +18,8 @@
 //! - `config`: [`SessionConfig`] and the [`ResyncPolicy`].
 //! - `event`: [`Event`] and [`End`].
 //! - `resync`: the two resync state machines, [`Learning`] and [`Teaching`].
-//! - `outbox`: sending entries ([`Outbox`], [`Feed`], [`TableKey`]).
+//! - `outbox`: sending entries ([`Outbox`], [`Feed`], [`TableKey`]), one at a time,
+//!   encoded once for many sessions, or as pre-encoded runs ([`PreencodedError`]).
 //! - `session`: [`PeerSession`], which ties them together.
 
 #![warn(missing_docs)]
@@ -37,6 +38,6 @@ pub use config::{
     SessionConfig,
 };
 pub use event::{End, Event, PeerComplaint};
-pub use outbox::{Feed, NothingToSend, Outbox, Phase, Progress, TableKey};
+pub use outbox::{Feed, NothingToSend, Outbox, Phase, PreencodedError, Progress, TableKey};
 pub use resync::{Learning, Teaching};
 pub use session::PeerSession;

@@ -8,6 +8,7 @@
 
 use bytes::BytesMut;
 use std::collections::HashMap;
+use stktagg_wire::frame;
 use stktagg_wire::{
     Encoder, Key, Message, SharedUpdate, TableDefinition, Update, Value, WireError,
 };
@@ -203,6 +204,74 @@ impl Outbox<'_> {
         Ok(true)
     }
 
+    /// Sends a run of update messages of `table` that the caller encoded itself (a
+    /// load generator's stream, built once so that sending it costs no encoding), as
+    /// [`Outbox::send`] would have sent them one by one: `definition` is called when
+    /// the peer must be (re)told the table's definition, and the session's update ids
+    /// continue from the run's last one.
+    ///
+    /// `updates` holds whole update messages (any of the four forms) laid out by
+    /// `definition()`, without dictionary values, the first one with update id
+    /// `first_update_id`. Update messages do not name their table, so the run fits
+    /// whichever id the session gives the table. The session reads only the frame
+    /// headers and the update ids written out: it checks that every message is an
+    /// update within the size limit, that no timed form goes to a peer that speaks
+    /// 2.0, and that the first update has `first_update_id` (an incremental first
+    /// update must be exactly the next id, so right after a definition the first
+    /// update must carry its id, as the first of a stream built from update 1 does).
+    /// Keys and values are the caller's word.
+    ///
+    /// Returns `Ok(false)` when `definition` gave none (nothing sent).
+    ///
+    /// # Errors
+    /// [`PreencodedError`]; no update is sent then (the table's definition may have
+    /// been, which leaves the session consistent).
+    pub fn send_preencoded(
+        &mut self,
+        table: TableKey,
+        definition: impl FnOnce() -> Option<TableDefinition>,
+        updates: &[u8],
+        first_update_id: u32,
+    ) -> Result<bool, PreencodedError> {
+        if updates.is_empty() {
+            return Ok(true);
+        }
+        let limit = self.tx.encoder.max_message_len();
+        let run = scan_updates(updates, limit, self.tx.downgraded, first_update_id)?;
+        // The id the first update takes, checked before anything is written.
+        let first = match run.first_id {
+            Some(id) => Some(id),
+            None => self
+                .tx
+                .ids
+                .get(&table)
+                .map(|&(id, _)| id)
+                .filter(|&id| self.tx.encoder.selected_table() == Some(id))
+                .and_then(|id| self.tx.encoder.last_update_id(id))
+                .map(|last| last.wrapping_add(1)),
+        };
+        if first != Some(first_update_id) {
+            return Err(PreencodedError::Wire(WireError::IncrementalIdMismatch {
+                expected: first,
+                got: first_update_id,
+            }));
+        }
+        let Some((table_id, _)) = self.select(table, definition)? else {
+            return Ok(false);
+        };
+        let last = run.last_id;
+        self.tx.encoder.record_sent_updates(table_id, last)?;
+        self.buf.extend_from_slice(updates);
+        if let Some(e) = self.tx.ids.get_mut(&table) {
+            e.1 = last;
+        }
+        if self.phase == Phase::TeachBack {
+            self.tx.taught_unacked.insert(table_id, last);
+        }
+        self.tx.updates_sent += run.count;
+        Ok(true)
+    }
+
     /// Selects `table` on the wire, defining it first when needed, and returns our
     /// table id and the update id the next update takes.
     fn select(
@@ -231,4 +300,121 @@ impl Outbox<'_> {
         }
         Ok(Some((id, last.wrapping_add(1))))
     }
+}
+
+/// Why [`Outbox::send_preencoded`] refused a run.
+#[derive(Debug, thiserror::Error)]
+pub enum PreencodedError {
+    /// The bytes at `offset` are not a whole update message (another message, or a
+    /// message cut short).
+    #[error("pre-encoded run: no whole update message at byte {offset}")]
+    NotAnUpdate {
+        /// Where the offending message starts in the run.
+        offset: usize,
+    },
+    /// A message over the session's size limit.
+    #[error(
+        "pre-encoded run: message of {len} bytes at byte {offset} exceeds the limit of {limit}"
+    )]
+    Oversized {
+        /// Where the message starts in the run.
+        offset: usize,
+        /// Its size.
+        len: u64,
+        /// The session's limit.
+        limit: usize,
+    },
+    /// A timed update for a peer that speaks 2.0 (it must get no timed updates).
+    #[error("pre-encoded run: timed update at byte {offset} for a peer that speaks 2.0")]
+    TimedToDowngraded {
+        /// Where the message starts in the run.
+        offset: usize,
+    },
+    /// The definition could not be encoded, the first update is not the one the
+    /// caller announced or not the next one, or the table has dictionary data.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// What the frame headers of a pre-encoded run say.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    /// Messages.
+    count: u64,
+    /// The id the first message carries, if it carries one.
+    first_id: Option<u32>,
+    /// The id of the last message (an incremental one follows the one before it;
+    /// the first, if incremental, is taken to be `first_update_id`).
+    last_id: u32,
+}
+
+/// Walks the frames of a pre-encoded run: a few byte reads per message, no key or
+/// value decoding, so that a generator's send path stays a copy.
+fn scan_updates(
+    bytes: &[u8],
+    limit: usize,
+    downgraded: bool,
+    first_update_id: u32,
+) -> Result<Run, PreencodedError> {
+    let mut run = Run {
+        count: 0,
+        first_id: None,
+        last_id: first_update_id.wrapping_sub(1),
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let offset = at;
+        let not_update = PreencodedError::NotAnUpdate { offset };
+        let (class, msg_type) = match bytes[at..] {
+            [c, t, ..] => (c, t),
+            _ => return Err(not_update),
+        };
+        let (has_id, timed) = match (class, msg_type) {
+            (frame::CLASS_STICK_TABLE, frame::STKT_UPDATE) => (true, false),
+            (frame::CLASS_STICK_TABLE, frame::STKT_INCUPDATE) => (false, false),
+            (frame::CLASS_STICK_TABLE, frame::STKT_UPDATE_TIMED) => (true, true),
+            (frame::CLASS_STICK_TABLE, frame::STKT_INCUPDATE_TIMED) => (false, true),
+            _ => return Err(not_update),
+        };
+        if timed && downgraded {
+            return Err(PreencodedError::TimedToDowngraded { offset });
+        }
+        let len_at = at + 2;
+        let len_end = bytes.len().min(len_at + frame::MAX_LENGTH_LEN);
+        let Ok(Some((body_len, len_len))) = stktagg_wire::varint::decode(&bytes[len_at..len_end])
+        else {
+            return Err(not_update);
+        };
+        let total = 2 + len_len as u64 + body_len;
+        if total > limit as u64 {
+            return Err(PreencodedError::Oversized {
+                offset,
+                len: total,
+                limit,
+            });
+        }
+        // `total <= limit`, so it fits a usize.
+        let body = len_at + len_len;
+        let end = at + total as usize;
+        if end > bytes.len() || (has_id && body_len < 4) {
+            return Err(not_update);
+        }
+        if has_id {
+            let id = u32::from_be_bytes([
+                bytes[body],
+                bytes[body + 1],
+                bytes[body + 2],
+                bytes[body + 3],
+            ]);
+            if run.count == 0 {
+                run.first_id = Some(id);
+            }
+            run.last_id = id;
+        } else {
+            run.last_id = run.last_id.wrapping_add(1);
+        }
+        run.count += 1;
+        at = end;
+    }
+    Ok(run)
 }

@@ -13,7 +13,7 @@ use crate::resync::{Learning, Teaching};
 use bytes::BytesMut;
 use std::collections::{BTreeMap, VecDeque};
 use stktagg_wire::hello::{HelloOutcome, HelloParser, LineDecoder, decode_status};
-use stktagg_wire::{Decoder, Hello, Message, StatusCode, WireError};
+use stktagg_wire::{Decoder, Hello, Message, StatusCode, WireError, frame};
 
 /// The handshake, on either side.
 #[derive(Debug)]
@@ -66,6 +66,8 @@ pub struct PeerSession {
     hello: Option<Hello>,
     /// The last time a heartbeat was received.
     last_heartbeat: Option<u64>,
+    /// Updates received (see [`PeerSession::updates_received`]).
+    updates_received: u64,
 }
 
 impl PeerSession {
@@ -82,6 +84,7 @@ impl PeerSession {
             ask_when_established: false,
             hello: None,
             last_heartbeat: None,
+            updates_received: 0,
         }
     }
 
@@ -161,6 +164,12 @@ impl PeerSession {
             State::Established(l) => l.tx.updates_sent,
             _ => 0,
         }
+    }
+
+    /// Updates received over the whole session (it survives the close), decoded or
+    /// only counted (see [`crate::SessionConfig::decode_updates`]).
+    pub fn updates_received(&self) -> u64 {
+        self.updates_received
     }
 
     /// The last time a byte was received.
@@ -296,9 +305,31 @@ impl PeerSession {
             let State::Established(link) = &mut self.state else {
                 return None;
             };
-            match link.decoder.decode(&mut self.inbuf) {
+            let frame = match frame::split_frame(&mut self.inbuf, link.decoder.max_message_len()) {
                 Ok(None) => return None,
-                Ok(Some(msg)) => {
+                Ok(Some(frame)) => frame,
+                Err(e) => {
+                    self.fail(e);
+                    continue;
+                }
+            };
+            if !self.config.decode_updates {
+                // Counting only: the id is all an ack needs.
+                match link.decoder.skip_update(&frame) {
+                    Ok(Some((table_id, update_id))) => {
+                        link.pending_acks.insert(table_id, update_id);
+                        self.updates_received += 1;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.fail(e);
+                        continue;
+                    }
+                }
+            }
+            match link.decoder.decode_frame(frame) {
+                Ok(msg) => {
                     if let Some(e) = self.on_message(msg) {
                         return Some(e);
                     }
@@ -447,6 +478,11 @@ impl PeerSession {
             Message::TableDefinition(def) => Some(Event::TableDefined(def)),
             Message::Update(mut u) => {
                 link.pending_acks.insert(u.table_id, u.update_id);
+                self.updates_received += 1;
+                if !self.config.decode_updates {
+                    // Decoded whole only for its dictionary values.
+                    return None;
+                }
                 let has_expiry = link
                     .decoder
                     .definition(u.table_id)

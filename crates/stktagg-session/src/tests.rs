@@ -3,7 +3,9 @@
 
 use crate::*;
 use bytes::{Bytes, BytesMut};
-use stktagg_wire::{DataSpec, DataType, Key, KeyType, Message, StatusCode, TableDefinition, Value};
+use stktagg_wire::{
+    DataSpec, DataType, Key, KeyType, Message, StatusCode, TableDefinition, Value, WireError,
+};
 
 fn table(name: &str, expire_ms: u32) -> TableDefinition {
     TableDefinition {
@@ -26,6 +28,8 @@ struct Queues {
     teach_back: Vec<(u64, u8, u32)>,
     lesson: Vec<(u64, u8, u32)>,
     live: Vec<(u64, u8, u32)>,
+    /// Pre-encoded runs sent live before `live`: (table, bytes, first update id).
+    preencoded: Vec<(u64, Bytes, u32)>,
     complete: bool,
 }
 
@@ -66,6 +70,14 @@ impl Feed for Queues {
         self.complete
     }
     fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        if !self.preencoded.is_empty() {
+            let (t, bytes, first) = self.preencoded.remove(0);
+            let name = format!("t{t}");
+            let sent =
+                out.send_preencoded(TableKey(t), || Some(table(&name, 60_000)), &bytes, first);
+            assert!(matches!(sent, Ok(true)), "{sent:?}");
+            return Progress::More;
+        }
         Queues::drain(&mut self.live, out)
     }
 }
@@ -540,4 +552,344 @@ fn an_update_encoded_once_is_framed_by_each_session() {
         });
         assert_eq!(t1, Some(if other_first { 2 } else { 1 }));
     }
+}
+/// Update messages of a `table(_, _)` table, encoded apart from any session: keys
+/// `10.0.0.k` with count `v`, ids `first..`, the first in full form.
+fn preencode(first: u32, entries: &[(u8, u32)]) -> Bytes {
+    let mut enc = stktagg_wire::Encoder::new();
+    let mut out = BytesMut::new();
+    let def = TableDefinition {
+        table_id: 1,
+        ..table("any", 60_000)
+    };
+    let r = enc.encode(&Message::TableDefinition(def), &mut out);
+    assert!(r.is_ok(), "{r:?}");
+    out.clear();
+    for (i, &(k, v)) in entries.iter().enumerate() {
+        let update_id = first.wrapping_add(i as u32);
+        let u = stktagg_wire::Update {
+            kind: enc.update_kind(1, update_id, false),
+            table_id: 1,
+            update_id,
+            expire_ms: None,
+            key: key(k),
+            values: vec![Value::Uint(v)],
+        };
+        let r = enc.encode(&Message::Update(u), &mut out);
+        assert!(r.is_ok(), "{r:?}");
+    }
+    out.freeze()
+}
+
+/// The update ids a session received, in order, and whether each carried its id
+/// (rather than following the one before).
+fn received_ids(side: &Side) -> Vec<(u32, bool)> {
+    side.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Update(u) => Some((u.update_id, u.kind.has_id())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn preencoded_runs_continue_the_sessions_update_ids() {
+    let (carried, follows) = (true, false);
+    let mut p = Pair::new(ResyncPolicy::default(), ResyncPolicy::default());
+    p.run(1, 1);
+    let run = preencode(1, &[(1, 10), (2, 20), (3, 30), (4, 40)]);
+    // The run cut in two at a message boundary, then an entry sent the usual way:
+    // ids 1 to 4 from the run, 5 from the engine, all in one table.
+    let cut = {
+        let one = preencode(1, &[(1, 10), (2, 20)]);
+        one.len()
+    };
+    p.a.feed.preencoded = vec![(7, run.slice(..cut), 1), (7, run.slice(cut..), 3)];
+    p.a.feed.live = vec![(7, 5, 50)];
+    p.run(3, 1);
+    assert_eq!(
+        p.b.updates(),
+        vec![(1, 10), (2, 20), (3, 30), (4, 40), (5, 50)]
+    );
+    assert_eq!(
+        received_ids(&p.b),
+        vec![
+            (1, carried),
+            (2, follows),
+            (3, follows),
+            (4, follows),
+            (5, follows)
+        ]
+    );
+    assert_eq!(p.a.s.updates_sent(), 5);
+    assert!(
+        p.a.events.iter().any(|e| matches!(
+            e,
+            Event::Acked {
+                table_id: 1,
+                update_id: 5
+            }
+        )),
+        "{:?}",
+        p.a.events
+    );
+    // A second table in between re-sends the first one's definition: the next run
+    // of the first table must start with an id, and one that does is followed.
+    p.a.feed.live = vec![(8, 1, 1)];
+    p.run(2, 1);
+    p.a.feed.preencoded = vec![(7, preencode(100, &[(6, 60), (7, 70)]), 100)];
+    p.run(2, 1);
+    assert_eq!(
+        received_ids(&p.b)[5..],
+        [(1, carried), (100, carried), (101, follows)]
+    );
+    assert_eq!(
+        p.b.count(|e| matches!(e, Event::TableDefined(d) if d.table_id == 1)),
+        2
+    );
+    assert_eq!(p.a.s.updates_sent(), 8);
+}
+
+/// One pre-encoded run to send, and what sending it gave.
+struct OneRun {
+    def: TableDefinition,
+    run: Bytes,
+    first_update_id: u32,
+    result: Option<Result<bool, PreencodedError>>,
+}
+
+impl Feed for OneRun {
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        if self.result.is_none() {
+            let def = self.def.clone();
+            self.result = Some(out.send_preencoded(
+                TableKey(1),
+                || Some(def),
+                &self.run,
+                self.first_update_id,
+            ));
+        }
+        Progress::Done
+    }
+}
+
+/// On a fresh session (accepted from a 2.0 peer when `downgraded`), sends
+/// `before` (which must be accepted), then `run`; returns what sending `run` gave
+/// and the bytes written for it.
+fn try_preencoded(
+    downgraded: bool,
+    def: &TableDefinition,
+    before: Option<(Bytes, u32)>,
+    run: &[u8],
+    first_update_id: u32,
+) -> (Result<bool, PreencodedError>, BytesMut) {
+    let mut s = PeerSession::accept(config("b", ResyncPolicy::default()), 0);
+    let version = if downgraded { "2.0" } else { "2.1" };
+    s.handle_input(0, format!("HAProxyS {version}\nb\na 1 1\n").as_bytes());
+    while let Some(e) = s.poll_event() {
+        if matches!(e, Event::HelloReceived(_)) {
+            s.accept_hello();
+        }
+    }
+    let mut out = BytesMut::new();
+    s.poll_transmit(0, &mut NothingToSend, &mut out);
+    if let Some((run, first_update_id)) = before {
+        let mut feed = OneRun {
+            def: def.clone(),
+            run,
+            first_update_id,
+            result: None,
+        };
+        s.poll_transmit(0, &mut feed, &mut out);
+        assert!(matches!(feed.result, Some(Ok(true))), "{:?}", feed.result);
+    }
+    out.clear();
+    let mut feed = OneRun {
+        def: def.clone(),
+        run: Bytes::copy_from_slice(run),
+        first_update_id,
+        result: None,
+    };
+    s.poll_transmit(0, &mut feed, &mut out);
+    let result = feed.result.take();
+    let result = result.unwrap_or_else(|| panic!("the feed was not called"));
+    (result, out)
+}
+
+#[test]
+fn preencoded_runs_that_would_break_the_session_are_refused() {
+    let def = table("t", 60_000);
+    let good = preencode(1, &[(1, 1), (2, 2), (3, 3)]);
+    let first_len = preencode(1, &[(1, 1)]).len();
+    let ok = |r: &Result<bool, PreencodedError>| matches!(r, Ok(true));
+
+    // The run as built: accepted.
+    let (r, out) = try_preencoded(false, &def, None, &good, 1);
+    assert!(ok(&r), "{r:?}");
+    assert!(out.ends_with(&good));
+
+    // Announced under another id than the one it carries.
+    let (r, out) = try_preencoded(false, &def, None, &good, 2);
+    assert!(
+        matches!(
+            r,
+            Err(PreencodedError::Wire(WireError::IncrementalIdMismatch {
+                expected: Some(1),
+                got: 2
+            }))
+        ),
+        "{r:?}"
+    );
+    assert!(out.is_empty(), "nothing is written for a refused run");
+
+    // An incremental first update right after the definition: its id is unknown to
+    // the receiver.
+    let (r, _) = try_preencoded(false, &def, None, &good[first_len..], 2);
+    assert!(
+        matches!(
+            r,
+            Err(PreencodedError::Wire(WireError::IncrementalIdMismatch {
+                expected: None,
+                got: 2
+            }))
+        ),
+        "{r:?}"
+    );
+    // ... but accepted as the continuation of the run before it, and only with the
+    // next id.
+    let head = Some((good.slice(..first_len), 1));
+    let (r, out) = try_preencoded(false, &def, head.clone(), &good[first_len..], 2);
+    assert!(ok(&r), "{r:?}");
+    assert_eq!(&out[..], &good[first_len..]);
+    let (r, _) = try_preencoded(false, &def, head, &good[first_len..], 3);
+    assert!(
+        matches!(
+            r,
+            Err(PreencodedError::Wire(WireError::IncrementalIdMismatch {
+                expected: Some(2),
+                got: 3
+            }))
+        ),
+        "{r:?}"
+    );
+
+    // Not updates: a heartbeat, a message cut short.
+    let (r, _) = try_preencoded(false, &def, None, &[0, 4], 1);
+    assert!(
+        matches!(r, Err(PreencodedError::NotAnUpdate { offset: 0 })),
+        "{r:?}"
+    );
+    let (r, _) = try_preencoded(false, &def, None, &good[..good.len() - 1], 1);
+    assert!(
+        matches!(r, Err(PreencodedError::NotAnUpdate { offset }) if offset > 0),
+        "{r:?}"
+    );
+
+    // Over the size limit (a length announcing 20000 bytes, the default limit
+    // being 16384).
+    let mut big = BytesMut::from(&[10u8, 0x80][..]);
+    stktagg_wire::varint::encode(20_000, &mut big);
+    let (r, _) = try_preencoded(false, &def, None, &big, 1);
+    assert!(
+        matches!(r, Err(PreencodedError::Oversized { offset: 0, .. })),
+        "{r:?}"
+    );
+
+    // A timed update to a peer that speaks 2.0.
+    // Id 1, expire 5 ms, key 10.0.0.1, count 7.
+    let timed = [10, 0x85, 13, 0, 0, 0, 1, 0, 0, 0, 5, 10, 0, 0, 1, 7];
+    let (r, _) = try_preencoded(true, &def, None, &timed, 1);
+    assert!(
+        matches!(r, Err(PreencodedError::TimedToDowngraded { offset: 0 })),
+        "{r:?}"
+    );
+
+    // A table with dictionary data: the session's dictionary cache would not know
+    // what the run sent.
+    let dict = TableDefinition {
+        data: vec![DataSpec::plain(DataType::ServerKey)],
+        ..def.clone()
+    };
+    let (r, _) = try_preencoded(false, &dict, None, &good[..first_len], 1);
+    assert!(
+        matches!(
+            r,
+            Err(PreencodedError::Wire(WireError::InvalidDefinition { .. }))
+        ),
+        "{r:?}"
+    );
+}
+
+/// Sends entries of a table with dictionary data (`server_key`), all naming the same
+/// server: the first in full, the others through the dictionary cache.
+#[derive(Debug)]
+struct DictFeed(usize);
+
+impl Feed for DictFeed {
+    fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let def = TableDefinition {
+            data: vec![DataSpec::plain(DataType::ServerKey)],
+            ..table("servers", 0)
+        };
+        while self.0 > 0 {
+            let name = stktagg_wire::DictValue::Name(Bytes::from_static(b"srv1"));
+            let def = def.clone();
+            let sent = out.send(
+                TableKey(50),
+                || Some(def),
+                key(self.0 as u8),
+                vec![Value::Dict(name)],
+                None,
+            );
+            assert!(matches!(sent, Ok(true)), "{sent:?}");
+            self.0 -= 1;
+        }
+        Progress::Done
+    }
+}
+
+#[test]
+fn a_counting_receiver_acknowledges_and_counts_without_update_events() {
+    let a = PeerSession::dial(config("a", ResyncPolicy::default()), "b", 0);
+    let a = a.unwrap_or_else(|e| panic!("dial: {e}"));
+    let b = PeerSession::accept(
+        SessionConfig {
+            decode_updates: false,
+            ..config("b", ResyncPolicy::default())
+        },
+        0,
+    );
+    let mut p = Pair {
+        a: Side::new(a),
+        b: Side::new(b),
+        now: 0,
+    };
+    p.run(1, 1);
+    // Full and incremental forms, timed and not, and table switches (ids are per
+    // table).
+    p.a.feed.live = vec![(7, 1, 5), (7, 2, 6), (9, 1, 1), (7, 3, 7), (8, 1, 1)];
+    p.run(3, 1);
+    assert_eq!(p.b.s.updates_received(), 5);
+    assert!(p.b.updates().is_empty(), "{:?}", p.b.updates());
+    // The definitions are still reported.
+    assert_eq!(p.b.count(|e| matches!(e, Event::TableDefined(_))), 4);
+    let acked = |side: &Side, table: u32, id: u32| {
+        side.events.iter().any(|e| {
+            matches!(e, Event::Acked { table_id, update_id } if *table_id == table && *update_id == id)
+        })
+    };
+    assert!(acked(&p.a, 1, 3) && acked(&p.a, 2, 1) && acked(&p.a, 3, 1));
+    // A table with dictionary data is decoded whole, so that the cache follows
+    // (the later entries name the server by its cache slot), and only counted.
+    let mut dict = DictFeed(3);
+    let mut buf = BytesMut::new();
+    p.a.s.poll_transmit(p.now, &mut dict, &mut buf);
+    p.b.s.handle_input(p.now, &buf);
+    p.b.drain_events();
+    assert!(p.b.closed().is_none(), "{:?}", p.b.closed());
+    assert_eq!(p.b.s.updates_received(), 8);
+    assert!(p.b.updates().is_empty());
+    p.run(2, 1);
+    assert!(acked(&p.a, 4, 3));
 }

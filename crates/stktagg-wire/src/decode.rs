@@ -166,6 +166,52 @@ impl Decoder {
         }
     }
 
+    /// Reads only the table and update id of an update frame, for a receiver that
+    /// counts updates without looking at them (a load generator): the decoder's
+    /// state moves on as [`Decoder::decode_frame`] would move it, but the key and
+    /// values are neither decoded nor checked. Returns `None`, changing nothing, for
+    /// any other frame and for an update of a table with dictionary data (its values
+    /// fill the dictionary cache): give those to [`Decoder::decode_frame`].
+    ///
+    /// # Errors
+    /// [`WireError::UpdateWithoutTable`], or [`WireError::Truncated`] for an id or
+    /// expire cut short; the session must end, as after any decoding error.
+    pub fn skip_update(&mut self, frame: &Frame) -> Result<Option<(u32, u32)>, WireError> {
+        let kind = match (frame.class, frame.msg_type) {
+            (frame::CLASS_STICK_TABLE, frame::STKT_UPDATE) => UpdateKind::Full,
+            (frame::CLASS_STICK_TABLE, frame::STKT_INCUPDATE) => UpdateKind::Incremental,
+            (frame::CLASS_STICK_TABLE, frame::STKT_UPDATE_TIMED) => UpdateKind::Timed,
+            (frame::CLASS_STICK_TABLE, frame::STKT_INCUPDATE_TIMED) => UpdateKind::IncrementalTimed,
+            _ => return Ok(None),
+        };
+        let table_id = self.tables.selected.ok_or(WireError::UpdateWithoutTable)?;
+        let table = self
+            .tables
+            .get_mut(table_id)
+            .ok_or(WireError::UnknownTableId { table_id })?;
+        if table
+            .def
+            .data
+            .iter()
+            .any(|s| s.data_type.storage() == Storage::Dict)
+        {
+            return Ok(None);
+        }
+        let fixed = 4 * (usize::from(kind.has_id()) + usize::from(kind.is_timed()));
+        if frame.body.len() < fixed {
+            return Err(WireError::Truncated {
+                field: if kind.has_id() { "update id" } else { "expire" },
+            });
+        }
+        let update_id = match frame.body[..] {
+            [a, b, c, d, ..] if kind.has_id() => u32::from_be_bytes([a, b, c, d]),
+            // HAProxy's receiver does `last_get++` on a 32-bit counter.
+            _ => table.last_update_id.wrapping_add(1),
+        };
+        table.last_update_id = update_id;
+        Ok(Some((table_id, update_id)))
+    }
+
     /// Interprets a frame cut by [`frame::split_frame`], for callers that look at
     /// frames first.
     ///

@@ -92,6 +92,49 @@ impl Encoder {
         }
     }
 
+    /// Records that updates of `table_id` up to `last_update_id` went out as bytes
+    /// encoded elsewhere (a load generator's pre-encoded stream, written after this
+    /// encoder defined the table), so that the next update's kind and id follow them.
+    /// The caller vouches for those bytes; this only keeps the session state true.
+    ///
+    /// # Errors
+    /// [`WireError::UndefinedTable`] or [`WireError::TableNotSelected`] (such updates
+    /// would have gone to another table), or [`WireError::InvalidDefinition`] for a
+    /// table with dictionary data (this encoder's dictionary cache cannot know what
+    /// those bytes sent); nothing changes then.
+    pub fn record_sent_updates(
+        &mut self,
+        table_id: u32,
+        last_update_id: u32,
+    ) -> Result<(), WireError> {
+        if self.tables.selected != Some(table_id) {
+            return Err(match self.tables.get(table_id) {
+                None => WireError::UndefinedTable { table_id },
+                Some(_) => WireError::TableNotSelected {
+                    table_id,
+                    selected: self.tables.selected,
+                },
+            });
+        }
+        let table = self
+            .tables
+            .get_mut(table_id)
+            .ok_or(WireError::UndefinedTable { table_id })?;
+        if table
+            .def
+            .data
+            .iter()
+            .any(|s| s.data_type.storage() == Storage::Dict)
+        {
+            return Err(invalid(
+                &table.def,
+                "dictionary data cannot be sent pre-encoded",
+            ));
+        }
+        table.last_update_id = Some(last_update_id);
+        Ok(())
+    }
+
     /// Appends the encoding of `msg` to `dst`.
     ///
     /// # Errors

@@ -115,16 +115,19 @@ const METHOD: &str = "## Method
   `type ip|string len 32 size 12m expire 60s store gpc0,http_req_cnt,http_req_rate(10s)`)
   run on 127.0.0.1. Each measured run gets a fresh process, so no run inherits a table.
 - **Load.** `stktagg-loadgen` (crate `stktagg-loadgen`) plays HAProxy-like sources over
-  the peers protocol: hello, heartbeat, an empty lesson (`00 01`) for the target's
-  RESYNC REQUEST (answered before the stream starts), the table definition, then a
-  stream encoded before the clock starts: N updates over K keys in a scattered order,
-  update ids in sequence (full form first, then incremental, as HAProxy pushes),
-  values `gpc0`, `http_req_cnt` (unique per update) and `http_req_rate(10s)`.
+  the peers protocol, each a session of the workspace's engine (`stktagg-session`):
+  hello, heartbeats, an empty lesson and FINISHED for the target's RESYNC REQUEST
+  (answered before the stream starts), acks of the sums it receives (counted, not
+  decoded, unless latency is measured), HAProxy's 5 s idle rule; then the table
+  definition and a stream encoded before the clock starts and handed to the engine
+  as pre-encoded runs: N updates over K keys in a scattered order, update ids in
+  sequence (full form first, then incremental, as HAProxy pushes), values `gpc0`,
+  `http_req_cnt` (unique per update) and `http_req_rate(10s)`.
 - **Ingest** is updates/s from the first byte sent until the target's ack (`0a 84`)
   of the last update; median of the runs; the same streams go to both targets,
   alternating. The daemon also sends each new sum back to the source (that is its
-  job), HAProxy only stores. The **generator limit** is the same stream written into
-  a loopback socket whose reader discards it.
+  job), HAProxy only stores. The **generator limit** is the same stream written, through
+  the same engine, into a loopback socket whose reader discards it.
 - **Deadlines.** Every run has one (30 s + 1 s per 100k updates). A run that misses
   it counts what was acknowledged by then, over the time to its last ack: a lower
   bound, flagged `complete: false` in the tables.
