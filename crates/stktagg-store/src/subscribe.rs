@@ -94,24 +94,27 @@ pub struct Change {
     /// The key; read its current value with `Store::read`, or use `shared`.
     pub key: Key,
     /// The change encoded once for every destination that takes it from the table's
-    /// log; `None` for a full push (one destination's own).
+    /// log; `None` for a full push (one destination's own), or when the table had a
+    /// single destination when the change was logged.
     pub shared: Option<SharedSlot>,
 }
 
 /// Changed keys in order of their latest change, each key once.
 #[derive(Default)]
 struct Log {
-    by_seq: BTreeMap<u64, (Key, SharedSlot)>,
+    /// Each key's shared encoding slot exists only while several destinations
+    /// follow the table: for one, encoding it once more costs less than sharing.
+    by_seq: BTreeMap<u64, (Key, Option<SharedSlot>)>,
     seq_of: HashMap<Key, u64, KeyHasher>,
 }
 
 impl Log {
-    fn push(&mut self, key: &Key, seq: u64) {
+    fn push(&mut self, key: &Key, seq: u64, shared: bool) {
         if let Some(old) = self.seq_of.insert(key.clone(), seq) {
             self.by_seq.remove(&old);
         }
-        self.by_seq
-            .insert(seq, (key.clone(), SharedSlot::default()));
+        let slot = shared.then(SharedSlot::default);
+        self.by_seq.insert(seq, (key.clone(), slot));
     }
 
     /// Up to `max` changes after `cursor`, appended to `out`; the new cursor.
@@ -121,7 +124,7 @@ impl Log {
             out.push(Change {
                 table,
                 key: key.clone(),
-                shared: Some(slot.clone()),
+                shared: slot.clone(),
             });
             last = seq;
         }
@@ -312,12 +315,13 @@ impl SubRegistry {
                 // Nobody follows this table: nothing to remember.
                 return;
             }
+            let shared = st.cursors.len() > 1;
             for k in keys {
                 st.last_seq += 1;
                 let seq = st.last_seq;
                 match urgency {
-                    Urgency::Fresh => st.fresh.push(k, seq),
-                    Urgency::Background => st.background.push(k, seq),
+                    Urgency::Fresh => st.fresh.push(k, seq, shared),
+                    Urgency::Background => st.background.push(k, seq, shared),
                 }
             }
             std::mem::take(&mut st.waiters)

@@ -308,9 +308,18 @@ impl Encoder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedUpdate {
     bytes: Bytes,
-    key_type: KeyType,
-    key_len: u32,
-    data: Vec<DataSpec>,
+    layout: u64,
+}
+
+/// A fingerprint of what an update's encoding depends on in a definition: key type,
+/// key length, data types and their parameters (no allocation, unlike a copy).
+fn layout_of(def: &TableDefinition) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    def.key_type.hash(&mut h);
+    def.key_len.hash(&mut h);
+    def.data.hash(&mut h);
+    h.finish()
 }
 
 impl SharedUpdate {
@@ -342,9 +351,7 @@ impl SharedUpdate {
         }
         Ok(Some(SharedUpdate {
             bytes: body.freeze(),
-            key_type: def.key_type,
-            key_len: def.key_len,
-            data: def.data.clone(),
+            layout: layout_of(def),
         }))
     }
 
@@ -354,7 +361,7 @@ impl SharedUpdate {
     }
 
     fn fits(&self, def: &TableDefinition) -> bool {
-        self.key_type == def.key_type && self.key_len == def.key_len && self.data == def.data
+        self.layout == layout_of(def)
     }
 }
 
