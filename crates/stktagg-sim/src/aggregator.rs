@@ -30,7 +30,7 @@ use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use stktagg_section::{Ending, SectionCore, SessionCore, Signals, TableStore, resync_policy};
-use stktagg_session::{Learning, NothingToSend, PeerSession, SessionConfig};
+use stktagg_session::{Learning, NothingToSend, PeerSession, SessionConfig, Teaching};
 use stktagg_store::Waker;
 use stktagg_topology::{PeerId, Role, SectionPlan, SourceKind};
 use stktagg_wire::StatusCode;
@@ -578,6 +578,7 @@ impl Aggregator {
                 self.slots[p].running = Some(r);
                 continue;
             }
+            let states = (r.ep.engine.learning(), r.ep.engine.teaching());
             if signalled {
                 r.ep.engine.request_resync();
             }
@@ -589,6 +590,7 @@ impl Aggregator {
             r.core.set_now(now);
             let end = r.core.handle_events(&mut r.ep.engine, now);
             self.trace_relays(before, cx);
+            self.trace_resync(p, states, &r.ep.engine, cx);
             if self.core.peers[p].is_source() && r.ep.engine.learning() == Learning::Finished {
                 self.finished[p] = true;
             }
@@ -607,8 +609,11 @@ impl Aggregator {
             self.transmit(p, &mut r, cx);
             let pending = r.core.pending();
             self.max_pending = self.max_pending.max(pending);
-            let bound = self.core.store.table_count() * self.keys_per_table;
-            if pending > bound {
+            // The table count costs a pass over the tables: only when it matters.
+            if pending > self.keys_per_table
+                && pending > self.core.store.table_count() * self.keys_per_table
+            {
+                let bound = self.core.store.table_count() * self.keys_per_table;
                 self.fail(format!(
                     "{}: {pending} changes pending for {}, more than the {bound} keys of its tables",
                     self.name, self.core.peers[p].name
@@ -662,6 +667,36 @@ impl Aggregator {
             missing.join(", ")
         );
         self.fail(v);
+    }
+
+    /// Traces the changes of a session's resync states.
+    fn trace_resync(
+        &self,
+        p: usize,
+        (learning, teaching): (Learning, Teaching),
+        engine: &PeerSession,
+        cx: &mut Cx<'_>,
+    ) {
+        let peer = &self.core.peers[p].name;
+        let now = cx.now;
+        let (l, t) = (engine.learning(), engine.teaching());
+        if l != learning {
+            let what = match l {
+                Learning::Asked => "asks for a resync",
+                Learning::Finished => "got a full lesson (FINISHED)",
+                Learning::Partial { .. } => "got a lesson ending PARTIAL",
+                Learning::Idle => "is idle",
+            };
+            cx.trace
+                .log(now, &self.name, format_args!("{what} from {peer}"));
+        }
+        if t != teaching && t == Teaching::TeachBack {
+            cx.trace.log(
+                now,
+                &self.name,
+                format_args!("is asked for a resync by {peer}"),
+            );
+        }
     }
 
     /// The relayed member of each group, to trace its changes.

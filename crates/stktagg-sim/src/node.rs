@@ -234,6 +234,8 @@ struct SessionState {
     dirty: BTreeSet<(usize, Key)>,
     /// The lesson still to teach.
     lesson: VecDeque<(usize, Key)>,
+    /// A lesson was asked for and has not started.
+    lesson_due: bool,
     /// We asked this peer for our resync and it has not ended the lesson.
     assigned: bool,
 }
@@ -662,6 +664,25 @@ impl Node {
     }
 
     fn transmit(&mut self, r: &mut Running, cx: &mut Cx<'_>) {
+        if r.s.lesson_due {
+            r.s.lesson_due = false;
+            for (t, entries) in self.entries.iter().enumerate() {
+                r.s.lesson.extend(entries.keys().map(|k| (t, k.clone())));
+            }
+            cx.trace.log(
+                cx.now,
+                &self.name,
+                format_args!(
+                    "teaches {} entries, then {}",
+                    r.s.lesson.len(),
+                    if self.sync == SyncState::Finished {
+                        "FINISHED"
+                    } else {
+                        "PARTIAL"
+                    }
+                ),
+            );
+        }
         let mut feed = NodeFeed {
             tables: &self.tables,
             entries: &self.entries,
@@ -706,10 +727,10 @@ impl Node {
                     }
                 }
                 Event::ResyncRequested => {
+                    // HAProxy handles every message it has received before it
+                    // writes: the lesson is what the tables hold when it is sent.
                     r.s.lesson.clear();
-                    for (t, entries) in self.entries.iter().enumerate() {
-                        r.s.lesson.extend(entries.keys().map(|k| (t, k.clone())));
-                    }
+                    r.s.lesson_due = true;
                 }
                 Event::ResyncEnded { finished } => {
                     if r.s.assigned {

@@ -29,6 +29,7 @@ use crate::node::{Counters, FAMILIES, Node};
 use crate::rng::Rng;
 use crate::store::SimStore;
 use crate::topology::{Spec, Topology};
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use stktagg_section::TableStore;
@@ -341,11 +342,12 @@ impl World {
                                 return Ok(self.outcome(since));
                             }
                         }
-                        Err(why) => {
+                        Err((family, key, why)) => {
                             converged_since = None;
                             if self.now > self.stop_at + CONVERGE_BOUND_MS {
                                 let m = format!(
-                                    "not exact {CONVERGE_BOUND_MS} ms after the last fault: {why}"
+                                    "not exact {CONVERGE_BOUND_MS} ms after the last fault: {why}\n{}",
+                                    self.explain(family, &key)
                                 );
                                 return Err(self.failure(m));
                             }
@@ -682,7 +684,7 @@ impl World {
     }
 
     /// Whether everything is exact; the first difference otherwise.
-    fn converged(&self) -> Result<(), String> {
+    fn converged(&self) -> Result<(), (usize, Key, String)> {
         let now = self.now;
         let universe: Vec<Vec<Key>> = FAMILIES
             .iter()
@@ -703,20 +705,21 @@ impl World {
                             };
                             let seen = n.view(t, key);
                             if seen != Some(truth) {
-                                return Err(format!(
+                                let why = format!(
                                     "{} has {}{} {} = {seen:?}, the truth is {truth:?}",
                                     n.name,
                                     FAMILIES[table.family].base,
                                     table.suffix,
                                     show_key(key)
-                                ));
+                                );
+                                return Err((table.family, key.clone(), why));
                             }
                         }
                     }
                 }
                 Proc::Agg(ap) => {
                     let Some(a) = &ap.running else {
-                        return Err(format!("{} is down", ap.name));
+                        return Err((0, FAMILIES[0].key(0), format!("{} is down", ap.name)));
                     };
                     self.aggregator_exact(a, &universe, now)?;
                 }
@@ -730,18 +733,19 @@ impl World {
         a: &Aggregator,
         universe: &[Vec<Key>],
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), (usize, Key, String)> {
         let store = &a.core.store.0;
         for g in &a.plan().groups {
             let active = a.core.active_member(g.id.0 as u16);
             let complete = active.is_some_and(|m| a.core.peers[m.0].stats.is_complete());
             if !complete {
-                return Err(format!(
+                let why = format!(
                     "{}: group {} relays {:?}, which is not complete",
                     a.name,
                     a.core.group_number(g.id.0 as u16),
                     active.map(|m| a.core.peers[m.0].name.clone())
-                ));
+                );
+                return Err((0, FAMILIES[0].key(0), why));
             }
         }
         for (f, suffix, info) in Self::tables_of(a) {
@@ -758,12 +762,13 @@ impl World {
                     .read(info.id, key, now)
                     .map(|e| Counters::of(&e.values, &info.definition.data));
                 if seen != Some(truth) {
-                    return Err(format!(
+                    let why = format!(
                         "{} holds {}{suffix} {} = {seen:?}, the truth is {truth:?}",
                         a.name,
                         FAMILIES[f].base,
                         show_key(key)
-                    ));
+                    );
+                    return Err((f, key.clone(), why));
                 }
                 if let Some(member) = relay {
                     let from: Vec<_> = store
@@ -773,17 +778,82 @@ impl World {
                         .map(|d| d.source)
                         .collect();
                     if from != [member] {
-                        return Err(format!(
+                        let why = format!(
                             "{} relays {}{suffix} {} from {from:?}, not from the elected member {member:?}",
                             a.name,
                             FAMILIES[f].base,
                             show_key(key)
-                        ));
+                        );
+                        return Err((f, key.clone(), why));
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl World {
+    /// Everything the world knows about one key: each node's counts, highest
+    /// counts and learned values, each aggregator's tables and contributions.
+    fn explain(&self, family: usize, key: &Key) -> String {
+        let mut r = format!("state of {}{{}} {}:", FAMILIES[family].base, show_key(key));
+        for p in &self.procs {
+            match p {
+                Proc::Node(n) => {
+                    let _ = write!(
+                        r,
+                        "\n  {}: local {:?} (highest {:?})",
+                        n.name,
+                        n.local(family, key),
+                        n.peak(family, key)
+                    );
+                    for (t, table) in n.tables.iter().enumerate() {
+                        if table.family == family && !table.is_local() {
+                            let _ = write!(r, ", {} {:?}", table.suffix, n.view(t, key));
+                        }
+                    }
+                }
+                Proc::Agg(ap) => {
+                    let Some(a) = &ap.running else {
+                        let _ = write!(r, "\n  {}: down", ap.name);
+                        continue;
+                    };
+                    for (f, suffix, info) in Self::tables_of(a) {
+                        if f != family {
+                            continue;
+                        }
+                        let store = &a.core.store.0;
+                        let seen = store
+                            .read(info.id, key, self.now)
+                            .map(|e| Counters::of(&e.values, &info.definition.data));
+                        let _ = write!(
+                            r,
+                            "\n  {}: {suffix} {} {seen:?} from",
+                            a.name,
+                            if info.kind == TableKind::Output {
+                                "output"
+                            } else {
+                                "relay"
+                            }
+                        );
+                        for d in store.detail(info.id, key, self.now).unwrap_or_default() {
+                            let who = a
+                                .core
+                                .peers
+                                .get(usize::from(d.source.0))
+                                .map_or("?", |p| p.name.as_str());
+                            let _ = write!(
+                                r,
+                                " {who} {:?}",
+                                Counters::of(&d.values, &info.definition.data)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        r
     }
 }
 
