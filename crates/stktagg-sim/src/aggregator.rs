@@ -161,6 +161,10 @@ struct Running {
     ep: Endpoint,
     core: SessionCore<SimStore>,
     wake: Arc<WakeFlag>,
+    /// The last lesson the peer ended in this session ended with FINISHED, as the
+    /// engine's resync state shows it (the election's "complete", observed from
+    /// outside the section's bookkeeping).
+    finished: bool,
 }
 
 #[derive(Debug)]
@@ -453,7 +457,12 @@ impl Aggregator {
         // Served in this step: whatever arrived with the handshake, the engine's
         // first requests.
         wake.wake();
-        self.slots[p].running = Some(Running { ep, core, wake });
+        self.slots[p].running = Some(Running {
+            ep,
+            core,
+            wake,
+            finished: false,
+        });
     }
 
     /// Ends a running session: the daemon flushes what is pending when it cancels
@@ -591,8 +600,15 @@ impl Aggregator {
             let end = r.core.handle_events(&mut r.ep.engine, now);
             self.trace_relays(before, cx);
             self.trace_resync(p, states, &r.ep.engine, cx);
-            if self.core.peers[p].is_source() && r.ep.engine.learning() == Learning::Finished {
-                self.finished[p] = true;
+            match r.ep.engine.learning() {
+                Learning::Finished => {
+                    r.finished = true;
+                    if self.core.peers[p].is_source() {
+                        self.finished[p] = true;
+                    }
+                }
+                Learning::Partial { .. } => r.finished = false,
+                Learning::Idle | Learning::Asked => {}
             }
             if let Some(end) = end {
                 self.end_session(p, r, Ending::Protocol(end), cx);
@@ -720,16 +736,18 @@ impl Aggregator {
         }
     }
 
-    /// Relays follow the election: whenever a member of a group is complete
-    /// (established and fully resynced), the relayed member is the first complete
-    /// one in configuration order.
+    /// Relays follow the election (SPEC §3): whenever a member of a group is
+    /// complete (its session is up and the last lesson it ended there was
+    /// FINISHED, as this simulation sees its sessions), the relayed member is the
+    /// first complete one in configuration order.
     fn check_election(&self) -> Result<(), String> {
         for g in &self.plan.groups {
-            let best = g
-                .members
-                .iter()
-                .copied()
-                .find(|m| self.core.peers[m.0].stats.is_complete());
+            let best = g.members.iter().copied().find(|m| {
+                self.slots[m.0]
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.finished && r.ep.engine.is_established())
+            });
             let Some(best) = best else {
                 continue;
             };

@@ -67,6 +67,14 @@ pub enum Fault {
         /// Bytes per read.
         budget: usize,
     },
+    /// `proc` dies for good: a member of an `up group` that has a replica, so that
+    /// the group must fail over and stay there.
+    Loss {
+        /// When.
+        at: u64,
+        /// Who.
+        proc: usize,
+    },
     /// `proc` dials `peer` although a session may be up: a duplicate session,
     /// which replaces the running one on both sides (the newest wins).
     Duplicate {
@@ -84,6 +92,8 @@ pub enum Fault {
 pub enum Action {
     /// The process dies.
     Kill(usize),
+    /// The process dies for good.
+    Lose(usize),
     /// It starts again, with its state or not.
     Restart(usize, bool),
     /// Partition (or heal) two processes.
@@ -104,6 +114,7 @@ impl Fault {
             | Fault::Partition { at, .. }
             | Fault::Delay { at, .. }
             | Fault::Slow { at, .. }
+            | Fault::Loss { at, .. }
             | Fault::Duplicate { at, .. } => at,
         }
     }
@@ -115,7 +126,7 @@ impl Fault {
             Fault::Partition { at, ms, .. }
             | Fault::Delay { at, ms, .. }
             | Fault::Slow { at, ms, .. } => at + ms,
-            Fault::Duplicate { at, .. } => at,
+            Fault::Duplicate { at, .. } | Fault::Loss { at, .. } => at,
         }
     }
 
@@ -162,6 +173,7 @@ impl Fault {
                 (at + ms, Action::Slow(proc, None)),
             ],
             Fault::Duplicate { at, proc, peer } => vec![(at, Action::Duplicate(proc, peer))],
+            Fault::Loss { at, proc } => vec![(at, Action::Lose(proc))],
         }
     }
 
@@ -231,6 +243,7 @@ impl fmt::Display for Describe<'_> {
                 t(at),
                 n(proc)
             ),
+            Fault::Loss { at, proc } => write!(f, "at {} {} is lost for good", t(at), n(proc)),
             Fault::Duplicate { at, proc, peer } => write!(
                 f,
                 "at {} {} opens a duplicate session to {}",
@@ -243,10 +256,17 @@ impl fmt::Display for Describe<'_> {
 }
 
 /// Draws the faults of a run starting at `start`, over `procs` processes whose
-/// peer links are `links`.
-pub fn draw(seed: u64, start: u64, procs: usize, links: &[(usize, usize)]) -> Vec<Fault> {
+/// peer links are `links`; at most one of `lossable` may be lost for good.
+pub fn draw(
+    seed: u64,
+    start: u64,
+    procs: usize,
+    links: &[(usize, usize)],
+    lossable: &[usize],
+) -> Vec<Fault> {
     let mut rng = Rng::new(seed, 1);
     let n = rng.range(1, MAX_FAULTS);
+    let mut lost = false;
     let mut faults: Vec<Fault> = (0..n)
         .map(|_| {
             let at = start + rng.range(WINDOW_MS.0, WINDOW_MS.1);
@@ -256,7 +276,14 @@ pub fn draw(seed: u64, start: u64, procs: usize, links: &[(usize, usize)]) -> Ve
             } else {
                 (link.1, link.0)
             };
-            match rng.below(12) {
+            match rng.below(13) {
+                12 if !lost && !lossable.is_empty() => {
+                    lost = true;
+                    Fault::Loss {
+                        at,
+                        proc: lossable[rng.index(lossable.len())],
+                    }
+                }
                 0..=2 => Fault::Kill {
                     at,
                     down_ms: rng.range(300, 10_000),

@@ -76,6 +76,7 @@ impl RunSpec {
             world::START_MS,
             layout.names.len(),
             &layout.links,
+            &layout.lossable,
         ))
     }
 

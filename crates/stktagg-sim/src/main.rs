@@ -109,6 +109,12 @@ fn single(args: &Args, seed: u64) -> ExitCode {
         match spec.run() {
             Ok(o) => {
                 println!("{}", line(&spec, &o));
+                let names = stktagg_sim::world::Layout::of(&t.spec())
+                    .map(|l| l.names)
+                    .unwrap_or_default();
+                for (i, f) in spec.faults().unwrap_or_default() {
+                    println!("  [{i}] {}", f.describe(&names));
+                }
                 if args.trace {
                     for l in trace_of(&spec) {
                         println!("  {l}");

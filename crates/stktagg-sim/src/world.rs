@@ -116,6 +116,8 @@ pub struct World {
     node_of: Vec<Option<usize>>,
     actions: Vec<(u64, Action)>,
     n_aggs: usize,
+    /// Processes lost for good.
+    lost: Vec<usize>,
     faults: usize,
     stop_at: u64,
     steps: u64,
@@ -135,6 +137,9 @@ pub struct Layout {
     pub listen: Vec<String>,
     /// Links between configured peers.
     pub links: Vec<(usize, usize)>,
+    /// The processes the topology can lose for good: members of an `up group`
+    /// with another member.
+    pub lossable: Vec<usize>,
 }
 
 impl Layout {
@@ -182,12 +187,27 @@ impl Layout {
             }
         }
         links.sort();
+        let mut lossable = Vec::new();
+        for (plan, _) in &aggregators {
+            for g in plan.groups.iter().filter(|g| g.members.len() > 1) {
+                for m in &g.members {
+                    let name = &plan.peers[m.0].name;
+                    if let Some(p) = names.iter().position(|n| n == name)
+                        && !lossable.contains(&p)
+                    {
+                        lossable.push(p);
+                    }
+                }
+            }
+        }
+        lossable.sort();
         Ok(Layout {
             names,
             aggregators,
             ips,
             listen,
             links,
+            lossable,
         })
     }
 }
@@ -230,6 +250,7 @@ impl World {
                 .collect(),
             actions,
             n_aggs,
+            lost: Vec::new(),
             faults: faults.len(),
             stop_at,
             steps: 0,
@@ -442,8 +463,12 @@ impl World {
                     Proc::Node(n) => n.kill(),
                 }
             }
+            Action::Lose(p) => {
+                self.lost.push(p);
+                self.play(Action::Kill(p));
+            }
             Action::Restart(p, keep_state) => {
-                if alive[p] {
+                if alive[p] || self.lost.contains(&p) {
                     return;
                 }
                 let mut procs = std::mem::take(&mut self.procs);
@@ -718,6 +743,9 @@ impl World {
                     }
                 }
                 Proc::Agg(ap) => {
+                    if self.lost.contains(&i) {
+                        continue;
+                    }
                     let Some(a) = &ap.running else {
                         return Err((0, FAMILIES[0].key(0), format!("{} is down", ap.name)));
                     };
