@@ -578,15 +578,18 @@ impl Aggregator {
             .collect();
         cx.rng.shuffle(&mut order);
         for p in order {
+            // Look before taking: a session is large, and most have nothing to do.
+            let due = self.slots[p].running.as_ref().is_some_and(|r| {
+                r.wake.is_set() || self.signals.is_set(p) || r.ep.due(now, cx.net)
+            });
+            if !due {
+                continue;
+            }
             let Some(mut r) = self.slots[p].running.take() else {
                 continue;
             };
             let signalled = self.signals.take(p);
-            let woken = r.wake.take();
-            if !(signalled || woken || r.ep.due(now, cx.net)) {
-                self.slots[p].running = Some(r);
-                continue;
-            }
+            r.wake.take();
             let states = (r.ep.engine.learning(), r.ep.engine.teaching());
             if signalled {
                 r.ep.engine.request_resync();

@@ -76,6 +76,11 @@ struct Conn {
     gone: [bool; 2],
     /// Reset by a cut: both ends see the end, data in flight is lost.
     reset: bool,
+    /// A blackhole holds everything (the link's state, kept here because it is
+    /// looked at on every step).
+    blocked: bool,
+    /// The read budget of the reader on each side, if it is slow.
+    slow: [Option<usize>; 2],
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -146,14 +151,16 @@ impl Net {
     /// Partitions two processes (a cut resets their connections), or heals them.
     pub fn set_partition(&mut self, a: ProcId, b: ProcId, p: Option<Partition>) {
         self.links.entry(pair(a, b)).or_default().partition = p;
-        if p == Some(Partition::Cut) {
-            for c in self.conns.values_mut() {
-                if pair(c.ends[0], c.ends[1]) == pair(a, b) {
-                    c.reset = true;
-                    for pipe in &mut c.pipes {
-                        pipe.chunks.clear();
-                        pipe.queued = 0;
-                    }
+        for c in self.conns.values_mut() {
+            if pair(c.ends[0], c.ends[1]) != pair(a, b) {
+                continue;
+            }
+            c.blocked = p.is_some();
+            if p == Some(Partition::Cut) {
+                c.reset = true;
+                for pipe in &mut c.pipes {
+                    pipe.chunks.clear();
+                    pipe.queued = 0;
                 }
             }
         }
@@ -161,10 +168,18 @@ impl Net {
 
     /// Makes `proc` a slow reader (`Some(bytes per read)`) or a normal one.
     pub fn set_slow(&mut self, proc: ProcId, budget: Option<usize>) {
+        let budget = budget.map(|b| b.max(1));
         match budget {
-            Some(b) => self.slow.insert(proc, b.max(1)),
+            Some(b) => self.slow.insert(proc, b),
             None => self.slow.remove(&proc),
         };
+        for c in self.conns.values_mut() {
+            for side in 0..2 {
+                if c.ends[side] == proc {
+                    c.slow[side] = budget;
+                }
+            }
+        }
     }
 
     fn latency(&self, a: ProcId, b: ProcId, rng: &mut Rng) -> u64 {
@@ -208,6 +223,8 @@ impl Net {
                 pipes: [Pipe::default(), Pipe::default()],
                 gone: [false; 2],
                 reset: false,
+                blocked: false,
+                slow: [self.slow.get(&from).copied(), self.slow.get(&to).copied()],
             },
         );
         self.accepts.push((to, id));
@@ -282,25 +299,25 @@ impl Net {
     pub fn readable(&self, now: u64, conn: ConnId, side: usize) -> bool {
         self.conns
             .get(&conn)
-            .and_then(|c| self.due(c, side))
+            .and_then(|c| Net::due(c, side))
             .is_some_and(|t| t <= now)
     }
 
     /// When the reader on `side` next has something to read.
-    fn due(&self, c: &Conn, side: usize) -> Option<u64> {
+    fn due(c: &Conn, side: usize) -> Option<u64> {
         if c.gone[side] {
             return None;
         }
         if c.reset {
             return Some(0);
         }
-        if self.partition(c.ends[0], c.ends[1]).is_some() {
+        if c.blocked {
             return None;
         }
         let pipe = &c.pipes[1 - side];
         match pipe.chunks.front() {
             Some(&(at, _)) => {
-                let paced = if self.slow.contains_key(&c.ends[side]) {
+                let paced = if c.slow[side].is_some() {
                     pipe.next_read_at
                 } else {
                     0
@@ -327,13 +344,13 @@ impl Net {
             r.eof = true;
             return r;
         }
-        if self.partition(c.ends[0], c.ends[1]).is_some() {
+        if c.blocked {
             return r;
         }
-        let budget = self.slow.get(&c.ends[side]).copied();
         let Some(c) = self.conns.get_mut(&conn) else {
             return r;
         };
+        let budget = c.slow[side];
         let pipe = &mut c.pipes[1 - side];
         if budget.is_some() && now < pipe.next_read_at {
             return r;
@@ -416,7 +433,7 @@ impl Net {
         let mut next: Option<u64> = None;
         for c in self.conns.values() {
             for side in 0..2 {
-                if let Some(t) = self.due(c, side) {
+                if let Some(t) = Net::due(c, side) {
                     let t = t.max(now + 1);
                     next = Some(next.map_or(t, |n| n.min(t)));
                 }

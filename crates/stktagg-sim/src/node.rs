@@ -448,7 +448,7 @@ impl Node {
         let now = cx.now;
         if self.traffic && now >= self.next_traffic {
             self.traffic_tick(cx);
-            self.next_traffic = now + cx.rng.range(50, 150);
+            self.next_traffic = now + cx.rng.range(100, 300);
         }
         if let SyncState::Learning { deadline, .. } = self.sync
             && now >= deadline

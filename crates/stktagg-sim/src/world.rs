@@ -688,7 +688,7 @@ impl World {
             };
             for (f, suffix, info) in Self::tables_of(a) {
                 let cov = self.coverage(suffix, &a.name);
-                for key in a.core.store.0.keys(info.id) {
+                for key in (0..KEYS_PER_FAMILY).map(|i| FAMILIES[f].key(i)) {
                     let Some(e) = a.core.store.0.read(info.id, &key, now) else {
                         continue;
                     };
