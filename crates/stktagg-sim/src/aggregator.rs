@@ -435,6 +435,7 @@ impl Aggregator {
 
     fn start_session(&mut self, p: usize, ep: Endpoint, dialed: bool, cx: &mut Cx<'_>) {
         let now = cx.now;
+        cx.net.note_established(ep.conn);
         let wake = Arc::new(WakeFlag::default());
         let core = SessionCore::start(
             self.core.clone(),

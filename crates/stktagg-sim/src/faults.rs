@@ -12,6 +12,8 @@ use std::fmt;
 
 /// The most faults in one run.
 pub const MAX_FAULTS: u64 = 6;
+/// How long a flap's cut lasts.
+pub const FLAP_MS: u64 = 500;
 /// Faults start between these offsets from the start of the run (ms).
 pub const WINDOW_MS: (u64, u64) = (1_000, 20_000);
 
@@ -75,6 +77,19 @@ pub enum Fault {
         /// Who.
         proc: usize,
     },
+    /// From `at`, the next session between `a` and `b` is cut `delay_ms` after it
+    /// comes up, for 500 ms: a race with the first messages of a session (the
+    /// resync requests crossing, a teach-back in flight).
+    Flap {
+        /// When it is armed.
+        at: u64,
+        /// One side.
+        a: usize,
+        /// The other.
+        b: usize,
+        /// How long after the session comes up.
+        delay_ms: u64,
+    },
     /// `proc` dials `peer` although a session may be up: a duplicate session,
     /// which replaces the running one on both sides (the newest wins).
     Duplicate {
@@ -104,6 +119,8 @@ pub enum Action {
     Slow(usize, Option<usize>),
     /// Force a dial.
     Duplicate(usize, usize),
+    /// Arm a flap: cut the next session between two processes after a delay.
+    Flap(usize, usize, u64),
 }
 
 impl Fault {
@@ -115,6 +132,7 @@ impl Fault {
             | Fault::Delay { at, .. }
             | Fault::Slow { at, .. }
             | Fault::Loss { at, .. }
+            | Fault::Flap { at, .. }
             | Fault::Duplicate { at, .. } => at,
         }
     }
@@ -127,6 +145,8 @@ impl Fault {
             | Fault::Delay { at, ms, .. }
             | Fault::Slow { at, ms, .. } => at + ms,
             Fault::Duplicate { at, .. } | Fault::Loss { at, .. } => at,
+            // Its session may come late; the cut lasts 500 ms after it.
+            Fault::Flap { at, delay_ms, .. } => at + delay_ms + FLAP_MS,
         }
     }
 
@@ -174,6 +194,7 @@ impl Fault {
             ],
             Fault::Duplicate { at, proc, peer } => vec![(at, Action::Duplicate(proc, peer))],
             Fault::Loss { at, proc } => vec![(at, Action::Lose(proc))],
+            Fault::Flap { at, a, b, delay_ms } => vec![(at, Action::Flap(a, b, delay_ms))],
         }
     }
 
@@ -244,6 +265,13 @@ impl fmt::Display for Describe<'_> {
                 n(proc)
             ),
             Fault::Loss { at, proc } => write!(f, "at {} {} is lost for good", t(at), n(proc)),
+            Fault::Flap { at, a, b, delay_ms } => write!(
+                f,
+                "from {} the next session {} - {} is cut {delay_ms} ms after it comes up",
+                t(at),
+                n(a),
+                n(b)
+            ),
             Fault::Duplicate { at, proc, peer } => write!(
                 f,
                 "at {} {} opens a duplicate session to {}",
@@ -276,7 +304,7 @@ pub fn draw(
             } else {
                 (link.1, link.0)
             };
-            match rng.below(13) {
+            match rng.below(14) {
                 12 if !lost && !lossable.is_empty() => {
                     lost = true;
                     Fault::Loss {
@@ -289,6 +317,12 @@ pub fn draw(
                     down_ms: rng.range(300, 10_000),
                     proc: rng.index(procs),
                     keep_state: rng.chance(1, 2),
+                },
+                13 => Fault::Flap {
+                    at,
+                    a,
+                    b,
+                    delay_ms: rng.range(0, 60),
                 },
                 3..=5 => Fault::Partition {
                     at,
@@ -318,6 +352,30 @@ pub fn draw(
             }
         })
         .collect();
+    // A restart is often followed by a flap of one of its first sessions: the
+    // races between a new session's first messages and a cut.
+    let flaps: Vec<Fault> = faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::Kill {
+                at, down_ms, proc, ..
+            } if rng.chance(1, 3) => {
+                let mine: Vec<&(usize, usize)> = links
+                    .iter()
+                    .filter(|l| l.0 == proc || l.1 == proc)
+                    .collect();
+                let &(a, b) = *mine.get(rng.index(mine.len()))?;
+                Some(Fault::Flap {
+                    at: at + down_ms,
+                    a,
+                    b,
+                    delay_ms: rng.range(0, 60),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    faults.extend(flaps);
     faults.sort_by_key(Fault::start);
     faults
 }

@@ -53,6 +53,8 @@ pub struct RunSpec {
     pub seed: u64,
     /// The indices of the seed's faults to play (`None`: all of them).
     pub keep: Option<Vec<usize>>,
+    /// Known issues fail the run.
+    pub strict: bool,
 }
 
 impl RunSpec {
@@ -62,6 +64,7 @@ impl RunSpec {
             topology,
             seed,
             keep: None,
+            strict: false,
         }
     }
 
@@ -109,7 +112,7 @@ impl RunSpec {
             message,
             trace: Vec::new(),
         })?;
-        world.run()
+        world.strict(self.strict).run()
     }
 
     /// The command that replays it.
@@ -121,6 +124,9 @@ impl RunSpec {
         if let Some(k) = &self.keep {
             let k: Vec<String> = k.iter().map(ToString::to_string).collect();
             let _ = write!(c, " --faults {}", k.join(","));
+        }
+        if self.strict {
+            c.push_str(" --strict");
         }
         c
     }

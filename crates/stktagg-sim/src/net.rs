@@ -108,6 +108,7 @@ pub struct Net {
     accepts: Vec<(ProcId, ConnId)>,
     links: BTreeMap<(ProcId, ProcId), Link>,
     slow: BTreeMap<ProcId, usize>,
+    established: Vec<[ProcId; 2]>,
     /// Bytes delivered so far.
     pub bytes_delivered: u64,
     /// A hash of every delivery (instant, connection, side, bytes): two runs of one
@@ -440,6 +441,19 @@ impl Net {
             }
         }
         next
+    }
+
+    /// A session is established on `conn` (either side says so; the world uses
+    /// it to play faults that wait for a session).
+    pub fn note_established(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            self.established.push(c.ends);
+        }
+    }
+
+    /// The pairs of processes that established a session since the last call.
+    pub fn take_established(&mut self) -> Vec<[ProcId; 2]> {
+        std::mem::take(&mut self.established)
     }
 
     /// Connections still held by someone.

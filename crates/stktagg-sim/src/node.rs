@@ -263,6 +263,10 @@ pub struct Node {
     pub peaks: BTreeMap<(usize, Key), Counters>,
     /// Learned entries changed since the oracle last looked.
     pub view_changes: Vec<(usize, Key)>,
+    /// After a restart without its tables: the counts its aggregator held for it
+    /// then, which teach-back must give back (set by the oracle; dropped when the
+    /// node gives up learning, as HAProxy does after 5 s without a peer).
+    pub debt: Option<BTreeMap<(usize, Key), Counters>>,
     /// Whether it is running.
     pub alive: bool,
     /// Whether it receives traffic.
@@ -306,6 +310,7 @@ impl Node {
             tables,
             peaks: BTreeMap::new(),
             view_changes: Vec::new(),
+            debt: None,
             alive: true,
             traffic: true,
             keys_per_family,
@@ -370,11 +375,18 @@ impl Node {
     }
 
     /// The node starts again, with its tables (a reload: it learned them from its
-    /// old process, it is up to date) or without (it must learn from its peers).
+    /// old process) or without (it must learn from its peers).
     pub fn restart(&mut self, keep_state: bool, cx: &mut Cx<'_>) {
         self.alive = true;
         if keep_state {
-            self.sync = SyncState::Finished;
+            // A reload: the new process learns the old one's tables, and is up to
+            // date if the old one was; otherwise it goes on learning from its peers.
+            if let SyncState::Learning { .. } = self.sync {
+                self.sync = SyncState::Learning {
+                    deadline: cx.now + RESYNC_TIMEOUT_MS,
+                    skip: false,
+                };
+            }
         } else {
             for t in &mut self.entries {
                 t.clear();
@@ -455,11 +467,12 @@ impl Node {
             && !self.running.as_ref().is_some_and(|r| r.s.assigned)
         {
             self.sync = SyncState::Finished;
-            cx.trace.log(
-                now,
-                &self.name,
-                format_args!("resync timer expired: up to date"),
-            );
+            let what = if self.debt.take().is_some() {
+                "resync timer expired before any lesson: its old counts are lost"
+            } else {
+                "resync timer expired: up to date"
+            };
+            cx.trace.log(now, &self.name, format_args!("{what}"));
         }
         for conn in cx.net.take_accepts(self.proc) {
             let engine = PeerSession::accept(self.session_config(), now);
@@ -582,6 +595,7 @@ impl Node {
     /// A new session (newest wins): every local entry is pushed on it, and it is
     /// asked for our resync if we are still learning.
     fn hand_over(&mut self, mut ep: Endpoint, cx: &mut Cx<'_>) {
+        cx.net.note_established(ep.conn);
         if let Some((d, _)) = self.dialing.take() {
             d.close(cx);
         }

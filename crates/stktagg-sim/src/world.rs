@@ -50,6 +50,16 @@ pub const MIN_TRAFFIC_MS: u64 = 8_000;
 pub const CONVERGE_BOUND_MS: u64 = 30_000;
 /// Converged values must stay so this long.
 pub const STABLE_MS: u64 = 3_000;
+/// A known issue, reported and not fixed yet: a node that restarts empty answers
+/// the aggregator's resync request with a lesson of its few new counts, ending
+/// PARTIAL; the aggregator applies it, which replaces the node's old contributions
+/// for those keys, although the teach-back that carries the old counts back has not
+/// reached the node yet. If that session is cut before it does, the next session
+/// teaches back the new counts: the old ones are lost for good
+/// (`cargo xtask sim --topology single --seed 114 --faults 1,5`). While this is
+/// true, a run that finds it passes and counts it; `--strict` fails it.
+pub const KNOWN_TEACH_BACK_LOSS: bool = true;
+
 /// Period of the checks that read every aggregator's tables.
 const CHECK_MS: u64 = 100;
 
@@ -88,6 +98,9 @@ pub struct Outcome {
     pub faults: usize,
     /// A hash of every delivery and of the trace: same seed, same hash.
     pub hash: u64,
+    /// A known issue the run ran into (see [`KNOWN_TEACH_BACK_LOSS`]): the run
+    /// passes unless it is strict.
+    pub known_issue: Option<String>,
 }
 
 /// Why a run failed.
@@ -118,6 +131,10 @@ pub struct World {
     n_aggs: usize,
     /// Processes lost for good.
     lost: Vec<usize>,
+    /// Armed flaps: (one side, the other, delay).
+    flaps: Vec<(usize, usize, u64)>,
+    /// Known issues fail the run.
+    strict: bool,
     faults: usize,
     stop_at: u64,
     steps: u64,
@@ -251,6 +268,8 @@ impl World {
             actions,
             n_aggs,
             lost: Vec::new(),
+            flaps: Vec::new(),
+            strict: false,
             faults: faults.len(),
             stop_at,
             steps: 0,
@@ -292,6 +311,12 @@ impl World {
             w.procs.push(Proc::Node(Box::new(node)));
         }
         Ok(w)
+    }
+
+    /// Known issues fail the run.
+    pub fn strict(mut self, strict: bool) -> World {
+        self.strict = strict;
+        self
     }
 
     fn cx<'a>(&'a mut self, alive: &'a [bool]) -> Cx<'a> {
@@ -360,7 +385,15 @@ impl World {
                         Ok(()) => {
                             let since = *converged_since.get_or_insert(self.now);
                             if self.now - since >= STABLE_MS {
-                                return Ok(self.outcome(since));
+                                let mut outcome = self.outcome(since);
+                                if let Some((f, key, why)) = self.debts_unpaid() {
+                                    let why = format!("{why}\n{}", self.explain(f, &key));
+                                    if self.strict || !KNOWN_TEACH_BACK_LOSS {
+                                        return Err(self.failure(why));
+                                    }
+                                    outcome.known_issue = Some(why);
+                                }
+                                return Ok(outcome);
                             }
                         }
                         Err((family, key, why)) => {
@@ -428,6 +461,7 @@ impl World {
             max_pending,
             faults: self.faults,
             hash,
+            known_issue: None,
         }
     }
 
@@ -505,6 +539,7 @@ impl World {
                     Proc::Node(n) => n.restart(keep_state, &mut cx),
                 }
                 self.procs = procs;
+                self.note_debts(p, keep_state);
             }
             Action::Partition(a, b, p) => {
                 self.trace.log(
@@ -539,6 +574,18 @@ impl World {
                 );
                 self.net.set_slow(p, budget);
             }
+            Action::Flap(a, b, delay_ms) => {
+                self.trace.log(
+                    now,
+                    "world",
+                    format_args!(
+                        "will cut the next session {} - {} {delay_ms} ms after it comes up",
+                        name(a),
+                        name(b)
+                    ),
+                );
+                self.flaps.push((a.min(b), a.max(b), delay_ms));
+            }
             Action::Duplicate(p, peer) => {
                 if !alive[p] {
                     return;
@@ -566,6 +613,54 @@ impl World {
         }
     }
 
+    /// A restart without state: a node is owed the counts its aggregator holds for
+    /// it now; an aggregator that lost its store owes nothing any more.
+    fn note_debts(&mut self, p: usize, keep_state: bool) {
+        if keep_state {
+            return;
+        }
+        let Some(n) = self.node_of[p] else {
+            let name = self.names[p].clone();
+            for i in 0..self.spec.nodes.len() {
+                if self.spec.nodes[i].aggr == name
+                    && let Some(Proc::Node(node)) = self.procs.get_mut(self.n_aggs + i)
+                {
+                    node.debt = None;
+                }
+            }
+            return;
+        };
+        let aggr = self.spec.nodes[n].aggr;
+        let mut debt = std::collections::BTreeMap::new();
+        let held = self.procs.iter().find_map(|q| match q {
+            Proc::Agg(a) if a.name == aggr => a.running.as_ref(),
+            _ => None,
+        });
+        if let Some(a) = held
+            && let Some(source) = a.core.peer_by_name(&self.names[p])
+        {
+            for (f, _, info) in Self::tables_of(a) {
+                for key in (0..KEYS_PER_FAMILY).map(|i| FAMILIES[f].key(i)) {
+                    let mine = a
+                        .core
+                        .store
+                        .0
+                        .detail(info.id, &key, self.now)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|d| usize::from(d.source.0) == source);
+                    if let Some(d) = mine {
+                        debt.insert((f, key), Counters::of(&d.values, &info.definition.data));
+                    }
+                }
+            }
+        }
+        let owed = held.is_some().then_some(debt);
+        if let Some(Proc::Node(node)) = self.procs.get_mut(p) {
+            node.debt = owed;
+        }
+    }
+
     fn step_all(&mut self) -> Result<(), String> {
         let alive = self.alive();
         let mut order: Vec<usize> = (0..self.procs.len()).filter(|&p| alive[p]).collect();
@@ -588,7 +683,24 @@ impl World {
         }
         self.procs = procs;
         result?;
+        self.trigger_flaps();
         self.check_views()
+    }
+
+    /// Sessions that came up where a flap waits: their cut is scheduled.
+    fn trigger_flaps(&mut self) {
+        for [x, y] in self.net.take_established() {
+            let pair = (x.min(y), x.max(y));
+            if let Some(i) = self.flaps.iter().position(|f| (f.0, f.1) == pair) {
+                let (a, b, delay) = self.flaps.remove(i);
+                let at = self.now + delay;
+                let cut = Some(crate::net::Partition::Cut);
+                self.actions.push((at, Action::Partition(a, b, cut)));
+                self.actions
+                    .push((at + crate::faults::FLAP_MS, Action::Partition(a, b, None)));
+                self.actions.sort_by_key(|(t, _)| *t);
+            }
+        }
     }
 
     /// The nodes a table with `suffix` sums when it is held by (or comes from)
@@ -706,6 +818,33 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Teach-back gave every node restarted empty its counts back: at least what its
+    /// aggregator held for it when it restarted (if that aggregator kept its data
+    /// and the node asked for them before giving up learning). The first unpaid
+    /// count otherwise.
+    fn debts_unpaid(&self) -> Option<(usize, Key, String)> {
+        // Counters wrap: "at or after", modulo 2^32.
+        let after = |a: u32, b: u32| a.wrapping_sub(b) < 1 << 31;
+        for p in &self.procs {
+            let Proc::Node(n) = p else {
+                continue;
+            };
+            for ((f, key), owed) in n.debt.iter().flatten() {
+                let has = n.local(*f, key).unwrap_or_default();
+                if !(after(has.cnt, owed.cnt) && after(has.gpc0, owed.gpc0)) {
+                    let why = format!(
+                        "{} restarted empty and has {}.uncombined {} = {has:?}: teach-back did not give back the {owed:?} its aggregator held for it",
+                        n.name,
+                        FAMILIES[*f].base,
+                        show_key(key)
+                    );
+                    return Some((*f, key.clone(), why));
+                }
+            }
+        }
+        None
     }
 
     /// Whether everything is exact; the first difference otherwise.
