@@ -150,7 +150,7 @@ fn trace_of(spec: &RunSpec) -> Vec<String> {
         .map(|(_, f)| f)
         .collect();
     stktagg_sim::World::new(spec.topology, spec.seed, &faults)
-        .map(stktagg_sim::World::run_for_trace)
+        .map(|w| w.strict(spec.strict).run_traced().1)
         .unwrap_or_default()
 }
 

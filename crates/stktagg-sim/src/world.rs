@@ -348,14 +348,10 @@ impl World {
         self.run_inner()
     }
 
-    /// Runs as [`World::run`] does and returns the trace, pass or fail.
-    pub fn run_for_trace(mut self) -> Vec<String> {
-        if let Err(f) = self.run_inner() {
-            let now = self.now;
-            self.trace
-                .log(now, "world", format_args!("FAILED: {}", f.message));
-        }
-        std::mem::take(&mut self.trace.lines)
+    /// Runs as [`World::run`] does, and returns the trace too, pass or fail.
+    pub fn run_traced(mut self) -> (Result<Outcome, Failure>, Vec<String>) {
+        let r = self.run_inner();
+        (r, std::mem::take(&mut self.trace.lines))
     }
 
     fn run_inner(&mut self) -> Result<Outcome, Failure> {
@@ -567,11 +563,17 @@ impl World {
                 self.net.set_delay(a, b, ms);
             }
             Action::Slow(p, budget) => {
-                self.trace.log(
-                    now,
-                    "world",
-                    format_args!("{} reads {budget:?} bytes per 20 ms", name(p)),
-                );
+                match budget {
+                    Some(b) => self.trace.log(
+                        now,
+                        "world",
+                        format_args!("{} reads {b} bytes per 20 ms", name(p)),
+                    ),
+                    None => {
+                        self.trace
+                            .log(now, "world", format_args!("{} reads normally", name(p)))
+                    }
+                }
                 self.net.set_slow(p, budget);
             }
             Action::Flap(a, b, delay_ms) => {
