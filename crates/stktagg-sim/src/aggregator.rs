@@ -23,7 +23,7 @@
 //! since it started, or the start-up grace is over), and each session's pending
 //! changes stay within the number of keys.
 
-use crate::endpoint::{Cx, Endpoint, earliest};
+use crate::endpoint::{Cx, Endpoint, Tap, earliest};
 use crate::net::{ACCEPTOR, DIALER, DialError};
 use crate::store::SimStore;
 use bytes::BytesMut;
@@ -161,10 +161,12 @@ struct Running {
     ep: Endpoint,
     core: SessionCore<SimStore>,
     wake: Arc<WakeFlag>,
-    /// The last lesson the peer ended in this session ended with FINISHED, as the
-    /// engine's resync state shows it (the election's "complete", observed from
-    /// outside the section's bookkeeping).
+    /// The last lesson the peer ended in this session ended with FINISHED, as read
+    /// off the wire (the election's "complete", observed from outside the
+    /// section's bookkeeping).
     finished: bool,
+    /// RESYNC FINISHED messages the tap had seen at the last step.
+    finished_seen: u64,
 }
 
 #[derive(Debug)]
@@ -306,10 +308,9 @@ impl Aggregator {
         }
         for conn in cx.net.take_accepts(self.proc) {
             let engine = PeerSession::accept(self.session_config(), now);
-            self.handshakes.push((
-                Endpoint::new(conn, ACCEPTOR, engine),
-                now + self.tun.hello_ms,
-            ));
+            let mut ep = Endpoint::new(conn, ACCEPTOR, engine);
+            ep.tap = Some(Tap::new(3));
+            self.handshakes.push((ep, now + self.tun.hello_ms));
         }
         self.serve_handshakes(cx);
         self.dial_due(cx);
@@ -463,6 +464,7 @@ impl Aggregator {
             core,
             wake,
             finished: false,
+            finished_seen: 0,
         });
     }
 
@@ -513,6 +515,7 @@ impl Aggregator {
                     };
                     engine.set_resync_policy(resync_policy(peer.role));
                     let mut ep = Endpoint::new(conn, DIALER, engine);
+                    ep.tap = Some(Tap::new(1));
                     ep.engine
                         .poll_transmit(now, &mut NothingToSend, &mut ep.out);
                     ep.push(cx);
@@ -604,15 +607,15 @@ impl Aggregator {
             let end = r.core.handle_events(&mut r.ep.engine, now);
             self.trace_relays(before, cx);
             self.trace_resync(p, states, &r.ep.engine, cx);
-            match r.ep.engine.learning() {
-                Learning::Finished => {
-                    r.finished = true;
-                    if self.core.peers[p].is_source() {
-                        self.finished[p] = true;
-                    }
+            // What the peer said, read off the wire: a FINISHED (always the
+            // answer to our request) since we started. The engine's state alone
+            // can miss one, when a request follows it in the same step.
+            if let Some(tap) = &r.ep.tap {
+                if tap.finished > r.finished_seen && self.core.peers[p].is_source() {
+                    self.finished[p] = true;
                 }
-                Learning::Partial { .. } => r.finished = false,
-                Learning::Idle | Learning::Asked => {}
+                r.finished_seen = tap.finished;
+                r.finished = tap.last_end == Some(true);
             }
             if let Some(end) = end {
                 self.end_session(p, r, Ending::Protocol(end), cx);

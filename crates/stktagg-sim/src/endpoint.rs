@@ -54,6 +54,59 @@ pub struct Endpoint {
     /// What the engine produced and the network has not taken yet (a socket's
     /// write buffer).
     pub out: BytesMut,
+    /// A reader of the incoming stream beside the engine's, if the owner watches it.
+    pub tap: Option<Tap>,
+}
+
+/// Cuts the incoming stream into frames beside the engine, to see what the peer
+/// sent independently of what the logic under test made of it. It starts at the
+/// connection's first byte: the handshake's lines, then frames.
+#[derive(Debug)]
+pub struct Tap {
+    lines: usize,
+    buf: BytesMut,
+    /// RESYNC FINISHED messages seen so far.
+    pub finished: u64,
+    /// How the last lesson the peer ended ended: FINISHED (true) or PARTIAL.
+    pub last_end: Option<bool>,
+}
+
+impl Tap {
+    /// A tap on a stream that starts with `lines` handshake lines (the status line
+    /// a dialer reads; the three hello lines an acceptor reads).
+    pub fn new(lines: usize) -> Tap {
+        Tap {
+            lines,
+            buf: BytesMut::new(),
+            finished: 0,
+            last_end: None,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        while self.lines > 0 {
+            let Some(i) = self.buf.iter().position(|&c| c == b'\n') else {
+                return;
+            };
+            let _ = self.buf.split_to(i + 1);
+            self.lines -= 1;
+        }
+        let max = stktagg_wire::frame::DEFAULT_MAX_MESSAGE_LEN;
+        while let Ok(Some(f)) = stktagg_wire::frame::split_frame(&mut self.buf, max) {
+            if f.class != stktagg_wire::frame::CLASS_CONTROL {
+                continue;
+            }
+            match f.msg_type {
+                stktagg_wire::frame::CTRL_RESYNC_FINISHED => {
+                    self.finished += 1;
+                    self.last_end = Some(true);
+                }
+                stktagg_wire::frame::CTRL_RESYNC_PARTIAL => self.last_end = Some(false),
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Endpoint {
@@ -64,6 +117,7 @@ impl Endpoint {
             side,
             engine,
             out: BytesMut::new(),
+            tap: None,
         }
     }
 
@@ -77,6 +131,9 @@ impl Endpoint {
     pub fn pull(&mut self, cx: &mut Cx<'_>) -> bool {
         let r = cx.net.read(cx.now, self.conn, self.side);
         if !r.data.is_empty() {
+            if let Some(tap) = &mut self.tap {
+                tap.feed(&r.data);
+            }
             self.engine.handle_input(cx.now, &r.data);
         }
         r.eof

@@ -234,3 +234,37 @@ fn a_slow_reader_gets_coalesced_changes() {
         "nothing ever waited: the reader was not slow"
     );
 }
+
+/// The honesty check once missed a source's FINISHED: a top restarted with its
+/// store got FINISHED from an intermediate and, in the same read, the ack of its
+/// teach-back, which made it ask again at once; the engine's state only showed
+/// the new request. The check now reads FINISHED off the wire.
+#[test]
+fn a_finished_followed_by_a_new_request_in_one_read_counts() {
+    scenario(
+        Topology::Ha,
+        6215,
+        &[
+            Fault::Delay {
+                at: 4_969,
+                ms: 4_087,
+                a: 1,
+                b: 3,
+                extra_ms: 162,
+            },
+            Fault::Kill {
+                at: 10_057,
+                down_ms: 2_460,
+                proc: 2,
+                keep_state: true,
+            },
+            Fault::Flap {
+                at: 12_517,
+                a: 1,
+                b: 2,
+                delay_ms: 53,
+            },
+        ],
+        &["aggr3   answers FINISHED to aggr1"],
+    );
+}
