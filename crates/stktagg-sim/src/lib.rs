@@ -24,7 +24,8 @@
 //! - `node`: a HAProxy node.
 //! - `topology`: the topologies and their configurations.
 //! - `faults`: the faults and how they are drawn.
-//! - `world`: a run: the processes, the loop, the invariants.
+//! - `world`: a run: the processes, the loop, the faults played.
+//! - `oracle`: the invariants a run checks, and what a failure explains.
 
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ pub mod endpoint;
 pub mod faults;
 pub mod net;
 pub mod node;
+mod oracle;
 pub mod rng;
 pub mod store;
 pub mod topology;

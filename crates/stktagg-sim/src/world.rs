@@ -1,25 +1,11 @@
-//! The world of one run: processes, network, clock, faults, and the oracle that
-//! checks the invariants after every step.
+//! The world of one run: processes, network, clock and faults.
 //!
 //! Time advances from event to event (a delivery, a timer, a traffic tick, a
-//! fault, a check), never by the wall clock. At each instant the live processes
-//! take their step in a shuffled order, then the invariants are checked:
-//!
-//! - **no double count**: no value any node learns (`.aggr`, `.l2`), and no output
-//!   of any aggregator, exceeds the sum over the nodes it covers of the highest
-//!   value each of them ever counted for that key (a correct aggregate holds one of
-//!   each node's values; a snapshot added twice, or a node counted twice, goes
-//!   over);
-//! - **relays follow the election** and **FINISHED is honest** (checked by each
-//!   aggregator, see `aggregator`);
-//! - **memory per destination bounded by keys**: no session's pending changes
-//!   exceed the number of keys of its tables;
-//! - **convergence**: once the last fault is over, traffic stops; within
-//!   [`CONVERGE_BOUND_MS`] every value every node learned, every aggregator's
-//!   outputs and relayed tables equal the truth (the saturating sum of the covered
-//!   nodes' current counts), every relayed entry comes from its group's elected
-//!   member, every group relays a complete member; and it stays so for
-//!   [`STABLE_MS`].
+//! fault, a check), never by the wall clock. At each instant the faults due are
+//! played, the live processes take their step in a shuffled order, and the
+//! invariants are checked (`oracle`); once the last fault is over, traffic stops
+//! and the run ends when every value has been exact for [`STABLE_MS`], or fails
+//! [`CONVERGE_BOUND_MS`] after it.
 
 use crate::aggregator::{Aggregator, Tunables};
 use crate::endpoint::{Cx, Trace, earliest};
@@ -29,13 +15,9 @@ use crate::node::{Counters, FAMILIES, Node};
 use crate::rng::Rng;
 use crate::store::SimStore;
 use crate::topology::{Spec, Topology};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use stktagg_section::TableStore;
-use stktagg_store::TableKind;
 use stktagg_topology::SectionPlan;
-use stktagg_wire::Key;
 
 /// The simulated clock at the start of a run (not 0: a few places treat 0 as
 /// "never").
@@ -68,20 +50,20 @@ const CHECK_MS: u64 = 100;
 
 /// A process of the world.
 #[derive(Debug)]
-enum Proc {
+pub(crate) enum Proc {
     Agg(Box<AggProc>),
     Node(Box<Node>),
 }
 
 /// An aggregator across its restarts.
 #[derive(Debug)]
-struct AggProc {
-    name: String,
-    plan: SectionPlan,
-    tun: Tunables,
-    running: Option<Aggregator>,
+pub(crate) struct AggProc {
+    pub(crate) name: String,
+    pub(crate) plan: SectionPlan,
+    pub(crate) tun: Tunables,
+    pub(crate) running: Option<Aggregator>,
     /// The store kept by a kill that keeps the state.
-    kept: Option<Arc<SimStore>>,
+    pub(crate) kept: Option<Arc<SimStore>>,
 }
 
 /// What a finished run measured.
@@ -120,27 +102,27 @@ pub struct Failure {
 /// One run (see the module documentation).
 #[derive(Debug)]
 pub struct World {
-    now: u64,
-    spec: Spec,
-    net: Net,
-    rng: Rng,
-    trace: Trace,
-    procs: Vec<Proc>,
-    names: Vec<String>,
-    ips: Vec<IpAddr>,
+    pub(crate) now: u64,
+    pub(crate) spec: Spec,
+    pub(crate) net: Net,
+    pub(crate) rng: Rng,
+    pub(crate) trace: Trace,
+    pub(crate) procs: Vec<Proc>,
+    pub(crate) names: Vec<String>,
+    pub(crate) ips: Vec<IpAddr>,
     /// The node a process index is, `None` for aggregators.
-    node_of: Vec<Option<usize>>,
-    actions: Vec<(u64, Action)>,
-    n_aggs: usize,
+    pub(crate) node_of: Vec<Option<usize>>,
+    pub(crate) actions: Vec<(u64, Action)>,
+    pub(crate) n_aggs: usize,
     /// Processes lost for good.
-    lost: Vec<usize>,
+    pub(crate) lost: Vec<usize>,
     /// Armed flaps: (one side, the other, delay).
-    flaps: Vec<(usize, usize, u64)>,
+    pub(crate) flaps: Vec<(usize, usize, u64)>,
     /// Known issues fail the run.
-    strict: bool,
-    faults: usize,
-    stop_at: u64,
-    steps: u64,
+    pub(crate) strict: bool,
+    pub(crate) faults: usize,
+    pub(crate) stop_at: u64,
+    pub(crate) steps: u64,
 }
 
 /// Who is who in a topology: processes (aggregators first), their addresses, and
@@ -475,147 +457,126 @@ impl World {
     }
 
     fn play(&mut self, action: Action) {
-        let now = self.now;
-        let alive = self.alive();
-        let names = self.names.clone();
-        let name = |p: usize| names[p].clone();
+        let name = |w: &World, p: usize| w.names[p].clone();
         match action {
-            Action::Kill(p) => {
-                if !alive[p] {
-                    return;
-                }
-                self.trace
-                    .log(now, "world", format_args!("kills {}", name(p)));
-                self.net.kill(now, p, &mut self.rng);
-                match &mut self.procs[p] {
-                    Proc::Agg(a) => {
-                        // Its sessions die with it, without a word; its store is
-                        // kept in case it restarts with its state.
-                        a.kept = a.running.take().map(|r| r.store());
-                    }
-                    Proc::Node(n) => n.kill(),
-                }
-            }
+            Action::Kill(p) => self.kill(p),
             Action::Lose(p) => {
                 self.lost.push(p);
-                self.play(Action::Kill(p));
+                self.kill(p);
             }
-            Action::Restart(p, keep_state) => {
-                if alive[p] || self.lost.contains(&p) {
-                    return;
-                }
-                let mut procs = std::mem::take(&mut self.procs);
-                let mut cx = self.cx(&alive);
-                match &mut procs[p] {
-                    Proc::Agg(a) => {
-                        let store = match a.kept.take() {
-                            Some(s) if keep_state => s,
-                            _ => Arc::new(SimStore::default()),
-                        };
-                        cx.trace.log(
-                            cx.now,
-                            "world",
-                            format_args!(
-                                "restarts {} {}",
-                                a.name,
-                                if keep_state {
-                                    "with its store"
-                                } else {
-                                    "empty"
-                                }
-                            ),
-                        );
-                        a.running = Some(Aggregator::start(
-                            a.name.clone(),
-                            p,
-                            a.plan.clone(),
-                            a.tun.clone(),
-                            store,
-                            KEYS_PER_FAMILY,
-                            &mut cx,
-                        ));
-                    }
-                    Proc::Node(n) => n.restart(keep_state, &mut cx),
-                }
-                self.procs = procs;
-                self.note_debts(p, keep_state);
-            }
+            Action::Restart(p, keep_state) => self.restart(p, keep_state),
             Action::Partition(a, b, p) => {
-                self.trace.log(
-                    now,
-                    "world",
-                    format_args!(
-                        "{} {} | {}",
-                        match p {
-                            Some(crate::net::Partition::Cut) => "cuts",
-                            Some(crate::net::Partition::Blackhole) => "blackholes",
-                            None => "heals",
-                        },
-                        name(a),
-                        name(b)
-                    ),
-                );
+                let what = match p {
+                    Some(crate::net::Partition::Cut) => "cuts",
+                    Some(crate::net::Partition::Blackhole) => "blackholes",
+                    None => "heals",
+                };
+                let (x, y) = (name(self, a), name(self, b));
+                self.log(format_args!("{what} {x} | {y}"));
                 self.net.set_partition(a, b, p);
             }
             Action::Delay(a, b, ms) => {
-                self.trace.log(
-                    now,
-                    "world",
-                    format_args!("delay {} - {} +{ms} ms", name(a), name(b)),
-                );
+                let (x, y) = (name(self, a), name(self, b));
+                self.log(format_args!("delay {x} - {y} +{ms} ms"));
                 self.net.set_delay(a, b, ms);
             }
             Action::Slow(p, budget) => {
+                let x = name(self, p);
                 match budget {
-                    Some(b) => self.trace.log(
-                        now,
-                        "world",
-                        format_args!("{} reads {b} bytes per 20 ms", name(p)),
-                    ),
-                    None => {
-                        self.trace
-                            .log(now, "world", format_args!("{} reads normally", name(p)))
-                    }
+                    Some(b) => self.log(format_args!("{x} reads {b} bytes per 20 ms")),
+                    None => self.log(format_args!("{x} reads normally")),
                 }
                 self.net.set_slow(p, budget);
             }
             Action::Flap(a, b, delay_ms) => {
-                self.trace.log(
-                    now,
-                    "world",
-                    format_args!(
-                        "will cut the next session {} - {} {delay_ms} ms after it comes up",
-                        name(a),
-                        name(b)
-                    ),
-                );
+                let (x, y) = (name(self, a), name(self, b));
+                self.log(format_args!(
+                    "will cut the next session {x} - {y} {delay_ms} ms after it comes up"
+                ));
                 self.flaps.push((a.min(b), a.max(b), delay_ms));
             }
-            Action::Duplicate(p, peer) => {
-                if !alive[p] {
-                    return;
-                }
-                self.trace.log(
-                    now,
-                    "world",
-                    format_args!("{} dials {} again", name(p), name(peer)),
-                );
-                let peer_name = name(peer);
-                let mut procs = std::mem::take(&mut self.procs);
-                let mut cx = self.cx(&alive);
-                match &mut procs[p] {
-                    Proc::Agg(a) => {
-                        if let Some(run) = &mut a.running
-                            && let Some(i) = a.plan.peer_by_name(&peer_name)
-                        {
-                            run.force_dial(i.0, &mut cx);
-                        }
-                    }
-                    Proc::Node(n) => n.force_dial(&mut cx),
-                }
-                self.procs = procs;
-            }
+            Action::Duplicate(p, peer) => self.duplicate(p, peer),
         }
+    }
+
+    fn log(&mut self, what: std::fmt::Arguments<'_>) {
+        let now = self.now;
+        self.trace.log(now, "world", what);
+    }
+
+    /// `p` dies: its connections close, its sessions vanish without a word; an
+    /// aggregator's store is kept in case it restarts with its state.
+    fn kill(&mut self, p: usize) {
+        if !self.alive()[p] {
+            return;
+        }
+        let x = self.names[p].clone();
+        self.log(format_args!("kills {x}"));
+        self.net.kill(self.now, p, &mut self.rng);
+        match &mut self.procs[p] {
+            Proc::Agg(a) => a.kept = a.running.take().map(|r| r.store()),
+            Proc::Node(n) => n.kill(),
+        }
+    }
+
+    /// `p` starts again, with its state or empty (never after a loss for good).
+    fn restart(&mut self, p: usize, keep_state: bool) {
+        let alive = self.alive();
+        if alive[p] || self.lost.contains(&p) {
+            return;
+        }
+        let mut procs = std::mem::take(&mut self.procs);
+        let mut cx = self.cx(&alive);
+        match &mut procs[p] {
+            Proc::Agg(a) => {
+                let store = match a.kept.take() {
+                    Some(s) if keep_state => s,
+                    _ => Arc::new(SimStore::default()),
+                };
+                let how = if keep_state {
+                    "with its store"
+                } else {
+                    "empty"
+                };
+                cx.trace
+                    .log(cx.now, "world", format_args!("restarts {} {how}", a.name));
+                a.running = Some(Aggregator::start(
+                    a.name.clone(),
+                    p,
+                    a.plan.clone(),
+                    a.tun.clone(),
+                    store,
+                    KEYS_PER_FAMILY,
+                    &mut cx,
+                ));
+            }
+            Proc::Node(n) => n.restart(keep_state, &mut cx),
+        }
+        self.procs = procs;
+        self.note_debts(p, keep_state);
+    }
+
+    /// `p` dials `peer` again although a session may be running.
+    fn duplicate(&mut self, p: usize, peer: usize) {
+        let alive = self.alive();
+        if !alive[p] {
+            return;
+        }
+        let (x, y) = (self.names[p].clone(), self.names[peer].clone());
+        self.log(format_args!("{x} dials {y} again"));
+        let mut procs = std::mem::take(&mut self.procs);
+        let mut cx = self.cx(&alive);
+        match &mut procs[p] {
+            Proc::Agg(a) => {
+                if let Some(run) = &mut a.running
+                    && let Some(i) = a.plan.peer_by_name(&y)
+                {
+                    run.force_dial(i.0, &mut cx);
+                }
+            }
+            Proc::Node(n) => n.force_dial(&mut cx),
+        }
+        self.procs = procs;
     }
 
     /// A restart without state: a node is owed the counts its aggregator holds for
@@ -706,338 +667,5 @@ impl World {
                 self.actions.sort_by_key(|(t, _)| *t);
             }
         }
-    }
-
-    /// The nodes a table with `suffix` sums when it is held by (or comes from)
-    /// aggregator `aggr`.
-    fn coverage(&self, suffix: &str, aggr: &str) -> Vec<usize> {
-        self.spec.coverage(suffix, aggr)
-    }
-
-    fn node(&self, n: usize) -> Option<&Node> {
-        match self.procs.get(self.n_aggs + n) {
-            Some(Proc::Node(node)) => Some(node),
-            _ => None,
-        }
-    }
-
-    /// The saturating sum of the highest counts each covered node ever had.
-    fn bound(&self, family: usize, cov: &[usize], key: &Key) -> Counters {
-        cov.iter()
-            .filter_map(|&n| self.node(n))
-            .fold(Counters::default(), |acc, n| {
-                acc.saturating_add(n.peak(family, key))
-            })
-    }
-
-    /// The saturating sum of the covered nodes' current counts; `None` if none of
-    /// them holds the key (then nothing can say it is gone: there are no deletes on
-    /// the wire, only expiry, which these runs never reach).
-    fn truth(&self, family: usize, cov: &[usize], key: &Key) -> Option<Counters> {
-        let mut held = false;
-        let mut sum = Counters::default();
-        for n in cov.iter().filter_map(|&n| self.node(n)) {
-            if let Some(c) = n.local(family, key) {
-                held = true;
-                sum = sum.saturating_add(c);
-            }
-        }
-        held.then_some(sum)
-    }
-
-    /// No double count in what the nodes learned since the last check.
-    fn check_views(&mut self) -> Result<(), String> {
-        for i in 0..self.procs.len() {
-            let changes = match &mut self.procs[i] {
-                Proc::Node(n) => std::mem::take(&mut n.view_changes),
-                Proc::Agg(_) => continue,
-            };
-            let Some(Proc::Node(n)) = self.procs.get(i) else {
-                continue;
-            };
-            let aggr = self.spec.nodes[self.node_of[i].unwrap_or(0)].aggr;
-            for (t, key) in changes {
-                let table = &n.tables[t];
-                let cov = self.coverage(table.suffix, aggr);
-                let bound = self.bound(table.family, &cov, &key);
-                let Some(seen) = n.view(t, &key) else {
-                    continue;
-                };
-                if !seen.within(bound) {
-                    return Err(format!(
-                        "double count: {} learned {}{} {} = {seen:?}, above the sum of every covered node's highest count {bound:?}",
-                        n.name,
-                        FAMILIES[table.family].base,
-                        table.suffix,
-                        show_key(&key),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The tables of an aggregator: (family, suffix, id, is relay) for each.
-    fn tables_of(a: &Aggregator) -> Vec<(usize, &'static str, stktagg_store::TableInfo)> {
-        let mut out = Vec::new();
-        for info in a.core.store.0.tables() {
-            let name = String::from_utf8_lossy(&info.name).into_owned();
-            for (f, fam) in FAMILIES.iter().enumerate() {
-                for suffix in [".aggr", ".l2"] {
-                    if name == format!("{}{suffix}", fam.base) {
-                        out.push((f, suffix, info.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// No double count in any aggregator's outputs and relayed tables.
-    fn check_aggregators(&self) -> Result<(), String> {
-        let now = self.now;
-        for p in &self.procs {
-            let Proc::Agg(ap) = p else {
-                continue;
-            };
-            let Some(a) = &ap.running else {
-                continue;
-            };
-            for (f, suffix, info) in Self::tables_of(a) {
-                let cov = self.coverage(suffix, &a.name);
-                for key in (0..KEYS_PER_FAMILY).map(|i| FAMILIES[f].key(i)) {
-                    let Some(e) = a.core.store.0.read(info.id, &key, now) else {
-                        continue;
-                    };
-                    let seen = Counters::of(&e.values, &info.definition.data);
-                    let bound = self.bound(f, &cov, &key);
-                    if !seen.within(bound) {
-                        return Err(format!(
-                            "double count: {} holds {}{suffix} {} = {seen:?}, above the sum of every covered node's highest count {bound:?}",
-                            a.name,
-                            FAMILIES[f].base,
-                            show_key(&key)
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Teach-back gave every node restarted empty its counts back: at least what its
-    /// aggregator held for it when it restarted (if that aggregator kept its data
-    /// and the node asked for them before giving up learning). The first unpaid
-    /// count otherwise.
-    fn debts_unpaid(&self) -> Option<(usize, Key, String, bool)> {
-        // Counters wrap: "at or after", modulo 2^32.
-        let after = |a: u32, b: u32| a.wrapping_sub(b) < 1 << 31;
-        for p in &self.procs {
-            let Proc::Node(n) = p else {
-                continue;
-            };
-            for ((f, key), owed) in n.debt.iter().flatten() {
-                let has = n.local(*f, key).unwrap_or_default();
-                if !(after(has.cnt, owed.cnt) && after(has.gpc0, owed.gpc0)) {
-                    let why = format!(
-                        "{} restarted empty and has {}.uncombined {} = {has:?}: teach-back did not give back the {owed:?} its aggregator held for it",
-                        n.name,
-                        FAMILIES[*f].base,
-                        show_key(key)
-                    );
-                    // The known issue's mark: the first session asked for the
-                    // resync was lost, and another one asked again.
-                    let known = n.asked_sessions >= 2;
-                    return Some((*f, key.clone(), why, known));
-                }
-            }
-        }
-        None
-    }
-
-    /// Whether everything is exact; the first difference otherwise.
-    fn converged(&self) -> Result<(), (usize, Key, String)> {
-        let now = self.now;
-        let universe: Vec<Vec<Key>> = FAMILIES
-            .iter()
-            .map(|fam| (0..KEYS_PER_FAMILY).map(|i| fam.key(i)).collect())
-            .collect();
-        for (i, p) in self.procs.iter().enumerate() {
-            match p {
-                Proc::Node(n) => {
-                    let aggr = self.spec.nodes[self.node_of[i].unwrap_or(0)].aggr;
-                    for (t, table) in n.tables.iter().enumerate() {
-                        if table.is_local() {
-                            continue;
-                        }
-                        let cov = self.coverage(table.suffix, aggr);
-                        for key in &universe[table.family] {
-                            let Some(truth) = self.truth(table.family, &cov, key) else {
-                                continue;
-                            };
-                            let seen = n.view(t, key);
-                            if seen != Some(truth) {
-                                let why = format!(
-                                    "{} has {}{} {} = {seen:?}, the truth is {truth:?}",
-                                    n.name,
-                                    FAMILIES[table.family].base,
-                                    table.suffix,
-                                    show_key(key)
-                                );
-                                return Err((table.family, key.clone(), why));
-                            }
-                        }
-                    }
-                }
-                Proc::Agg(ap) => {
-                    if self.lost.contains(&i) {
-                        continue;
-                    }
-                    let Some(a) = &ap.running else {
-                        return Err((0, FAMILIES[0].key(0), format!("{} is down", ap.name)));
-                    };
-                    self.aggregator_exact(a, &universe, now)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn aggregator_exact(
-        &self,
-        a: &Aggregator,
-        universe: &[Vec<Key>],
-        now: u64,
-    ) -> Result<(), (usize, Key, String)> {
-        let store = &a.core.store.0;
-        for g in &a.plan().groups {
-            let active = a.core.active_member(g.id.0 as u16);
-            let complete = active.is_some_and(|m| a.core.peers[m.0].stats.is_complete());
-            if !complete {
-                let why = format!(
-                    "{}: group {} relays {:?}, which is not complete",
-                    a.name,
-                    a.core.group_number(g.id.0 as u16),
-                    active.map(|m| a.core.peers[m.0].name.clone())
-                );
-                return Err((0, FAMILIES[0].key(0), why));
-            }
-        }
-        for (f, suffix, info) in Self::tables_of(a) {
-            let cov = self.coverage(suffix, &a.name);
-            let relay = match info.kind {
-                TableKind::Relay { group } => a.core.store.active_member(group),
-                TableKind::Output => None,
-            };
-            for key in &universe[f] {
-                let Some(truth) = self.truth(f, &cov, key) else {
-                    continue;
-                };
-                let seen = store
-                    .read(info.id, key, now)
-                    .map(|e| Counters::of(&e.values, &info.definition.data));
-                if seen != Some(truth) {
-                    let why = format!(
-                        "{} holds {}{suffix} {} = {seen:?}, the truth is {truth:?}",
-                        a.name,
-                        FAMILIES[f].base,
-                        show_key(key)
-                    );
-                    return Err((f, key.clone(), why));
-                }
-                if let Some(member) = relay {
-                    let from: Vec<_> = store
-                        .detail(info.id, key, now)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|d| d.source)
-                        .collect();
-                    if from != [member] {
-                        let why = format!(
-                            "{} relays {}{suffix} {} from {from:?}, not from the elected member {member:?}",
-                            a.name,
-                            FAMILIES[f].base,
-                            show_key(key)
-                        );
-                        return Err((f, key.clone(), why));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl World {
-    /// Everything the world knows about one key: each node's counts, highest
-    /// counts and learned values, each aggregator's tables and contributions.
-    fn explain(&self, family: usize, key: &Key) -> String {
-        let mut r = format!("state of {}{{}} {}:", FAMILIES[family].base, show_key(key));
-        for p in &self.procs {
-            match p {
-                Proc::Node(n) => {
-                    let _ = write!(
-                        r,
-                        "\n  {}: local {:?} (highest {:?})",
-                        n.name,
-                        n.local(family, key),
-                        n.peak(family, key)
-                    );
-                    for (t, table) in n.tables.iter().enumerate() {
-                        if table.family == family && !table.is_local() {
-                            let _ = write!(r, ", {} {:?}", table.suffix, n.view(t, key));
-                        }
-                    }
-                }
-                Proc::Agg(ap) => {
-                    let Some(a) = &ap.running else {
-                        let _ = write!(r, "\n  {}: down", ap.name);
-                        continue;
-                    };
-                    for (f, suffix, info) in Self::tables_of(a) {
-                        if f != family {
-                            continue;
-                        }
-                        let store = &a.core.store.0;
-                        let seen = store
-                            .read(info.id, key, self.now)
-                            .map(|e| Counters::of(&e.values, &info.definition.data));
-                        let _ = write!(
-                            r,
-                            "\n  {}: {suffix} {} {seen:?} from",
-                            a.name,
-                            if info.kind == TableKind::Output {
-                                "output"
-                            } else {
-                                "relay"
-                            }
-                        );
-                        for d in store.detail(info.id, key, self.now).unwrap_or_default() {
-                            let who = a
-                                .core
-                                .peers
-                                .get(usize::from(d.source.0))
-                                .map_or("?", |p| p.name.as_str());
-                            let _ = write!(
-                                r,
-                                " {who} {:?}",
-                                Counters::of(&d.values, &info.definition.data)
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        r
-    }
-}
-
-/// A key as the trace shows it.
-pub fn show_key(key: &Key) -> String {
-    let b = key.as_bytes();
-    if b.len() == 4 {
-        format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3])
-    } else {
-        String::from_utf8_lossy(b).into_owned()
     }
 }
