@@ -14,8 +14,9 @@
 //!   an incoming session arrives.
 //! - `session`: bytes in, `handle_events`, a resync asked by the section's
 //!   election ([`Signals`]) applied to the running session (or the next one),
-//!   `poll_transmit` whenever the store wakes the session or there is room to write,
-//!   the engine's timers; the engine's last words on a protocol end.
+//!   `poll_transmit` whenever the store wakes the session, there is room to write,
+//!   or the 250 ms tick comes (with the engine's timers); the engine's last words
+//!   on a protocol end.
 //! - `supervisor`: expiry and rate refresh every 250 ms.
 //!
 //! Two checks watch this aggregator from outside its logic: every FINISHED it
@@ -44,6 +45,8 @@ pub const STARTUP_GRACE_MS: u64 = 10_000;
 pub const SIM_HIGH_WATER: usize = 2048;
 /// The daemon's housekeeping period and rate-refresh budget.
 const HOUSEKEEPING_MS: u64 = 250;
+/// The daemon's session tick (its `select!` loop's interval).
+const SESSION_TICK_MS: u64 = 250;
 const REFRESH_BUDGET: usize = 2048;
 
 /// What the store calls when a session has something to send.
@@ -202,6 +205,8 @@ pub struct Aggregator {
     /// When it (re)started.
     pub started_at: u64,
     next_housekeeping: u64,
+    /// The sessions' next tick.
+    next_tick: u64,
     /// Each source has ended a lesson to us with FINISHED since we started (seen
     /// in the engine's resync state, independently of the section's bookkeeping).
     finished: Vec<bool>,
@@ -253,6 +258,7 @@ impl Aggregator {
             handshakes: Vec::new(),
             started_at: now,
             next_housekeeping: now + HOUSEKEEPING_MS,
+            next_tick: (now / SESSION_TICK_MS + 1) * SESSION_TICK_MS,
             finished: vec![false; n],
             max_pending: 0,
             keys_per_table,
@@ -330,6 +336,9 @@ impl Aggregator {
     pub fn wake_at(&self, cx_now: u64, net: &crate::net::Net) -> Option<u64> {
         let now = cx_now;
         let mut t = Some(self.next_housekeeping);
+        if self.slots.iter().any(|s| s.running.is_some()) {
+            t = earliest(t, Some(self.next_tick));
+        }
         for (ep, deadline) in &self.handshakes {
             t = earliest(t, earliest(ep.wake_at(now, net), Some(*deadline)));
         }
@@ -577,6 +586,12 @@ impl Aggregator {
 
     fn serve_sessions(&mut self, cx: &mut Cx<'_>) {
         let now = cx.now;
+        // The daemon's session loop wakes every 250 ms whatever happens (timers,
+        // and changes held back while the section is not publishing yet).
+        let tick = now >= self.next_tick;
+        if tick {
+            self.next_tick = (now / SESSION_TICK_MS + 1) * SESSION_TICK_MS;
+        }
         let mut order: Vec<usize> = (0..self.slots.len())
             .filter(|&p| self.slots[p].running.is_some())
             .collect();
@@ -584,7 +599,7 @@ impl Aggregator {
         for p in order {
             // Look before taking: a session is large, and most have nothing to do.
             let due = self.slots[p].running.as_ref().is_some_and(|r| {
-                r.wake.is_set() || self.signals.is_set(p) || r.ep.due(now, cx.net)
+                tick || r.wake.is_set() || self.signals.is_set(p) || r.ep.due(now, cx.net)
             });
             if !due {
                 continue;
@@ -600,7 +615,7 @@ impl Aggregator {
             }
             let before = self.relayed();
             let eof = r.ep.pull(cx);
-            if r.ep.engine.poll_timeout().is_some_and(|t| t <= now) {
+            if tick || r.ep.engine.poll_timeout().is_some_and(|t| t <= now) {
                 r.ep.engine.handle_timeout(now);
             }
             r.core.set_now(now);

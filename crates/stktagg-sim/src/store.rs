@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use stktagg_section::TableStore;
 use stktagg_store::{
-    Applied, OutputEntry, SourceId, Store, StoreError, SubscriptionFilter, TableId, TaughtTable,
-    Waker,
+    Applied, Change, OutputEntry, SharedChange, SourceId, Store, StoreError, SubscriptionFilter,
+    TableId, TaughtTable, Waker,
 };
 use stktagg_wire::{Key, TableDefinition, Value};
 
@@ -89,10 +89,14 @@ impl TableStore for SimStore {
         TableStore::subscribe_all(&self.0, filter, waker)
     }
 
-    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<(TableId, Key)> {
+    fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<Change> {
         let mut batch = TableStore::drain(&self.0, sub, max);
-        batch.sort();
+        batch.sort_by(|a, b| (a.table, &a.key).cmp(&(b.table, &b.key)));
         batch
+    }
+
+    fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange> {
+        TableStore::shared_change(&self.0, table, key, now)
     }
 
     fn pending(&self, sub: &Self::Sub) -> usize {
