@@ -2,13 +2,15 @@
 //!
 //! - `ci`: everything CI checks (format, lints, dependency rules, the whole test
 //!   suite and `topo-test` against Debian's `haproxy` 2.6, then against HAProxy
-//!   3.0).
+//!   3.0, a thousand simulated seeds of each topology).
 //! - `tidy`: the workspace's structural rules (sans-IO crates, no anyhow in
 //!   libraries).
 //! - `topo-test [scenario]`: multi-process HA scenarios (see `tests/topologies/`).
 //! - `bench [--quick]`: benchmarks and `docs/performance.md`.
 //! - `deb`: the Debian package.
 //! - `haproxy [--path]`: builds HAProxy 3.0 into a cache outside the checkout.
+//! - `sim [--seeds N] [--seed S] [--topology T]`: the deterministic simulator of
+//!   whole topologies (`crates/stktagg-sim`).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::process::Command;
 mod bench;
 mod deb;
 mod haproxy;
+mod sim;
 mod topo;
 
 fn main() -> Result<()> {
@@ -30,8 +33,9 @@ fn main() -> Result<()> {
         "bench" => bench::main(&rest),
         "deb" => deb::main(&rest),
         "haproxy" => haproxy::main(&rest),
+        "sim" => sim::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy>");
+            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy|sim>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
@@ -112,6 +116,9 @@ fn ci() -> Result<()> {
         test.env(stktagg_tests::haproxy::HAPROXY_ENV, binary);
         run(test)?;
     }
+    // A thousand seeds of every topology in the simulator: faults no live test
+    // can time, checked after every step (about a minute and a half on two cores).
+    sim::main(&["--seeds".to_owned(), "1000".to_owned()])?;
     // Every multi-process HA scenario of the product document, with real haproxy.
     for (binary, version) in &passes {
         eprintln!("== cargo xtask topo-test against {version} ({binary})");
@@ -127,13 +134,15 @@ fn ci() -> Result<()> {
 /// The sans-IO crates: no tokio in their dependency trees (default features), no
 /// clock reads in their sources (time is passed in), and no anyhow in any library
 /// crate (each has its own `thiserror` error type).
-const SANS_IO: [&str; 6] = [
+const SANS_IO: [&str; 7] = [
     "stktagg-wire",
     "stktagg-session",
     "stktagg-section",
     "stktagg-store",
     "stktagg-topology",
     "stktagg-config",
+    // The simulator: its whole point is that nothing but the seed decides a run.
+    "stktagg-sim",
 ];
 
 fn check_sans_io() -> Result<()> {

@@ -231,6 +231,11 @@ impl<S: TableStore> SessionCore<S> {
         &self.section.peers[self.id.0]
     }
 
+    /// How many changed entries wait to be sent to this peer.
+    pub fn pending(&self) -> usize {
+        self.section.store.pending(&self.sub)
+    }
+
     /// Sets the time the next calls run at.
     pub fn set_now(&mut self, now: u64) {
         self.now = now;

@@ -70,6 +70,9 @@ pub trait TableStore: Send + Sync + 'static {
     /// An entry's values encoded once for every destination (`None`: gone, or not
     /// shareable: each destination reads and encodes it).
     fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange>;
+    /// How many changed entries wait in the subscription (bounded by the number of
+    /// keys, never by the number of updates).
+    fn pending(&self, sub: &Self::Sub) -> usize;
     /// Every entry of the tables matching `filter` (a lesson).
     fn lesson(&self, filter: SubscriptionFilter) -> Vec<(TableId, Key)>;
     /// An entry's published values.
@@ -159,6 +162,10 @@ impl TableStore for Store {
 
     fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange> {
         Store::shared_change(self, table, key, now)
+    }
+
+    fn pending(&self, sub: &Self::Sub) -> usize {
+        sub.pending()
     }
 
     fn lesson(&self, filter: SubscriptionFilter) -> Vec<(TableId, Key)> {
