@@ -1282,19 +1282,15 @@ impl Store {
         self.reg_read().groups.get(&group).and_then(|g| g.active())
     }
 
-    /// Follows changes to the tables matching `filter`. Every existing matching table
-    /// is reported by the subscription's new-table list; existing keys are not
-    /// marked (use [`Store::mark_all`] for a full push).
+    /// Follows changes to the tables matching `filter`, existing ones and those
+    /// created later, from their next change on: existing keys are not marked (use
+    /// [`Store::mark_all`] for a full push). A table reaches the subscription with
+    /// its first changed key; [`Store::table_info`] gives its definition.
     pub fn subscribe(&self, filter: SubscriptionFilter, waker: Arc<dyn Waker>) -> Subscription {
-        // Held across `add` so that no table is created in between (see `create_table`).
-        let reg = self.reg_read();
-        let tables = reg
-            .tables
-            .iter()
-            .filter(|t| filter.matches(t.kind))
-            .map(|t| t.id)
-            .collect();
-        self.subs.add(filter, waker, tables)
+        // Held across `add` so that no table is created in between (see
+        // `create_table`): the new subscription follows every table exactly once.
+        let _reg = self.reg_read();
+        self.subs.add(filter, waker)
     }
 
     /// Marks every key of every table matching the subscription's filter dirty in

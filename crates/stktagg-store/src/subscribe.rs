@@ -32,9 +32,9 @@ use stktagg_wire::{Key, SharedUpdate};
 /// Wakes the task that drains a subscription. The daemon implements it with tokio's
 /// `Notify`.
 pub trait Waker: Send + Sync {
-    /// Called when a subscription that found nothing to take has something again,
-    /// when a table it follows is created, and on subscribing if tables already
-    /// exist. Called with no store lock held; must not block.
+    /// Called when a subscription that found nothing to take has something again
+    /// (a change in a table it follows, a full push). Called with no store lock
+    /// held, so it may call back into the store; it must not block.
     fn wake(&self);
 }
 
@@ -193,8 +193,6 @@ struct Own {
     /// Keys of a full push, each once, in the order they were marked.
     set: std::collections::HashSet<(TableId, Key), KeyHasher>,
     order: VecDeque<(TableId, Key)>,
-    /// Tables created (or existing at subscription) not yet reported.
-    tables: Vec<TableId>,
 }
 
 pub(crate) struct SubShared {
@@ -253,21 +251,19 @@ impl SubRegistry {
         v
     }
 
+    /// A new subscription, following every matching table from its next change.
+    /// Nothing is woken: there is nothing to take yet. The caller makes sure no
+    /// table is created meanwhile (see `Store::subscribe`).
     pub(crate) fn add(
         self: &Arc<Self>,
         filter: SubscriptionFilter,
         waker: Arc<dyn Waker>,
-        tables: Vec<TableId>,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let wake_now = !tables.is_empty();
         let shared = Arc::new(SubShared {
             id,
             filter,
-            own: Mutex::new(Own {
-                tables,
-                ..Own::default()
-            }),
+            own: Mutex::new(Own::default()),
             waker,
         });
         // Existing tables: from their next change on (a full push is `mark_all`).
@@ -288,9 +284,6 @@ impl SubRegistry {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(shared.clone());
-        if wake_now {
-            shared.waker.wake();
-        }
         Subscription {
             shared,
             registry: Arc::downgrade(self),
@@ -331,16 +324,12 @@ impl SubRegistry {
         }
     }
 
-    /// A table was created: every matching subscription follows it from its start.
+    /// A table was created: every matching subscription follows it from its start
+    /// and is woken by its first change (nobody is woken now: there is nothing to
+    /// take yet, and the caller holds the store's registry lock).
     pub(crate) fn new_table(&self, table: TableId, kind: TableKind) {
-        let subs: Vec<_> = self
-            .subs()
-            .iter()
-            .filter(|s| s.filter.matches(kind))
-            .cloned()
-            .collect();
         let mut st = LogState::default();
-        for s in &subs {
+        for s in self.subs().iter().filter(|s| s.filter.matches(kind)) {
             st.cursors.insert(s.id, Cursor::default());
             st.waiters.insert(s.id, s.waker.clone());
         }
@@ -353,17 +342,6 @@ impl SubRegistry {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(table, log);
-        for s in subs {
-            let wake = {
-                let mut own = lock(&s.own);
-                let was_empty = own.tables.is_empty();
-                own.tables.push(table);
-                was_empty
-            };
-            if wake {
-                s.waker.wake();
-            }
-        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -395,13 +373,6 @@ impl Subscription {
     /// The tables this subscription follows.
     pub fn filter(&self) -> SubscriptionFilter {
         self.shared.filter
-    }
-
-    /// Takes the tables created since the last call (and, on the first call, every
-    /// matching table that existed when subscribing), in creation order.
-    #[cfg(test)]
-    pub(crate) fn drain_tables(&self) -> Vec<TableId> {
-        std::mem::take(&mut lock(&self.shared.own).tables)
     }
 
     /// Takes up to `max` changed keys: fresh changes first, oldest first, then

@@ -449,13 +449,13 @@ fn contributions_expire() {
         Some(30_000)
     );
     let (sub, w) = sub(&store, true, false);
-    // Subscribing to existing tables wakes once, for their definitions.
-    assert_eq!(w.count(), 1);
+    // Subscribing wakes nobody: there is nothing to take yet.
+    assert_eq!(w.count(), 0);
     assert_eq!(store.expire(5999), 0);
     assert_eq!(store.expire(6000), 1);
     assert_eq!(uint(&store.read(out, &ip(1), 6000).unwrap().values[0]), 1);
     assert_eq!(sub.drain(10), vec![(out, ip(1))]);
-    assert_eq!(w.count(), 2);
+    assert_eq!(w.count(), 1, "an expiry is a change");
     // a refreshes key 1 at 20 000: its contribution now lives until 50 000.
     store.apply(&a, &ip(1), &v(1), None, 20_000).unwrap();
     assert_eq!(store.expire(31_000), 1);
@@ -482,8 +482,8 @@ fn a_key_changed_a_thousand_times_is_sent_once_with_its_latest_value() {
     let d = simple("/c.in");
     let a = store.register_input(s(0), b"/c.in", &d, b"/c.out").unwrap();
     let (sub, w) = sub(&store, true, false);
-    assert_eq!(sub.drain_tables(), vec![a.output()]);
-    assert_eq!(w.count(), 1);
+    // The table exists but nothing changed yet: nothing to take, nobody woken.
+    assert_eq!(w.count(), 0);
     for n in 1..=1000u32 {
         let r = store
             .apply(
@@ -497,7 +497,7 @@ fn a_key_changed_a_thousand_times_is_sent_once_with_its_latest_value() {
         assert_eq!(r, Applied::Changed);
     }
     assert_eq!(sub.pending(), 1);
-    assert_eq!(w.count(), 2);
+    assert_eq!(w.count(), 1, "woken once, by the first change");
     let dirty = sub.drain(100);
     assert_eq!(dirty, vec![(a.output(), ip(1))]);
     assert_eq!(
@@ -508,7 +508,7 @@ fn a_key_changed_a_thousand_times_is_sent_once_with_its_latest_value() {
     store
         .apply(&a, &ip(1), &[Value::Uint(1001), freq(0, 0, 0)], None, 1001)
         .unwrap();
-    assert_eq!(w.count(), 3);
+    assert_eq!(w.count(), 2);
     // drain(max) hands out at most max keys, oldest first.
     for k in 2..=5 {
         store
@@ -521,10 +521,10 @@ fn a_key_changed_a_thousand_times_is_sent_once_with_its_latest_value() {
 }
 
 #[test]
-fn subscriptions_see_new_tables_filter_and_unsubscribe_on_drop() {
+fn subscriptions_follow_new_tables_filter_and_unsubscribe_on_drop() {
     let store = Store::default();
-    let (outs, _) = sub(&store, true, false);
-    let (rels, _) = sub(&store, false, true);
+    let (outs, wo) = sub(&store, true, false);
+    let (rels, wr) = sub(&store, false, true);
     assert_eq!(store.stats().subscriptions, 2);
     let a = store
         .register_input(s(0), b"/n.in", &simple("/n.in"), b"/n.out")
@@ -532,24 +532,38 @@ fn subscriptions_see_new_tables_filter_and_unsubscribe_on_drop() {
     let r = store
         .register_relay(1, s(9), &simple("/n.l2"), b"/n.l2")
         .unwrap();
-    assert_eq!(outs.drain_tables(), vec![a.output()]);
-    assert_eq!(rels.drain_tables(), vec![r.table()]);
-    // A late subscriber learns the existing tables on its first drain.
-    let (late, _) = sub(&store, true, true);
-    assert_eq!(late.drain_tables(), vec![a.output(), r.table()]);
-    assert!(late.drain_tables().is_empty());
+    store.relay_replace(1, s(9), 0);
+    // New tables reach a subscription with their first change, not before.
+    assert_eq!((wo.count(), wr.count()), (0, 0));
+    assert_eq!(store.tables().len(), 2);
+    let v = [Value::Uint(1), freq(0, 0, 0)];
+    store.apply(&a, &ip(1), &v, None, 0).unwrap();
+    store.relay_apply(&r, &ip(2), &v, None, 0).unwrap();
+    assert_eq!((wo.count(), wr.count()), (1, 1));
+    // Each sees only the tables its filter names.
+    assert_eq!(outs.drain(10), vec![(a.output(), ip(1))]);
+    assert_eq!(rels.drain(10), vec![(r.table(), ip(2))]);
     let info = store.table_info(a.output()).unwrap();
     assert_eq!(info.name, Bytes::from_static(b"/n.out"));
     assert_eq!(info.definition.table_id, a.output().0);
     assert_eq!(info.definition.expire_ms, 30_000);
-    store
-        .apply(&a, &ip(1), &[Value::Uint(1), freq(0, 0, 0)], None, 0)
-        .unwrap();
+    // A late subscriber gets no past change; a full push marks every key of the
+    // matching tables (and wakes it), in table order.
+    let (late, wl) = sub(&store, true, true);
+    assert_eq!(late.pending(), 0);
+    assert_eq!(wl.count(), 0);
+    assert_eq!(store.mark_all(&late), 2);
+    assert_eq!(wl.count(), 1);
+    assert_eq!(
+        late.drain(10),
+        vec![(a.output(), ip(1)), (r.table(), ip(2))]
+    );
+    // And it follows existing tables from their next change on.
+    store.apply(&a, &ip(3), &v, None, 0).unwrap();
     assert_eq!(outs.pending(), 1);
     assert_eq!(rels.pending(), 0);
-    // A full push marks every key of the matching tables.
-    assert_eq!(store.mark_all(&rels), 0);
-    assert_eq!(store.mark_all(&late), 1);
+    assert_eq!(late.drain(10), vec![(a.output(), ip(3))]);
+    assert_eq!(store.mark_all(&rels), 1);
     drop(outs);
     drop(late);
     assert_eq!(store.stats().subscriptions, 1);
