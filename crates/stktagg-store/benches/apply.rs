@@ -180,7 +180,7 @@ fn bench_fanout(c: &mut Criterion) {
                 b.iter_batched(
                     || {
                         for s in &subs {
-                            while !s.drain(4096).is_empty() {}
+                            while !s.drain_changes(4096).is_empty() {}
                         }
                     },
                     |()| {

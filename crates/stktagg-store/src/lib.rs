@@ -43,7 +43,7 @@ pub use ids::{SourceId, TableId, TableKind};
 pub use layout::Mismatch;
 pub use store::{
     Applied, ContributionDetail, InputHandle, OutputEntry, RelayHandle, Store, StoreOptions,
-    StoreStats, TableInfo, TableSummary, TaughtEntry, TaughtTable,
+    TableInfo, TableSummary, TaughtEntry, TaughtTable,
 };
 pub use subscribe::{Change, SharedChange, SharedSlot, Subscription, SubscriptionFilter, Waker};
 

@@ -184,9 +184,10 @@ pub struct TaughtEntry {
     pub expire_ms: Option<u32>,
 }
 
-/// Counts for metrics.
+/// Counts of what the store holds (tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoreStats {
+pub(crate) struct StoreStats {
     /// Output tables.
     pub outputs: usize,
     /// Relay tables.
@@ -424,11 +425,6 @@ impl InputHandle {
         self.reg.table.id
     }
 
-    /// The source.
-    pub fn source(&self) -> SourceId {
-        self.reg.source
-    }
-
     /// How the input's definition differs from the output's (periods, arrays,
     /// missing or extra types); the daemon logs these once.
     pub fn mismatches(&self) -> &[Mismatch] {
@@ -474,7 +470,8 @@ pub struct RelayHandle {
 
 impl RelayHandle {
     /// The relay table.
-    pub fn table(&self) -> TableId {
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> TableId {
         self.table.id
     }
 
@@ -615,7 +612,8 @@ impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("opts", &self.opts)
-            .field("stats", &self.stats())
+            .field("tables", &self.reg_read().tables.len())
+            .field("subscriptions", &self.subs.len())
             .finish()
     }
 }
@@ -956,9 +954,9 @@ impl Store {
         dropped
     }
 
-    #[cfg(test)]
     /// Whether a resync from `source` is under way, and since when.
-    pub fn resync_since(&self, source: SourceId) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn resync_since(&self, source: SourceId) -> Option<u64> {
         self.reg_read()
             .sources
             .get(&source)
@@ -1096,14 +1094,14 @@ impl Store {
         removed
     }
 
-    #[cfg(test)]
     /// Re-marks the output keys whose published rates, read at `now` by HAProxy's read
     /// rule, differ from the true sums at `now` (beyond [`rules::drifted`]'s bound);
     /// forgets keys whose rates and published counters are all back to 0. Visits
     /// every key with rate activity. Returns the number of keys marked.
     ///
     /// [`rules::drifted`]: crate::rules::drifted
-    pub fn refresh_rates(&self, now: u64) -> usize {
+    #[cfg(test)]
+    pub(crate) fn refresh_rates(&self, now: u64) -> usize {
         let mut marked = 0;
         for table in self.tables_snapshot() {
             if table.is_relay() || table.layout.rate_values == 0 || table.rate_active.is_empty() {
@@ -1403,9 +1401,9 @@ impl Store {
             .collect()
     }
 
-    #[cfg(test)]
     /// The entries of one table.
-    pub fn entry_count(&self, table: TableId) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn entry_count(&self, table: TableId) -> Option<usize> {
         self.table(table).map(|t| t.entries.len())
     }
 
@@ -1469,8 +1467,9 @@ impl Store {
             .collect()
     }
 
-    /// Counts for metrics.
-    pub fn stats(&self) -> StoreStats {
+    /// Counts of what the store holds.
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> StoreStats {
         let reg = self.reg_read();
         let mut s = StoreStats {
             inputs: reg

@@ -371,23 +371,25 @@ pub struct Subscription {
 
 impl Subscription {
     /// The tables this subscription follows.
-    pub fn filter(&self) -> SubscriptionFilter {
+    pub(crate) fn filter(&self) -> SubscriptionFilter {
         self.shared.filter
     }
 
-    /// Takes up to `max` changed keys: fresh changes first, oldest first, then
-    /// background ones (rate refreshes), then this subscription's full push. Each
-    /// key appears once per log however often it changed; read its current value
-    /// with `Store::read`. When it returns fewer than `max`, everything was taken and
-    /// the waker is called at the next change; keep draining while it returns `max`.
-    pub fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
+    /// [`Subscription::drain_changes`] without the shared slots (tests).
+    #[cfg(test)]
+    pub(crate) fn drain(&self, max: usize) -> Vec<(TableId, Key)> {
         self.drain_changes(max)
             .into_iter()
             .map(|c| (c.table, c.key))
             .collect()
     }
 
-    /// As [`Subscription::drain`], with each change's shared encoding slot.
+    /// Takes up to `max` changed keys: fresh changes first, oldest first, then
+    /// background ones (rate refreshes), then this subscription's full push. Each
+    /// key appears once per log however often it changed; read its current value
+    /// with `Store::read`, or share the encoding in the change's slot. When it
+    /// returns fewer than `max`, everything was taken and the waker is called at the
+    /// next change; keep draining while it returns `max`.
     pub fn drain_changes(&self, max: usize) -> Vec<Change> {
         let mut out = Vec::with_capacity(max.min(1024));
         let Some(reg) = self.registry.upgrade() else {
