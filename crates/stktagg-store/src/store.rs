@@ -10,7 +10,10 @@
 //!   table's expiry-wheel `Mutex`, the table's rate-activity set (another `DashMap`),
 //!   and the server-name interner's `RwLock` (for reading). None of these is ever held
 //!   while an entry guard is taken, so no cycle exists.
-//! - Dirty marks go to subscriptions after the entry guard is released.
+//! - Dirty marks go to subscriptions after the entry guard is released, and a
+//!   destination's [`Waker`] is called with no lock of the store held: wakers are
+//!   collected under a change log's lock and called after it is released (the test
+//!   `wakers_are_called_with_no_store_lock_held` checks every path that wakes).
 //! - The registry (tables, inputs, groups, sources) is one `RwLock`, written only by
 //!   registrations and resync/source events, read to look a table up by id. The hot
 //!   path (`apply`, `relay_apply`) does not touch it: handles carry what they need.
@@ -1488,5 +1491,49 @@ impl Store {
             s.entries += t.entries.len();
         }
         s
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The store's locks that are held right now, by name: every lock of the store,
+    /// and the entry (and rate-activity) shards of `keys` in every table. Called by
+    /// a test waker to prove that no lock is held while calling out; in a
+    /// single-threaded test, anything held is held by the caller of the waker.
+    pub(crate) fn locks_held(&self, keys: &[Key]) -> Vec<&'static str> {
+        use crate::subscribe::{mutex_held, rwlock_held};
+        let mut held = Vec::new();
+        if rwlock_held(&self.registry) {
+            held.push("the registry");
+        }
+        if mutex_held(&self.refresh_queue) {
+            held.push("the refresh queue");
+        }
+        if rwlock_held(&self.dict.inner) {
+            held.push("the server-name interner");
+        }
+        // Readable unless write-locked (then already reported above).
+        if let Ok(reg) = self.registry.try_read() {
+            for input in &reg.inputs {
+                if mutex_held(&input.current) {
+                    held.push("an input's definition");
+                }
+            }
+            for t in &reg.tables {
+                if mutex_held(&t.wheel) {
+                    held.push("a table's expiry wheel");
+                }
+                for k in keys {
+                    if t.entries.try_get_mut(k).is_locked() {
+                        held.push("an entry shard");
+                    }
+                    if t.rate_active.try_get_mut(k).is_locked() {
+                        held.push("a rate-activity shard");
+                    }
+                }
+            }
+        }
+        held.extend(self.subs.locks_held());
+        held
     }
 }

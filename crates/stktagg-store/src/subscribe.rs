@@ -513,3 +513,41 @@ impl fmt::Debug for Subscription {
             .finish()
     }
 }
+
+/// Whether anyone (in a single-threaded test: the caller) holds `m`.
+#[cfg(test)]
+pub(crate) fn mutex_held<T>(m: &Mutex<T>) -> bool {
+    matches!(m.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+}
+
+/// Whether anyone holds `l`, for reading or for writing.
+#[cfg(test)]
+pub(crate) fn rwlock_held<T>(l: &RwLock<T>) -> bool {
+    matches!(l.try_write(), Err(std::sync::TryLockError::WouldBlock))
+}
+
+#[cfg(test)]
+impl SubRegistry {
+    /// The change tracking's locks that are held right now, by name (see
+    /// `Store::locks_held`).
+    pub(crate) fn locks_held(&self) -> Vec<&'static str> {
+        let mut held = Vec::new();
+        if rwlock_held(&self.logs) {
+            held.push("the change logs' registry");
+        }
+        if rwlock_held(&self.subs) {
+            held.push("the subscriptions' registry");
+        }
+        if let Ok(logs) = self.logs.try_read()
+            && logs.values().any(|l| mutex_held(&l.state))
+        {
+            held.push("a table's change log");
+        }
+        if let Ok(subs) = self.subs.try_read()
+            && subs.iter().any(|s| mutex_held(&s.own))
+        {
+            held.push("a subscription's full-push set");
+        }
+        held
+    }
+}

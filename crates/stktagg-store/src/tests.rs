@@ -1091,3 +1091,112 @@ fn a_budgeted_refresh_covers_every_key_over_several_calls() {
     // Republished: a new round finds nothing to do.
     assert_eq!(store.refresh_rates_budget(later, 100), 0);
 }
+
+/// A waker that checks, each time it is called, that the store holds none of its
+/// locks, then calls back into the store (as a waker is allowed to).
+struct LockProbe {
+    store: std::sync::OnceLock<std::sync::Weak<Store>>,
+    /// The keys whose entry shards are checked.
+    keys: Vec<Key>,
+    wakes: AtomicUsize,
+    held: std::sync::Mutex<Vec<(usize, &'static str)>>,
+}
+
+impl Waker for LockProbe {
+    fn wake(&self) {
+        let n = self.wakes.fetch_add(1, Ordering::SeqCst) + 1;
+        let Some(store) = self.store.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let held = store.locks_held(&self.keys);
+        if held.is_empty() {
+            // Re-entering would deadlock on any lock held for writing: only when
+            // none is held (a failure is reported, not hung on).
+            for t in store.tables() {
+                for k in &self.keys {
+                    let _ = store.read(t.id, k, 0);
+                }
+            }
+            let _ = store.table_summaries();
+        } else {
+            let mut v = self.held.lock().unwrap();
+            v.extend(held.into_iter().map(|h| (n, h)));
+        }
+    }
+}
+
+/// ARCHITECTURE.md: "no lock is held while calling out (wakers)". Every path that
+/// wakes a destination (a change, a relayed change, a full push, a resync's end, an
+/// expiry, a rate refresh, a dropped source, a failover) is taken with a waker that
+/// fails if any store lock is held when it is called, and re-enters the store.
+#[test]
+fn wakers_are_called_with_no_store_lock_held() {
+    let store = Arc::new(Store::default());
+    let probe = Arc::new(LockProbe {
+        store: std::sync::OnceLock::new(),
+        keys: (1..=3).map(ip).collect(),
+        wakes: AtomicUsize::new(0),
+        held: std::sync::Mutex::default(),
+    });
+    assert!(probe.store.set(Arc::downgrade(&store)).is_ok());
+    let all = SubscriptionFilter {
+        outputs: true,
+        relays: true,
+    };
+    // Two destinations: the change logs share encodings only with several.
+    let probed = store.subscribe(all, probe.clone());
+    let (other, _) = sub(&store, true, true);
+    let d = simple("/w.in");
+    let a = store.register_input(s(0), b"/w.in", &d, b"/w.out").unwrap();
+    let b = store.register_input(s(1), b"/w.in", &d, b"/w.out").unwrap();
+    let r = store.register_relay(1, s(9), &d, b"/w.l2").unwrap();
+    store.relay_replace(1, s(9), 0);
+    let wakes = || probe.wakes.load(Ordering::SeqCst);
+    // Each step must wake the probe (after a drain, so that it waits again).
+    let step = |what: &str, f: &dyn Fn()| {
+        while !probed.drain_changes(64).is_empty() {}
+        other.drain_changes(usize::MAX);
+        let before = wakes();
+        f();
+        assert!(wakes() > before, "{what} did not wake the destination");
+    };
+    let rate = |c| [Value::Uint(c), freq(5000, 30, 100)];
+    step("a change", &|| {
+        store.apply(&a, &ip(1), &rate(1), None, 1000).unwrap();
+        store.apply(&b, &ip(2), &rate(2), Some(500), 1000).unwrap();
+    });
+    step("a relayed change", &|| {
+        store.relay_apply(&r, &ip(3), &rate(3), None, 1000).unwrap();
+    });
+    step("a full push", &|| {
+        assert_eq!(store.mark_all(&probed), 3);
+    });
+    step("a rate refresh", &|| {
+        assert!(store.refresh_rates_budget(4000, 100) > 0);
+    });
+    step("an expiry", &|| {
+        assert_eq!(store.expire(1500), 1);
+    });
+    step("a resync's end", &|| {
+        store.begin_resync(s(0), 2000);
+        store.apply(&a, &ip(3), &rate(1), None, 2000).unwrap();
+        assert_eq!(store.end_resync(s(0), 2000), 1);
+    });
+    step("a dropped source", &|| {
+        assert_eq!(store.drop_source(s(0), 3000), 1);
+    });
+    step("a failover's end", &|| {
+        store.relay_replace(1, s(9), 3000);
+        assert_eq!(store.end_resync(s(9), 3000), 1);
+    });
+    // New tables wake nobody (nothing to take yet), and take no probe's lock.
+    store
+        .register_input(s(1), b"/w2.in", &d, b"/w2.out")
+        .unwrap();
+    let held = probe.held.lock().unwrap().clone();
+    assert!(
+        held.is_empty(),
+        "locks held while waking (wake #, lock): {held:?}"
+    );
+    assert!(wakes() >= 8);
+}
