@@ -13,7 +13,7 @@ use stktagg_topology::{PeerId, Route, SectionPlan, resolve};
 const SUFFIXES: &[&str] = &[".uncombined", ".aggr", ".l2", ".x", ".y", ".sum"];
 const BASES: &[&str] = &["/req", "/conn", "be", "/a.b", ""];
 
-fn span() -> Span {
+pub fn span() -> Span {
     Span {
         file: "prop.cfg".into(),
         line: 1,
@@ -97,7 +97,7 @@ fn section() -> impl Strategy<Value = Config> {
         })
 }
 
-fn names() -> Vec<String> {
+pub fn names() -> Vec<String> {
     let mut out = Vec::new();
     for b in BASES {
         out.push((*b).to_owned());
@@ -111,7 +111,7 @@ fn names() -> Vec<String> {
     out
 }
 
-fn check_invariants(s: &SectionPlan, names: &[String]) {
+pub fn check_invariants(s: &SectionPlan, names: &[String]) {
     let ids: Vec<PeerId> = s.peers.iter().map(|p| p.id).collect();
     let sources: Vec<PeerId> = ids.iter().copied().filter(|id| s.is_source(*id)).collect();
     for &p in &ids {
