@@ -82,6 +82,14 @@ pub trait TableStore: Send + Sync + 'static {
     fn has_output(&self, name: &[u8]) -> bool;
     /// How many tables exist.
     fn table_count(&self) -> usize;
+    /// Removes a source (a peer removed from the configuration): its
+    /// contributions are dropped and its handles refused. Returns how many
+    /// contributions were dropped. A store that cannot do this keeps them until
+    /// they expire (the default, for test doubles).
+    fn drop_source(&self, source: SourceId, now: u64) -> usize {
+        let _ = (source, now);
+        0
+    }
 }
 
 impl TableStore for Store {
@@ -193,5 +201,9 @@ impl TableStore for Store {
 
     fn table_count(&self) -> usize {
         Store::table_summaries(self).len()
+    }
+
+    fn drop_source(&self, source: SourceId, now: u64) -> usize {
+        Store::drop_source(self, source, now)
     }
 }
