@@ -23,22 +23,38 @@ use tokio_util::sync::CancellationToken;
 /// Longest command line accepted.
 const MAX_LINE: usize = 16 * 1024;
 
+/// The running sections, as a reload leaves them (shared with the daemon).
+pub type SharedSections = Arc<std::sync::RwLock<Vec<Arc<Section>>>>;
+
 /// What the commands can see.
 #[derive(Debug, Clone)]
 pub struct ApiContext {
-    sections: Vec<Arc<Section>>,
+    sections: SharedSections,
     clock: Clock,
     started: std::time::SystemTime,
 }
 
 impl ApiContext {
-    /// A context over the running sections.
+    /// A context over these sections.
     pub fn new(sections: Vec<Arc<Section>>, clock: Clock) -> Self {
+        ApiContext::shared(Arc::new(std::sync::RwLock::new(sections)), clock)
+    }
+
+    /// A context over the sections a reload may replace.
+    pub fn shared(sections: SharedSections, clock: Clock) -> Self {
         ApiContext {
             sections,
             clock,
             started: std::time::SystemTime::now(),
         }
+    }
+
+    /// The sections now.
+    fn sections(&self) -> Vec<Arc<Section>> {
+        self.sections
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -49,6 +65,13 @@ pub async fn start(
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let listener = bind(sock)?;
+    serve(listener, ctx, tasks, shutdown);
+    Ok(())
+}
+
+/// Binds the unix socket with its mode.
+pub fn bind(sock: &ApiSocket) -> Result<UnixListener> {
     // A stale socket from an earlier run would make bind fail; HAProxy replaces it too.
     if sock.path.exists() {
         let _ = std::fs::remove_file(&sock.path);
@@ -60,11 +83,21 @@ pub async fn start(
         std::fs::set_permissions(&sock.path, std::fs::Permissions::from_mode(sock.mode))
             .with_context(|| format!("setting the mode of {}", sock.path.display()))?;
     }
+    Ok(listener)
+}
+
+/// Serves the runtime API on `listener` until `stop`.
+pub fn serve(
+    listener: UnixListener,
+    ctx: ApiContext,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: CancellationToken,
+) {
     let ctx = Arc::new(ctx);
     tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 a = listener.accept() => a,
             };
             let Ok((stream, _)) = accepted else {
@@ -73,14 +106,13 @@ pub async fn start(
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let _ = serve(ctx, stream).await;
+                let _ = serve_one(ctx, stream).await;
             });
         }
     });
-    Ok(())
 }
 
-async fn serve(ctx: Arc<ApiContext>, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+async fn serve_one(ctx: Arc<ApiContext>, stream: tokio::net::UnixStream) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut interactive = false;
@@ -195,8 +227,10 @@ fn show_info(ctx: &ApiContext) -> String {
     let _ = writeln!(o, "OpenFds: {}", or_dash(p.open_fds));
     let _ = writeln!(o, "Ulimit-n: {}", or_dash(p.max_fds));
     let mut t = Totals::default();
-    for s in &ctx.sections {
-        for p in &s.peers {
+    let sections = ctx.sections();
+    for s in &sections {
+        let core = s.core();
+        for p in core.live_peers() {
             let st = &p.stats;
             t.peers += 1;
             if st.state() == crate::section::SessionState::Established {
@@ -212,14 +246,14 @@ fn show_info(ctx: &ApiContext) -> String {
             t.updates_out += n(&st.updates_out);
             t.protocol_errors += n(&st.protocol_errors);
         }
-        t.group_switches += s.group_switches.load(Ordering::Relaxed);
+        t.group_switches += core.group_switches.load(Ordering::Relaxed);
         for tbl in s.store.table_summaries() {
             t.tables += 1;
             t.entries += tbl.used as u64;
         }
     }
     for (name, v) in [
-        ("Sections", ctx.sections.len() as u64),
+        ("Sections", sections.len() as u64),
         ("Peers", t.peers),
         ("PeersUp", t.peers_up),
         ("Tables", t.tables),
@@ -352,30 +386,30 @@ fn session_addrs(peer: &crate::section::PeerInfo) -> Option<(String, String)> {
 fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
     let mut o = String::new();
     let now = ctx.clock.now_ms();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
         if only.is_some_and(|n| n != s.name) {
             continue;
         }
+        let core = s.core();
         let _ = writeln!(
             o,
             "{}: {} id={} disabled=0 local={} listen={} complete={}",
             pseudo_ptr_of(&[&s.name]),
             log_date(ctx.started),
             s.name,
-            s.local_name,
+            core.local_name,
             s.listen_addr(),
             u8::from(s.up_to_date()),
         );
-        for p in &s.peers {
+        for p in core.live_peers() {
             let role = match p.role {
                 Role::Source(SourceKind::Node) => "node".to_owned(),
                 Role::Source(SourceKind::Down) => "down".to_owned(),
                 Role::Upstream { group } => {
-                    let active = s.active_member(group.0 as u16) == Some(p.id);
-                    let number = s
+                    let active = core.active_member(group.0 as u16) == Some(p.id);
+                    let number = core
                         .plan
-                        .groups
-                        .get(group.0)
+                        .group(group)
                         .and_then(|g| g.number)
                         .map(|n| n.to_string())
                         .unwrap_or_else(|| "-".to_owned());
@@ -457,12 +491,13 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
 
 fn show_aggrs(ctx: &ApiContext) -> String {
     let mut o = String::new();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
+        let core = s.core();
         let _ = writeln!(o, "section={}", s.name);
-        for r in &s.plan.rules {
+        for r in &core.plan.rules {
             let _ = writeln!(o, "  from {} to {}", r.from, r.to);
         }
-        for f in &s.plan.forwards {
+        for f in &core.plan.forwards {
             let _ = writeln!(o, "  forward {f}");
         }
         for t in s.store.table_summaries() {
@@ -504,7 +539,7 @@ fn header(s: &Section, t: &TableSummary) -> String {
 
 fn show_tables(ctx: &ApiContext) -> String {
     let mut o = String::new();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
         for t in s.store.table_summaries() {
             o.push_str(&header(s, &t));
         }
@@ -512,12 +547,12 @@ fn show_tables(ctx: &ApiContext) -> String {
     o
 }
 
-fn find_table<'a>(ctx: &'a ApiContext, name: &str) -> Option<(&'a Arc<Section>, TableSummary)> {
-    for s in &ctx.sections {
+fn find_table(ctx: &ApiContext, name: &str) -> Option<(Arc<Section>, TableSummary)> {
+    for s in ctx.sections() {
         for t in s.store.table_summaries() {
             let wire = String::from_utf8_lossy(&t.name);
-            if table_name(s, &t.name) == name || wire == name {
-                return Some((s, t));
+            if table_name(&s, &t.name) == name || wire == name {
+                return Some((s.clone(), t));
             }
         }
     }
@@ -630,7 +665,7 @@ fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
             return "Optional argument only supports \"data.<store_data_type>\" <operator> <value> and key <key>\n".to_owned();
         }
     }
-    let mut o = header(s, &t);
+    let mut o = header(&s, &t);
     let entries = match &key {
         Some(k) => s
             .store
@@ -661,10 +696,11 @@ fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
         if detail && let Some(contribs) = s.store.detail(t.id, &k, now) {
             for c in contribs {
                 let peer = s
+                    .core()
                     .peers
                     .get(c.source.0 as usize)
-                    .map(|p| p.name.as_str())
-                    .unwrap_or("?");
+                    .map(|p| p.name.clone());
+                let peer = peer.unwrap_or_else(|| "?".to_owned());
                 let _ = write!(
                     o,
                     "    from={} table={} exp={}",

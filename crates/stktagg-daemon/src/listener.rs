@@ -26,13 +26,24 @@ const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Binds the section's listener (its `local` peer's address).
 pub async fn bind(section: &Section) -> Result<TcpListener> {
-    let addr = section.configured_listen_addr().await?;
+    let (listener, bound) = bind_to(&section.core().plan.listener).await?;
+    section.set_listen_addr(bound);
+    Ok(listener)
+}
+
+/// Binds a listener on `addr` (resolved), and says where it is bound.
+pub async fn bind_to(addr: &stktagg_config::PeerAddr) -> Result<(TcpListener, SocketAddr)> {
+    let mut addrs = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .with_context(|| format!("resolving {addr}"))?;
+    let Some(addr) = addrs.next() else {
+        anyhow::bail!("{addr} resolves to no address");
+    };
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    section.set_listen_addr(bound);
-    Ok(listener)
+    Ok((listener, bound))
 }
 
 /// Accepts connections until shutdown.
@@ -71,7 +82,7 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     let _ = stream.set_nodelay(true);
     let mut engine = PeerSession::accept(section.session_config(), section.clock.now_ms());
     let mut out = BytesMut::new();
-    let timeout = section.tunables.hello_timeout;
+    let timeout = section.tunables().hello_timeout;
     let verdict = tokio::time::timeout(timeout, async {
         loop {
             while let Some(event) = engine.poll_event() {
@@ -104,7 +115,9 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
             return Ok(());
         }
     };
-    let Some(peer) = section.peer_by_name(&hello.local_name) else {
+    // The plan as it is when the hello arrives (a reload may change it).
+    let core = section.core();
+    let Some(peer) = core.peer_by_name(&hello.local_name) else {
         count_rejection(
             section,
             StatusCode::UnknownPeer,
@@ -118,14 +131,18 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
     };
     // Checked before the hand-over: an impostor never reaches the peer's task, so
     // it can neither displace the real session nor have anything counted.
-    if !section.plan.peers[peer].accepts_from(remote.ip()) {
-        refuse_address(section, peer, remote);
+    let accepted = core
+        .plan
+        .peer(stktagg_topology::PeerId(peer))
+        .is_some_and(|p| p.accepts_from(remote.ip()));
+    if !accepted {
+        refuse_address(section, &core, peer, remote);
         engine.refuse(StatusCode::UnknownPeer);
         engine.poll_transmit(section.clock.now_ms(), &mut NothingToSend, &mut out);
         let _ = stream.write_all(&out).await;
         return Ok(());
     }
-    engine.set_resync_policy(stktagg_section::resync_policy(section.peers[peer].role));
+    engine.set_resync_policy(stktagg_section::resync_policy(core.peers[peer].role));
     engine.accept_hello();
     // The status with a heartbeat: HAProxy may check this session's liveness within
     // 50 ms of a collision, before the peer task has taken it over.
@@ -145,16 +162,23 @@ async fn handshake(section: &Section, mut stream: TcpStream, remote: SocketAddr)
 
 /// Counts and logs a session that claims `peer` from an address it may not use
 /// (rate-limited, with the other refused hellos: they come from anyone).
-fn refuse_address(section: &Section, peer: usize, remote: SocketAddr) {
-    let p = &section.peers[peer];
+fn refuse_address(
+    section: &Section,
+    core: &stktagg_section::SectionCore<stktagg_store::Store>,
+    peer: usize,
+    remote: SocketAddr,
+) {
+    let p = &core.peers[peer];
     p.stats.addr_refused.fetch_add(1, Ordering::Relaxed);
     crate::metrics::hello_rejected(&section.name, StatusCode::UnknownPeer);
     crate::metrics::wrong_address(&section.name, &p.name);
-    let expected = section.plan.peers[peer]
-        .checked_ip
+    let expected = core
+        .plan
+        .peer(stktagg_topology::PeerId(peer))
+        .and_then(|p| p.checked_ip)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = core.reject_log_limit.allow(section.clock.now_ms()) {
         tracing::warn!(
             section = %section.name,
             claimed = %p.name,
@@ -169,7 +193,11 @@ fn refuse_address(section: &Section, peer: usize, remote: SocketAddr) {
 /// Counts and logs a refused hello (rate-limited: hellos come from anyone).
 fn count_rejection(section: &Section, code: StatusCode, remote: SocketAddr, claimed: Option<&str>) {
     crate::metrics::hello_rejected(&section.name, code);
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = section
+        .core()
+        .reject_log_limit
+        .allow(section.clock.now_ms())
+    {
         tracing::warn!(section = %section.name, code = code.code(), %remote, claimed, suppressed, "rejecting a hello");
     }
 }

@@ -361,7 +361,7 @@ async fn a_hostile_peer_loses_its_session_and_nobody_else_notices() {
     );
     let s = &d.sections[0];
     let errors = |i: usize| {
-        s.peers[i]
+        s.core().peers[i]
             .stats
             .protocol_errors
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -502,7 +502,7 @@ async fn random_bytes_from_peers_never_hurt_the_daemon() {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].values[0], Value::Uint(2));
     assert!(
-        s.peers[1]
+        s.core().peers[1]
             .stats
             .protocol_errors
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -595,7 +595,7 @@ async fn an_impostor_from_another_address_is_refused_and_never_counted() {
         impostor(addr, "127.0.71.9", "h1").await,
         Some(StatusCode::UnknownPeer)
     );
-    let stats = &s.peers[0].stats;
+    let stats = &s.core().peers[0].stats;
     assert_eq!(stats.addr_refused.load(Ordering::Relaxed), 1);
     // The real session was not displaced: no collision, one session, its remote.
     assert_eq!(stats.collisions.load(Ordering::Relaxed), 0);
@@ -663,16 +663,25 @@ async fn the_opt_out_and_the_loopback_rule_accept_what_they_say() {
         .expect("h2 from 127.0.0.1");
     let h2_local = h2.stream.local_addr().expect("its address");
     assert_eq!(h2_local.ip(), ip("127.0.0.1"));
-    assert_eq!(remote_of(&s.peers[1].stats), Some(h2_local.to_string()));
+    assert_eq!(
+        remote_of(&s.core().peers[1].stats),
+        Some(h2_local.to_string())
+    );
     // But not from another alias, and the refusal leaves h2's session alone.
     assert_eq!(
         impostor(addr, "127.0.71.9", "h2").await,
         Some(StatusCode::UnknownPeer)
     );
-    assert_eq!(s.peers[1].stats.addr_refused.load(Ordering::Relaxed), 1);
-    assert_eq!(s.peers[1].stats.collisions.load(Ordering::Relaxed), 0);
     assert_eq!(
-        s.peers[1].stats.state(),
+        s.core().peers[1].stats.addr_refused.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        s.core().peers[1].stats.collisions.load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        s.core().peers[1].stats.state(),
         crate::section::SessionState::Established
     );
     // An unknown name gets the same answer as a wrong address: a prober learns
@@ -681,7 +690,10 @@ async fn the_opt_out_and_the_loopback_rule_accept_what_they_say() {
         impostor(addr, "127.0.71.9", "stranger").await,
         Some(StatusCode::UnknownPeer)
     );
-    assert_eq!(s.peers[2].stats.addr_refused.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        s.core().peers[2].stats.addr_refused.load(Ordering::Relaxed),
+        0
+    );
     drop(h2);
     d.stop(Duration::from_secs(2)).await;
 }

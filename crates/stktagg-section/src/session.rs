@@ -311,7 +311,8 @@ impl<S: TableStore> SessionCore<S> {
         let peer = &section.peers[self.id.0];
         let name = String::from_utf8_lossy(&def.name).into_owned();
         let route = self.route(&def);
-        self.defined.insert(def.table_id, (def.clone(), route.clone()));
+        self.defined
+            .insert(def.table_id, (def.clone(), route.clone()));
         let store = &section.store;
         let inbound = match route {
             Route::Aggregate { output } => {
