@@ -78,6 +78,12 @@ pub fn install_recorder() -> Result<()> {
     }
 }
 
+/// The exposition text, as a scrape gets it (`None` before the recorder is
+/// installed).
+pub fn render() -> Option<String> {
+    handle().map(PrometheusHandle::render)
+}
+
 fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE.get().and_then(|h| h.as_ref().ok())
 }

@@ -51,16 +51,33 @@ struct Mock {
     epoch: tokio::time::Instant,
 }
 
-/// What the mock sends: entries queued by the test, and its answer to a resync.
+/// What the mock sends: entries queued by the test, and its answer to a resync
+/// (every entry it sent, latest values, as a HAProxy node teaches its table).
 #[derive(Default)]
 struct MockFeed {
     live: std::collections::VecDeque<(TableDefinition, Update)>,
     partial: bool,
+    /// Whether it answers a resync request with `state` (else with nothing).
+    teaches: bool,
+    /// The latest update sent per table and key.
+    state: std::collections::BTreeMap<(Bytes, Bytes), (TableDefinition, Update)>,
+    /// The lesson being taught.
+    lesson: std::collections::VecDeque<(TableDefinition, Update)>,
 }
 
 impl Feed for MockFeed {
     fn lesson_complete(&self) -> bool {
         !self.partial
+    }
+
+    fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let Some((def, u)) = self.lesson.pop_front() else {
+            return Progress::Done;
+        };
+        let table = TableKey(u64::from(def.table_id));
+        let sent = out.send(table, || Some(def), u.key, u.values, u.expire_ms);
+        assert!(matches!(sent, Ok(true)), "the mock's lesson must encode");
+        Progress::More
     }
 
     fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
@@ -143,6 +160,8 @@ impl Mock {
     /// Queues updates of table `def` and sends them.
     async fn send(&mut self, def: &TableDefinition, updates: impl IntoIterator<Item = Update>) {
         for u in updates {
+            let at = (def.name.clone(), u.key.0.clone());
+            self.feed.state.insert(at, (def.clone(), u.clone()));
             self.feed.live.push_back((def.clone(), u));
         }
         self.flush().await;
@@ -160,6 +179,9 @@ impl Mock {
             if let Some(e) = self.engine.poll_event() {
                 if let Event::TableDefined(d) = &e {
                     self.defs.insert(d.table_id, d.clone());
+                }
+                if matches!(e, Event::ResyncRequested) && self.feed.teaches {
+                    self.feed.lesson = self.feed.state.values().cloned().collect();
                 }
                 // Answers (acks, CONFIRM, FINISHED) go out at once.
                 self.flush().await;
@@ -716,5 +738,184 @@ async fn our_dials_come_from_our_local_ip() {
         .expect("the daemon dials its upstream")
         .expect("accept");
     assert_eq!(from.ip(), ip("127.0.72.1"));
+    d.stop(Duration::from_secs(2)).await;
+}
+
+fn count_in(m: &Mock, e: &Event, table: &[u8], ip: u8) -> Option<u32> {
+    match e {
+        Event::Update(u) if m.table_name(u.table_id) == Some(table) => count_of(e, ip),
+        _ => None,
+    }
+}
+
+/// The value of `stktagg_config_reloads_total{result}` in the exposition.
+fn reloads(result: &str) -> u64 {
+    let text = crate::metrics::render().expect("the recorder is installed");
+    let series = format!("stktagg_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_reload_changes_what_it_says_and_nothing_else() {
+    let port = free_port();
+    let cfg = |peers: &str, rules: &str| {
+        format!(
+            "aggregations t\n  peer agg 127.0.0.1:{port} local\n{peers}  from .in to .out\n{rules}"
+        )
+    };
+    let three = "  peer s1\n  peer s2\n  peer s3\n";
+    let mut d = Daemon::start(
+        load_str(&cfg(three, ""), "t.cfg").expect("valid"),
+        Options::default(),
+    )
+    .await
+    .expect("daemon starts");
+    let addr = d.sections[0].listen_addr();
+    let input = def("/x.in");
+    let other = TableDefinition {
+        table_id: 8,
+        ..def("/x.y")
+    };
+    let mut s1 = Mock::connect(addr, "agg", "s1").await.expect("200");
+    let mut s2 = Mock::connect(addr, "agg", "s2").await.expect("200");
+    let mut s3 = Mock::connect(addr, "agg", "s3").await.expect("200");
+    s1.feed.teaches = true;
+    s1.send(&input, [update(1, 5)]).await;
+    // No rule takes /x.y yet: ignored.
+    s1.send(&other, [update(1, 100)]).await;
+    s2.send(&input, [update(1, 7)]).await;
+    s3.send(&input, [update(1, 11)]).await;
+    for m in [&mut s1, &mut s2, &mut s3] {
+        assert!(
+            m.until(WAIT, |e| count_of(e, 1) == Some(23))
+                .await
+                .is_some()
+        );
+    }
+
+    // 1. A peer inserted before the others: nobody is renumbered.
+    let four = "  peer s0\n  peer s1\n  peer s2\n  peer s3\n";
+    let out = d.reload(load_str(&cfg(four, ""), "t.cfg")).await;
+    let crate::reload::Outcome::Applied(lines) = &out else {
+        panic!("{out:?}");
+    };
+    assert_eq!(lines, &["section `t`: peer `s0` added (node, (dials in))"]);
+    let core = d.sections[0].core();
+    assert_eq!(core.peer_by_name("s0"), Some(3));
+    assert_eq!(core.peer_by_name("s1"), Some(0));
+    let mut s0 = Mock::connect(addr, "agg", "s0")
+        .await
+        .expect("the new peer is known");
+    s0.send(&input, [update(1, 2)]).await;
+    for (i, m) in [&mut s1, &mut s2, &mut s0].into_iter().enumerate() {
+        let got = m.until(WAIT, |e| count_of(e, 1) == Some(25)).await;
+        assert!(got.is_some(), "mock {i}");
+    }
+
+    // 2. A peer removed: its session closes and its contribution leaves the sum.
+    let out = d
+        .reload(load_str(
+            &cfg("  peer s0\n  peer s1\n  peer s2\n", ""),
+            "t.cfg",
+        ))
+        .await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l == &["section `t`: peer `s3` removed"]),
+        "{out:?}"
+    );
+    assert!(
+        s3.until(WAIT, |_| false).await.is_none(),
+        "s3's session was closed"
+    );
+    for m in [&mut s1, &mut s2, &mut s0] {
+        assert!(
+            m.until(WAIT, |e| count_of(e, 1) == Some(14))
+                .await
+                .is_some()
+        );
+    }
+    let s = &d.sections[0];
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let key = Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1));
+    let detail = s
+        .store
+        .detail(table, &key, s.clock.now_ms())
+        .expect("the key");
+    let mut sources: Vec<u16> = detail.iter().map(|c| c.source.0).collect();
+    sources.sort();
+    assert_eq!(sources, [0, 1, 3], "s3 (id 2) contributes nothing");
+    assert_eq!(
+        Mock::connect(addr, "agg", "s3").await.err(),
+        Some(StatusCode::UnknownPeer),
+        "a removed peer is a stranger"
+    );
+
+    // 3. A rule added: the peer that defined a table it now takes is asked for a
+    // full resync, and the sum it already had never moves; the others are not asked.
+    let three = "  peer s0\n  peer s1\n  peer s2\n";
+    let out = d
+        .reload(load_str(&cfg(three, "  from .y to .ysum\n"), "t.cfg"))
+        .await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l == &["section `t`: rule `from .y to .ysum` added"]),
+        "{out:?}"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut asked = false;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(e) = s1.next(left).await else {
+            panic!("/x.ysum never arrived (asked for a resync: {asked})");
+        };
+        asked |= matches!(e, Event::ResyncRequested);
+        if let Some(v) = count_in(&s1, &e, b"/x.out", 1) {
+            assert_eq!(v, 14, "the sum moved during the resync");
+        }
+        if count_in(&s1, &e, b"/x.ysum", 1) == Some(100) {
+            break;
+        }
+    }
+    assert!(asked, "s1 was not asked for a resync");
+    let quiet = s2
+        .until(Duration::from_millis(700), |e| {
+            matches!(e, Event::ResyncRequested)
+        })
+        .await;
+    assert!(
+        quiet.is_none(),
+        "s2's routing did not change, yet it was asked"
+    );
+
+    // 4. A broken file: nothing changes, and it is counted.
+    let invalid_before = reloads("invalid");
+    let out = d
+        .reload(load_str(&cfg("  peer s1 nonsense\n", ""), "t.cfg"))
+        .await;
+    assert!(matches!(out, crate::reload::Outcome::Invalid(_)), "{out:?}");
+    assert_eq!(reloads("invalid"), invalid_before + 1);
+    assert!(reloads("ok") >= 3);
+    let core = d.sections[0].core();
+    assert_eq!(core.plan.rules.len(), 2, "the running rules stay");
+    assert_eq!(core.live_peers().count(), 3);
+
+    // The untouched sessions were never re-established, and the sums still move.
+    for name in ["s0", "s1", "s2"] {
+        let p = &core.peers[core.peer_by_name(name).expect("a peer")];
+        assert_eq!(p.stats.sessions.load(Ordering::Relaxed), 1, "{name}");
+        assert_eq!(
+            p.stats.state(),
+            crate::section::SessionState::Established,
+            "{name}"
+        );
+    }
+    s2.send(&input, [update(1, 8)]).await;
+    assert!(
+        s1.until(WAIT, |e| count_of(e, 1) == Some(15))
+            .await
+            .is_some()
+    );
     d.stop(Duration::from_secs(2)).await;
 }
