@@ -233,7 +233,15 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
         notify::reloading();
         let outcome = daemon.reload(load(&files)).await;
         outcome.log();
-        notify::ready(&daemon.status_line());
+        notify::ready(&format!(
+            "{}; last reload: {}",
+            daemon.status_line(),
+            match outcome.result() {
+                "ok" => "applied",
+                "invalid" => "refused, the files are invalid (see the journal)",
+                _ => "refused, it could not be applied (see the journal)",
+            }
+        ));
     }
     notify::stopping();
     tracing::info!("shutting down");
