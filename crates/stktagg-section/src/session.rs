@@ -205,7 +205,10 @@ impl<S: TableStore> SessionCore<S> {
                 continue;
             };
             let route = self.route(&def);
-            if route != old {
+            // Ignored for another reason is still ignored: nothing to redo.
+            let both_ignored =
+                matches!(route, Route::Ignore { .. }) && matches!(old, Route::Ignore { .. });
+            if route != old && !both_ignored {
                 rerouted.push(String::from_utf8_lossy(&def.name).into_owned());
                 self.on_definition(def);
             }

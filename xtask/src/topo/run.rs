@@ -251,8 +251,14 @@ impl Ctx {
     /// Polls until every point of a running process is exactly right (traffic must
     /// be paused), and records how long that took under `what`.
     pub fn converge(&mut self, what: &str) -> Result<Duration> {
+        let points = self.points();
+        self.converge_on(what, &points)
+    }
+
+    /// `converge`, over `points` only.
+    pub fn converge_on(&mut self, what: &str, points: &[Point]) -> Result<Duration> {
         let start = Instant::now();
-        let points: Vec<Point> = self.points();
+        let points = points.to_vec();
         let tally = self.tally();
         if !tally.settled() {
             bail!("converge called with requests in flight");

@@ -71,6 +71,12 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "hellos claiming hapee1, aggr3, aggr1 from a spare loopback address: refused, counted, nothing of them counted, real sessions kept",
         run: impostor,
     },
+    Scenario {
+        name: "reload",
+        topology: "reload",
+        about: "SIGHUP under traffic: a node added, a node removed, a rule added, a broken file: no reading above the truth, no dip, untouched sessions never re-established",
+        run: super::reload::reload_scenario,
+    },
 ];
 
 const ALL: [&str; 4] = ["hapee1", "hapee2", "hapee3", "hapee4"];

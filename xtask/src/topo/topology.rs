@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn every_topology_loads() {
-        for name in ["ha", "multi-level"] {
+        for name in ["ha", "multi-level", "reload"] {
             let t = Topology::load(&root(), name).unwrap();
             assert!(t.listen_addrs().unwrap().len() >= t.nodes.len() * 2);
         }
