@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use stktagg_config::AccessLevel;
 use stktagg_store::{TableKind, TableSummary, rules};
 use stktagg_topology::{Role, SourceKind};
 use stktagg_wire::{DataSpec, Key, KeyType, Value};
@@ -32,6 +33,7 @@ pub struct ApiContext {
     sections: SharedSections,
     clock: Clock,
     started: std::time::SystemTime,
+    level: AccessLevel,
 }
 
 impl ApiContext {
@@ -46,7 +48,13 @@ impl ApiContext {
             sections,
             clock,
             started: std::time::SystemTime::now(),
+            level: AccessLevel::Admin,
         }
+    }
+
+    /// The same context for a socket of `level` (commands above it are refused).
+    pub fn with_level(self, level: AccessLevel) -> Self {
+        ApiContext { level, ..self }
     }
 
     /// The sections now.
@@ -172,6 +180,7 @@ pub fn execute(ctx: &ApiContext, cmd: &str) -> String {
         ["show", "aggrs"] => show_aggrs(ctx),
         ["show", "table"] => show_tables(ctx),
         ["show", "table", name, rest @ ..] => show_table(ctx, name, rest),
+        ["clear", "table", name, rest @ ..] => clear_table(ctx, name, rest),
         _ => format!("Unknown command: '{cmd}'\n\n{}", help()),
     }
 }
@@ -187,7 +196,8 @@ fn help() -> String {
      \x20 show aggrs                              : dump aggregation rules and the tables they produced\n\
      \x20 show table [<name>]                     : report table usage stats or dump this table's contents\n\
      \x20 show table <name> data.<type> <op> <v>  : dump entries whose value matches (eq ne le ge lt gt)\n\
-     \x20 show table <name> key <key> [detail]    : dump one entry [with the contribution of each source]\n"
+     \x20 show table <name> key <key> [detail]    : dump one entry [with the contribution of each source]\n\
+     \x20 clear table <name> [key <key>]          : remove all entries or one from the aggregator (level operator)\n"
         .to_owned()
 }
 
@@ -717,6 +727,30 @@ fn show_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
     }
     o.push('\n');
     o
+}
+
+/// `clear table <name> [key <key>]`: removes entries from our table, with every
+/// source's contribution to them (see `docs/runtime-api.md` for what the nodes
+/// see). Level `operator` or `admin`, as HAProxy's `clear table`.
+fn clear_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
+    if ctx.level == AccessLevel::User {
+        return "Permission denied\n".to_owned();
+    }
+    let Some((s, t)) = find_table(ctx, name) else {
+        return "No such table\n".to_owned();
+    };
+    let key = match args {
+        [] => None,
+        ["key"] => return "Key value expected\n".to_owned(),
+        ["key", k] => match parse_key(t.key_type, t.key_len, k) {
+            Ok(k) => Some(k),
+            Err(e) => return format!("{e}\n"),
+        },
+        _ => return "Optional argument only supports key <key>\n".to_owned(),
+    };
+    let n = s.store.clear(t.id, key.as_ref());
+    tracing::info!(section = %s.name, table = %table_name(&s, &t.name), entries = n, "cleared by the runtime API");
+    "\n".to_owned()
 }
 
 fn matches_filter(fields: &[(String, String)], ty: &str, op: Op, v: i64) -> bool {

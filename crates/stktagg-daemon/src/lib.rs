@@ -145,7 +145,8 @@ impl Daemon {
         if let Some(old) = self.api_stop.replace(stop.clone()) {
             old.cancel();
         }
-        api::serve(listener, self.api.clone(), &mut self.tasks, stop);
+        let ctx = self.api.clone().with_level(sock.level);
+        api::serve(listener, ctx, &mut self.tasks, stop);
         self.api_path = Some(sock.path.clone());
     }
 

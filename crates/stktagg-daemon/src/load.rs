@@ -44,6 +44,9 @@ pub struct ApiSocket {
     pub mode: u32,
     /// Whether `set`/`clear` commands are allowed (level admin).
     pub admin: bool,
+    /// The socket's level, as HAProxy's: `user` reads, `operator` may also
+    /// `clear table`, `admin` may do everything.
+    pub level: stktagg_config::AccessLevel,
 }
 
 /// A loaded, checked and resolved configuration.
@@ -197,5 +200,6 @@ fn api_socket(s: &StatsSocket) -> ApiSocket {
         path: PathBuf::from(&s.path),
         mode: s.mode.unwrap_or(0o600),
         admin: matches!(s.level, stktagg_config::AccessLevel::Admin),
+        level: s.level,
     }
 }

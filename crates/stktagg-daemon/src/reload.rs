@@ -179,14 +179,7 @@ impl Daemon {
         let sock = |s: &Option<ApiSocket>| {
             s.as_ref().map_or_else(
                 || "none".to_owned(),
-                |s| {
-                    format!(
-                        "{} mode {:o} level {}",
-                        s.path.display(),
-                        s.mode,
-                        if s.admin { "admin" } else { "operator" }
-                    )
-                },
+                |s| format!("{} mode {:o} level {:?}", s.path.display(), s.mode, s.level),
             )
         };
         if sock(&self.running.stats_socket) != sock(&new.stats_socket) {
@@ -251,7 +244,7 @@ impl Daemon {
             });
         }
         let same_socket = match (&self.running.stats_socket, &new.stats_socket) {
-            (Some(a), Some(b)) => a.path == b.path && a.mode == b.mode && a.admin == b.admin,
+            (Some(a), Some(b)) => a.path == b.path && a.mode == b.mode && a.level == b.level,
             (None, None) => true,
             _ => false,
         };

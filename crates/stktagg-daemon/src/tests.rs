@@ -919,3 +919,59 @@ async fn a_reload_changes_what_it_says_and_nothing_else() {
     );
     d.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn clear_table_removes_our_entries_and_the_next_update_starts_the_sum_again() {
+    let (d, addr) = start("").await;
+    let input = def("/x.in");
+    let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
+    let mut b = Mock::connect(addr, "agg", "s2").await.expect("200");
+    a.send(&input, [update(1, 5), update(2, 1)]).await;
+    b.send(&input, [update(1, 7)]).await;
+    assert!(
+        a.until(WAIT, |e| count_of(e, 1) == Some(12))
+            .await
+            .is_some()
+    );
+    let s = &d.sections[0];
+    let ctx = crate::api::ApiContext::new(d.sections.clone(), s.clock);
+    let user = ctx.clone().with_level(stktagg_config::AccessLevel::User);
+    assert_eq!(
+        crate::api::execute(&user, "clear table t/x.out key 10.0.0.1"),
+        "Permission denied\n"
+    );
+    let op = ctx.with_level(stktagg_config::AccessLevel::Operator);
+    assert_eq!(
+        crate::api::execute(&op, "clear table t/nope"),
+        "No such table\n"
+    );
+    assert_eq!(
+        crate::api::execute(&op, "clear table t/x.out key 10.0.0.1"),
+        "\n"
+    );
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let now = s.clock.now_ms();
+    assert!(
+        s.store
+            .read(table, &Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1)), now)
+            .is_none()
+    );
+    assert!(
+        s.store
+            .read(table, &Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 2)), now)
+            .is_some()
+    );
+    // The next update of the key is the sum again, from that source alone until
+    // the others update it too.
+    b.send(&input, [update(1, 8)]).await;
+    assert!(a.until(WAIT, |e| count_of(e, 1) == Some(8)).await.is_some());
+    a.send(&input, [update(1, 6)]).await;
+    assert!(
+        b.until(WAIT, |e| count_of(e, 1) == Some(14))
+            .await
+            .is_some()
+    );
+    assert_eq!(crate::api::execute(&op, "clear table /x.out"), "\n");
+    assert_eq!(s.store.table_summaries()[0].used, 0);
+    d.stop(Duration::from_secs(2)).await;
+}

@@ -1407,6 +1407,45 @@ impl Store {
             .collect()
     }
 
+    /// Removes entries of `table` with every contribution to them: the entry for
+    /// `key`, or every entry (the runtime API's `clear table`). Returns how many
+    /// were removed. Nothing is marked: there are no deletes on the wire, so
+    /// receivers keep what they have until their own expiry, and a source's next
+    /// update of a removed key starts its sum again from that source alone.
+    pub fn clear(&self, table: TableId, key: Option<&Key>) -> usize {
+        let Some(t) = self.table(table) else {
+            return 0;
+        };
+        let forget = |k: &Key, e: &Entry| {
+            if e.rate_active {
+                t.rate_active.remove(k);
+            }
+        };
+        match key {
+            Some(k) => {
+                let Ok(k) = t.check_key(k) else {
+                    return 0;
+                };
+                match t.entries.remove(&k) {
+                    Some((k, e)) => {
+                        forget(&k, &e);
+                        1
+                    }
+                    None => 0,
+                }
+            }
+            None => {
+                let mut n = 0;
+                t.entries.retain(|k, e| {
+                    forget(k, e);
+                    n += 1;
+                    false
+                });
+                n
+            }
+        }
+    }
+
     #[cfg(test)]
     /// The entries of one table.
     pub fn entry_count(&self, table: TableId) -> Option<usize> {
