@@ -94,6 +94,8 @@ pub(crate) enum Stmt {
         from: Option<FromTok>,
         to_kw: Option<Tok>,
         to: Option<Tok>,
+        /// `size` and its value, if the keyword is there.
+        size: Option<(Tok, Option<Tok>)>,
     },
     /// `forward ...`.
     Forward { suffix: Option<Tok> },
@@ -290,6 +292,7 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
                 from,
                 to_kw: find(Rule::to_kw),
                 to: find(Rule::suffix),
+                size: find(Rule::size_kw).map(|kw| (kw, find(Rule::size_value))),
             }
         }
         Rule::forward => Stmt::Forward {
@@ -338,7 +341,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "peer" => {
             "usage: peer <name> [<host>:<port>] [local | down | up [group <n>]] [addr-check | no-addr-check]"
         }
-        "from" => "usage: from <suffix>|any to <suffix>",
+        "from" => "usage: from <suffix>|any to <suffix> [size <entries>]",
         "forward" => "usage: forward <suffix>",
         "option" | "no" => "usage: [no] option teach-back|addr-check",
         "global" => "usage: global",

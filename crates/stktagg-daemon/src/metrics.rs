@@ -235,6 +235,14 @@ fn describe() {
         "entries per aggregated or relayed table"
     );
     describe_gauge!(
+        "stktagg_table_size",
+        "the most entries a table holds (its rule's size); new keys beyond it are refused, none evicted"
+    );
+    describe_counter!(
+        "stktagg_table_full_total",
+        "updates of a new key refused because its output table is full (the rule's size)"
+    );
+    describe_gauge!(
         "stktagg_group_active_member",
         "1 for the active member of an up group"
     );
@@ -346,8 +354,11 @@ pub fn hellos_rejected() -> u64 {
 /// Publishes per-table entry counts and group membership.
 pub fn table_sizes(section: &SectionCore<Store>) {
     for t in section.store.table_summaries() {
-        gauge!("stktagg_table_entries", "section" => section.name.clone(), "table" => String::from_utf8_lossy(&t.name).into_owned())
+        let table = String::from_utf8_lossy(&t.name).into_owned();
+        gauge!("stktagg_table_entries", "section" => section.name.clone(), "table" => table.clone())
             .set(t.used as f64);
+        gauge!("stktagg_table_size", "section" => section.name.clone(), "table" => table)
+            .set(t.size as f64);
     }
     for g in section.plan.groups.iter() {
         let active = section.active_member(g.id.0 as u16);

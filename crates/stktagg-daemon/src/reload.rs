@@ -395,6 +395,14 @@ impl Daemon {
         for id in &retired {
             core.retire(*id, now, section.resync.as_ref());
         }
+        // A rule's `size` applies to its tables at once (a smaller one evicts
+        // nothing: new keys wait for room).
+        for t in section.store.table_summaries() {
+            if t.kind == stktagg_store::TableKind::Output {
+                let size = core.plan.output_size(&String::from_utf8_lossy(&t.name));
+                section.store.set_limit(t.id, size);
+            }
+        }
         for id in restarted.iter().chain(&added) {
             section.renew_mailbox(*id);
             supervisor::start_peer(section, *id, &mut self.tasks);

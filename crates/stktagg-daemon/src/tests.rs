@@ -975,3 +975,63 @@ async fn clear_table_removes_our_entries_and_the_next_update_starts_the_sum_agai
     assert_eq!(s.store.table_summaries()[0].used, 0);
     d.stop(Duration::from_secs(2)).await;
 }
+
+/// The value of a series in the exposition (0 when absent).
+fn series(name_and_labels: &str) -> u64 {
+    let text = crate::metrics::render().expect("the recorder is installed");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_full_table_refuses_new_keys_counts_them_and_a_reload_resizes_it() {
+    let port = free_port();
+    let cfg = |size: u32| {
+        format!(
+            "aggregations full\n  peer agg 127.0.0.1:{port} local\n  peer s1\n  from .in to .out size {size}\n"
+        )
+    };
+    let mut d = Daemon::start(
+        load_str(&cfg(2), "t.cfg").expect("valid"),
+        Options::default(),
+    )
+    .await
+    .expect("daemon starts");
+    let addr = d.sections[0].listen_addr();
+    let input = def("/x.in");
+    let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
+    a.send(&input, [update(1, 1), update(2, 2), update(3, 3)])
+        .await;
+    assert!(a.until(WAIT, |e| count_of(e, 2) == Some(2)).await.is_some());
+    let full = "stktagg_table_full_total{section=\"full\",table=\"/x.out\"} ";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while series(full) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = d.sections[0].clone();
+    let t = s.store.table_summaries()[0].clone();
+    assert_eq!((t.used, t.size), (2, 2), "nothing evicted, nothing added");
+    // Existing keys still update.
+    a.send(&input, [update(1, 10)]).await;
+    assert!(
+        a.until(WAIT, |e| count_of(e, 1) == Some(10))
+            .await
+            .is_some()
+    );
+    // A larger size applies at once to the running table.
+    let out = d.reload(load_str(&cfg(3), "t.cfg")).await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l.iter().any(|l| l.contains("size 3"))),
+        "{out:?}"
+    );
+    assert_eq!(s.store.table_summaries()[0].size, 3);
+    a.send(&input, [update(3, 4)]).await;
+    assert!(a.until(WAIT, |e| count_of(e, 3) == Some(4)).await.is_some());
+    d.stop(Duration::from_secs(2)).await;
+}

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
-use stktagg_store::{SharedChange, SubscriptionFilter, TableId, Waker};
+use stktagg_store::{SharedChange, StoreError, SubscriptionFilter, TableId, Waker};
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
 use stktagg_wire::{Key, TableDefinition, Update, Value};
 
@@ -320,7 +320,11 @@ impl<S: TableStore> SessionCore<S> {
         let inbound = match route {
             Route::Aggregate { output } => {
                 match store.register_input(peer.source_id(), &def.name, &def, output.as_bytes()) {
-                    Ok(h) => Inbound::Aggregate(h),
+                    Ok(h) => {
+                        store.set_output_size(&h, section.plan.output_size(&output));
+                        crate::metrics::table_full(&section.name, &output, 0);
+                        Inbound::Aggregate(h)
+                    }
                     Err(e) => {
                         crate::metrics::table_ignored(&section.name, &peer.name);
                         tracing::warn!(section = %section.name, peer = %peer.name, table = %name, error = %e, "input table refused");
@@ -363,8 +367,19 @@ impl<S: TableStore> SessionCore<S> {
             }
             Some(Inbound::Ignored) | None => return,
         };
-        if let Err(e) = res {
-            tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+        match res {
+            Ok(_) => {}
+            Err(StoreError::TableFull { table, limit }) => {
+                // Never evicted: the new key waits for room (expiry) or a larger
+                // `size`; every refusal counts, the warning is rate-limited.
+                crate::metrics::table_full(&self.section.name, &table, 1);
+                if let Some(suppressed) = peer.stats.log_limit.allow(self.now) {
+                    tracing::warn!(section = %self.section.name, peer = %peer.name, %table, limit, suppressed, "output table full: a new key is refused (raise the rule's `size`, or wait for entries to expire)");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+            }
         }
     }
 

@@ -58,7 +58,7 @@ use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
 
@@ -74,8 +74,9 @@ const WHEEL_MS: u64 = 100;
 /// Limits of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// The most entries one table may hold; a new key beyond it is refused. Shown as
-    /// the table's `size` in listings.
+    /// The most entries one table may hold until [`Store::set_limit`] says
+    /// otherwise; a new key beyond it is refused. Shown as the table's `size` in
+    /// listings.
     pub max_entries_per_table: usize,
     /// The most distinct server names (`server_key` values) kept.
     pub max_server_names: usize,
@@ -223,6 +224,9 @@ struct Table {
     entries: DashMap<Key, Entry, KeyHasher>,
     wheel: Mutex<BTreeMap<u64, Vec<Key>>>,
     rate_active: DashMap<Key, (), KeyHasher>,
+    /// The most entries it holds ([`Store::set_limit`]; the store's default
+    /// until set). A new key beyond it is refused, never another evicted.
+    limit: AtomicUsize,
 }
 
 impl Table {
@@ -684,6 +688,7 @@ impl Store {
             entries: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), ENTRY_SHARDS),
             wheel: Mutex::new(BTreeMap::new()),
             rate_active: DashMap::with_hasher(KeyHasher::default()),
+            limit: AtomicUsize::new(self.opts.max_entries_per_table),
         });
         reg.tables.push(table.clone());
         match kind {
@@ -792,10 +797,11 @@ impl Store {
             let mut guard = match table.entries.get_mut(key) {
                 Some(g) => g,
                 None => {
-                    if table.entries.len() >= self.opts.max_entries_per_table {
+                    let limit = table.limit.load(Ordering::Relaxed);
+                    if table.entries.len() >= limit {
                         return Err(StoreError::TableFull {
                             table: String::from_utf8_lossy(&table.name).into_owned(),
-                            limit: self.opts.max_entries_per_table,
+                            limit,
                         });
                     }
                     // Own the key bytes: the caller's may be a slice of a receive buffer.
@@ -1327,7 +1333,7 @@ impl Store {
     pub fn table_summaries(&self) -> Vec<TableSummary> {
         self.tables_snapshot()
             .iter()
-            .map(|t| t.summary(self.opts.max_entries_per_table))
+            .map(|t| t.summary(t.limit.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -1405,6 +1411,15 @@ impl Store {
                 )
             })
             .collect()
+    }
+
+    /// Sets the most entries `table` holds (a rule's `size`). Lowering it below
+    /// the entries it has removes none: new keys are refused until expiry makes
+    /// room.
+    pub fn set_limit(&self, table: TableId, limit: usize) {
+        if let Some(t) = self.table(table) {
+            t.limit.store(limit, Ordering::Relaxed);
+        }
     }
 
     /// Removes entries of `table` with every contribution to them: the entry for

@@ -877,6 +877,18 @@ fn table_limit_refuses_new_keys() {
     ));
     // Existing keys still update.
     store.apply(&a, &ip(2), &v, None, 1).unwrap();
+    // A table's own limit (a rule's `size`): raised, the new key fits; lowered
+    // below what it holds, nothing is evicted and new keys wait for room.
+    store.set_limit(a.output(), 3);
+    store.apply(&a, &ip(3), &v, None, 2).unwrap();
+    assert_eq!(store.table_summaries()[0].size, 3);
+    store.set_limit(a.output(), 1);
+    assert_eq!(store.entry_count(a.output()), Some(3));
+    assert!(matches!(
+        store.apply(&a, &ip(4), &v, None, 3),
+        Err(StoreError::TableFull { limit: 1, .. })
+    ));
+    store.apply(&a, &ip(1), &v, None, 3).unwrap();
 }
 
 #[test]

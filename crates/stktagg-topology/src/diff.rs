@@ -191,7 +191,11 @@ pub fn group_label(plan: &SectionPlan, group: &crate::plan::GroupPlan) -> String
 }
 
 fn rule_text(r: &crate::plan::RulePlan) -> String {
-    format!("from {} to {}", r.from, r.to)
+    if r.size == stktagg_config::defaults::TABLE_SIZE {
+        format!("from {} to {}", r.from, r.to)
+    } else {
+        format!("from {} to {} size {}", r.from, r.to, r.size)
+    }
 }
 
 /// Added and removed items of two lists compared as sets, in their lists' order.

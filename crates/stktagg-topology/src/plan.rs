@@ -113,6 +113,8 @@ pub struct RulePlan {
     pub from: FromSpec,
     /// The output suffix.
     pub to: String,
+    /// The most entries each output table holds (`size`, else the default).
+    pub size: usize,
 }
 
 /// What to do with a table a peer defines to us.
@@ -247,6 +249,7 @@ fn resolve_section(s: &Aggregations) -> Result<SectionPlan, TopologyError> {
             .map(|r| RulePlan {
                 from: r.from.clone(),
                 to: r.to.clone(),
+                size: r.size.unwrap_or(stktagg_config::defaults::TABLE_SIZE),
             })
             .collect(),
         forwards: s.forwards.iter().map(|f| f.suffix.clone()).collect(),
@@ -358,6 +361,16 @@ impl SectionPlan {
     /// never an upstream (it would get its own or its replica's sums back).
     pub fn receives_relay(&self, id: PeerId) -> bool {
         self.is_source(id)
+    }
+
+    /// The most entries output table `output` may hold: the `size` of the rule
+    /// that produces it (the rule whose `to` suffix ends its name), else the
+    /// default. Never evicts: the store refuses new keys beyond it.
+    pub fn output_size(&self, output: &str) -> usize {
+        self.rules
+            .iter()
+            .find(|r| output.ends_with(r.to.as_str()))
+            .map_or(stktagg_config::defaults::TABLE_SIZE, |r| r.size)
     }
 
     /// What to do with table `table_name` (its name on the wire, such as

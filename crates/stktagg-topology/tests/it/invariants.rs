@@ -71,6 +71,7 @@ fn section() -> impl Strategy<Value = Config> {
                 rules.push(Rule {
                     from,
                     to: next.next().unwrap_or(".t").to_owned(),
+                    size: None,
                     span: span(),
                 });
             }

@@ -57,6 +57,7 @@ fn section() -> impl Strategy<Value = SectionPlan> {
                     rules: vec![Rule {
                         from: FromSpec::Suffix(".uncombined".to_owned()),
                         to: ".aggr".to_owned(),
+                        size: None,
                         span: span(),
                     }],
                     forwards: vec![stktagg_config::Forward {
