@@ -25,10 +25,12 @@
 //! - `observe`: reading tables, `exact` checks and the continuous `Monitor`.
 //! - `run`: one scenario run (`Ctx`): progress lines, waits, convergence.
 //! - `scenarios`: the scenarios themselves.
+//! - `reload`: the `reload` scenario (SIGHUP with nodes attached).
 
 mod fleet;
 mod impostor;
 mod observe;
+mod reload;
 mod run;
 mod scenarios;
 mod topology;

@@ -68,6 +68,9 @@ pub mod defaults {
     pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
     /// Default `tune.max-message-size`.
     pub const MAX_MESSAGE_SIZE: usize = 16384;
+    /// Default `size` of a rule's output tables, in entries (16m: about 7 GiB at
+    /// the store's ~450 MiB per million keys; size it to the host).
+    pub const TABLE_SIZE: usize = 16 << 20;
 }
 
 impl Default for Global {
@@ -418,6 +421,9 @@ pub struct Rule {
     pub from: FromSpec,
     /// The suffix of the output tables (starts with `.`).
     pub to: String,
+    /// `size <entries>`: the most entries each of its output tables holds;
+    /// `None`: [`defaults::TABLE_SIZE`].
+    pub size: Option<usize>,
     /// Where the line is.
     pub span: Span,
 }

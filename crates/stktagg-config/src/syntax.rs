@@ -111,6 +111,8 @@ pub(crate) enum Stmt {
         from: Option<FromTok>,
         to_kw: Option<Tok>,
         to: Option<Tok>,
+        /// `size` and its value, if the keyword is there.
+        size: Option<(Tok, Option<Tok>)>,
     },
     /// `forward ...`.
     Forward { suffix: Option<Tok> },
@@ -298,6 +300,7 @@ fn stmt_of(text: &str, pair: Pair<'_, Rule>) -> Stmt {
                 from,
                 to_kw: find(Rule::to_kw),
                 to: find(Rule::suffix),
+                size: find(Rule::size_kw).map(|kw| (kw, find(Rule::size_value))),
             }
         }
         Rule::forward => Stmt::Forward {
@@ -381,7 +384,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "default-server" => {
             "usage: default-server [ssl | no-ssl] [crt <pem>] [ca-file <pem>] [verify none|required] [sni <name>]"
         }
-        "from" => "usage: from <suffix>|any to <suffix>",
+        "from" => "usage: from <suffix>|any to <suffix> [size <entries>]",
         "forward" => "usage: forward <suffix>",
         "shards" => "usage: shards <n>",
         "option" | "no" => "usage: [no] option teach-back|addr-check",

@@ -223,6 +223,7 @@ async fn run(tls: bool, sources: usize, updates: u64, keys: u32) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(110);
     loop {
         let got: u64 = section
+            .core()
             .peers
             .iter()
             .map(|p| p.stats.updates_in.load(Ordering::Relaxed))

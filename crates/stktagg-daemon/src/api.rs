@@ -32,32 +32,43 @@ use tokio_util::sync::CancellationToken;
 /// Longest command line accepted.
 const MAX_LINE: usize = 16 * 1024;
 
+/// The running sections, as a reload leaves them (shared with the daemon).
+pub type SharedSections = Arc<std::sync::RwLock<Vec<Arc<Section>>>>;
+
 /// What the commands can see.
 #[derive(Debug, Clone)]
 pub struct ApiContext {
-    sections: Vec<Arc<Section>>,
+    sections: SharedSections,
     clock: Clock,
     started: std::time::SystemTime,
 }
 
 impl ApiContext {
-    /// A context over the running sections.
+    /// A context over these sections.
     pub fn new(sections: Vec<Arc<Section>>, clock: Clock) -> Self {
+        ApiContext::shared(Arc::new(std::sync::RwLock::new(sections)), clock)
+    }
+
+    /// A context over the sections a reload may replace.
+    pub fn shared(sections: SharedSections, clock: Clock) -> Self {
         ApiContext {
             sections,
             clock,
             started: std::time::SystemTime::now(),
         }
     }
+
+    /// The sections now.
+    fn sections(&self) -> Vec<Arc<Section>> {
+        self.sections
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
-/// Binds the unix socket and starts serving it.
-pub async fn start(
-    sock: &ApiSocket,
-    ctx: ApiContext,
-    tasks: &mut tokio::task::JoinSet<()>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Binds the unix socket with its mode and owner.
+pub fn bind(sock: &ApiSocket) -> Result<UnixListener> {
     // A stale socket from an earlier run would make bind fail; HAProxy replaces it too.
     if sock.path.exists() {
         let _ = std::fs::remove_file(&sock.path);
@@ -79,12 +90,22 @@ pub async fn start(
             )
         })?;
     }
-    let level = sock.level;
+    Ok(listener)
+}
+
+/// Serves the runtime API on `listener`, for connections at `level`, until `stop`.
+pub fn serve(
+    listener: UnixListener,
+    level: AccessLevel,
+    ctx: ApiContext,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: CancellationToken,
+) {
     let ctx = Arc::new(ctx);
     tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 a = listener.accept() => a,
             };
             let Ok((stream, _)) = accepted else {
@@ -93,14 +114,13 @@ pub async fn start(
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let _ = serve(ctx, stream, level).await;
+                let _ = serve_one(ctx, stream, level).await;
             });
         }
     });
-    Ok(())
 }
 
-async fn serve(
+async fn serve_one(
     ctx: Arc<ApiContext>,
     stream: tokio::net::UnixStream,
     mut level: AccessLevel,
@@ -183,6 +203,8 @@ pub fn needs(words: &[&str]) -> Option<AccessLevel> {
         // in `show_table` (HAProxy prints the header and says why it stops).
         ["show", "table"] | ["show", "table", _] => AccessLevel::User,
         ["show", "table", _, ..] => AccessLevel::Operator,
+        // As HAProxy's `clear table`.
+        ["clear", "table", _, ..] => AccessLevel::Operator,
         _ => return None,
     })
 }
@@ -209,6 +231,7 @@ pub fn execute_at(ctx: &ApiContext, level: AccessLevel, cmd: &str) -> String {
         ["show", "aggrs"] => show_aggrs(ctx),
         ["show", "table"] => show_tables(ctx),
         ["show", "table", name, rest @ ..] => show_table(ctx, level, name, rest),
+        ["clear", "table", name, rest @ ..] => clear_table(ctx, name, rest),
         _ => format!("Unknown command: '{cmd}'\n\n{}", help(level)),
     }
 }
@@ -275,6 +298,10 @@ const HELP: &[(AccessLevel, &str)] = &[
         AccessLevel::Operator,
         "  show table <name> key <key> [detail]    : dump one entry [with the contribution of each source]",
     ),
+    (
+        AccessLevel::Operator,
+        "  clear table <name> [key <key>]          : remove all entries or one from the aggregator",
+    ),
 ];
 
 fn help(level: AccessLevel) -> String {
@@ -324,8 +351,10 @@ fn show_info(ctx: &ApiContext) -> String {
     let _ = writeln!(o, "OpenFds: {}", or_dash(p.open_fds));
     let _ = writeln!(o, "Ulimit-n: {}", or_dash(p.max_fds));
     let mut t = Totals::default();
-    for s in &ctx.sections {
-        for p in &s.peers {
+    let sections = ctx.sections();
+    for s in &sections {
+        let core = s.core();
+        for p in core.live_peers() {
             let st = &p.stats;
             t.peers += 1;
             if st.state() == crate::section::SessionState::Established {
@@ -341,14 +370,14 @@ fn show_info(ctx: &ApiContext) -> String {
             t.updates_out += n(&st.updates_out);
             t.protocol_errors += n(&st.protocol_errors);
         }
-        t.group_switches += s.group_switches.load(Ordering::Relaxed);
+        t.group_switches += core.group_switches.load(Ordering::Relaxed);
         for tbl in s.store.table_summaries() {
             t.tables += 1;
             t.entries += tbl.used as u64;
         }
     }
     for (name, v) in [
-        ("Sections", ctx.sections.len() as u64),
+        ("Sections", sections.len() as u64),
         ("Peers", t.peers),
         ("PeersUp", t.peers_up),
         ("Tables", t.tables),
@@ -485,34 +514,34 @@ fn session_addrs(peer: &crate::section::PeerInfo) -> Option<(String, String)> {
 fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
     let mut o = String::new();
     let now = ctx.clock.now_ms();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
         if only.is_some_and(|n| n != s.name) {
             continue;
         }
+        let core = s.core();
         let _ = writeln!(
             o,
             "{}: {} id={} disabled=0 local={} listen={} complete={}",
             pseudo_ptr_of(&[&s.name]),
             log_date(ctx.started),
             s.name,
-            s.local_name,
+            core.local_name,
             s.listen_addr(),
             u8::from(s.up_to_date()),
         );
-        for p in &s.peers {
+        for p in core.live_peers() {
             let role = match p.role {
                 Role::Source(SourceKind::Node) => "node".to_owned(),
                 Role::Source(SourceKind::Down) => "down".to_owned(),
                 Role::Upstream { group } => {
-                    let active = s.active_member(group.0 as u16) == Some(p.id);
-                    let number = s
+                    let active = core.active_member(group.0 as u16) == Some(p.id);
+                    let number = core
                         .plan
-                        .groups
-                        .get(group.0)
+                        .group(group)
                         .and_then(|g| g.number)
                         .map(|n| n.to_string())
                         .unwrap_or_else(|| "-".to_owned());
-                    let shard = match s.plan.shard_of(p.id) {
+                    let shard = match core.plan.shard_of(p.id) {
                         Some(sh) => format!("shard={sh} "),
                         None => String::new(),
                     };
@@ -523,7 +552,7 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
                 }
             };
             // A sharded source's shard; an upstream's is in its words above.
-            let role = match (p.role, s.plan.shard_of(p.id)) {
+            let role = match (p.role, core.plan.shard_of(p.id)) {
                 (Role::Source(_), Some(sh)) => format!("{role} shard={sh}"),
                 _ => role,
             };
@@ -605,12 +634,13 @@ fn show_peers(ctx: &ApiContext, only: Option<&str>) -> String {
 
 fn show_aggrs(ctx: &ApiContext) -> String {
     let mut o = String::new();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
+        let core = s.core();
         let _ = writeln!(o, "section={}", s.name);
-        for r in &s.plan.rules {
+        for r in &core.plan.rules {
             let _ = writeln!(o, "  from {} to {}", r.from, r.to);
         }
-        for f in &s.plan.forwards {
+        for f in &core.plan.forwards {
             let _ = writeln!(o, "  forward {f}");
         }
         for t in s.store.table_summaries() {
@@ -652,7 +682,7 @@ fn header(s: &Section, t: &TableSummary) -> String {
 
 fn show_tables(ctx: &ApiContext) -> String {
     let mut o = String::new();
-    for s in &ctx.sections {
+    for s in &ctx.sections() {
         for t in s.store.table_summaries() {
             o.push_str(&header(s, &t));
         }
@@ -663,16 +693,13 @@ fn show_tables(ctx: &ApiContext) -> String {
 /// The tables called `name`: one, except for a name relayed from several `up`
 /// groups (the shards of a sharded upper tier), which the store holds once per
 /// group and the peers receive as one table; `show table` shows them as one too.
-fn find_tables<'a>(
-    ctx: &'a ApiContext,
-    name: &str,
-) -> Option<(&'a Arc<Section>, Vec<TableSummary>)> {
-    for s in &ctx.sections {
+fn find_tables(ctx: &ApiContext, name: &str) -> Option<(Arc<Section>, Vec<TableSummary>)> {
+    for s in ctx.sections() {
         let found: Vec<TableSummary> = s
             .store
             .table_summaries()
             .into_iter()
-            .filter(|t| table_name(s, &t.name) == name || String::from_utf8_lossy(&t.name) == name)
+            .filter(|t| table_name(&s, &t.name) == name || String::from_utf8_lossy(&t.name) == name)
             .collect();
         if !found.is_empty() {
             return Some((s, found));
@@ -716,7 +743,7 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
     if level < AccessLevel::Operator {
         return format!(
             "{}# contents not dumped due to insufficient privileges\n\n",
-            header(s, &t)
+            header(&s, &t)
         );
     }
     let Some(info) = s.store.table_info(t.id) else {
@@ -798,7 +825,7 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
             return "Optional argument only supports \"data.<store_data_type>\" <operator> <value> and key <key>\n".to_owned();
         }
     }
-    let mut o = header(s, &t);
+    let mut o = header(&s, &t);
     // A key is in one of the tables (each group relays its own shard's keys); if
     // two ever held it, the first one's entry is shown.
     let mut entries = Vec::new();
@@ -846,10 +873,11 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
         if detail && let Some(contribs) = s.store.detail(id, &k, now) {
             for c in contribs {
                 let peer = s
+                    .core()
                     .peers
                     .get(c.source.0 as usize)
-                    .map(|p| p.name.as_str())
-                    .unwrap_or("?");
+                    .map(|p| p.name.clone());
+                let peer = peer.unwrap_or_else(|| "?".to_owned());
                 let _ = write!(
                     o,
                     "    from={} table={} exp={}",
@@ -866,6 +894,34 @@ fn show_table(ctx: &ApiContext, level: AccessLevel, name: &str, args: &[&str]) -
     }
     o.push('\n');
     o
+}
+
+/// `clear table <name> [key <key>]`: removes entries from our table, with every
+/// source's contribution to them (see `docs/runtime-api.md` for what the nodes
+/// see). Level `operator` or `admin` ([`needs`]), as HAProxy's `clear table`. A
+/// name relayed from several `up` groups is cleared in each of its tables.
+fn clear_table(ctx: &ApiContext, name: &str, args: &[&str]) -> String {
+    let Some((s, tables)) = find_tables(ctx, name) else {
+        return "No such table\n".to_owned();
+    };
+    let Some(t) = tables.first() else {
+        return "No such table\n".to_owned();
+    };
+    let key = match args {
+        [] => None,
+        ["key"] => return "Key value expected\n".to_owned(),
+        ["key", k] => match parse_key(t.key_type, t.key_len, k) {
+            Ok(k) => Some(k),
+            Err(e) => return format!("{e}\n"),
+        },
+        _ => return "Optional argument only supports key <key>\n".to_owned(),
+    };
+    let n: usize = tables
+        .iter()
+        .map(|t| s.store.clear(t.id, key.as_ref()))
+        .sum();
+    tracing::info!(section = %s.name, table = %table_name(&s, &t.name), entries = n, "cleared by the runtime API");
+    "\n".to_owned()
 }
 
 fn matches_filter(fields: &[(String, String)], ty: &str, op: Op, v: i64) -> bool {

@@ -18,6 +18,8 @@
 //! - `api`: the runtime API on the `stats socket`.
 //! - `metrics`: Prometheus names and the exporter.
 //! - `logging`: tracing set-up.
+//! - `reload`: SIGHUP: a changed configuration applied in place.
+//! - `notify`: systemd's readiness notifications.
 //! - `shutdown`: signals and the drain.
 
 pub mod api;
@@ -25,7 +27,9 @@ pub mod clock;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod peer;
+pub mod reload;
 pub mod section;
 pub mod session;
 pub mod shutdown;
@@ -60,58 +64,129 @@ pub struct Daemon {
     pub api_paths: Vec<std::path::PathBuf>,
     /// The first runtime API socket's path, if any.
     pub api_path: Option<std::path::PathBuf>,
-    /// The Prometheus listener, if any.
+    /// The Prometheus listener's bound address, if any.
     pub prometheus: Option<SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
+    clock: clock::Clock,
+    /// The configuration in force.
+    running: Loaded,
+    options: Options,
+    /// The sections as the runtime API sees them.
+    shared: api::SharedSections,
+    api: api::ApiContext,
+    /// The runtime API sockets served, each with what stops it (a reload that
+    /// moves or removes it).
+    apis: Vec<(load::ApiSocket, CancellationToken)>,
+    /// Stops the metrics listener (a reload that moves it).
+    metrics_stop: Option<CancellationToken>,
 }
 
 impl Daemon {
     /// Binds every listener and starts every task. Returns once all listeners are bound.
     pub async fn start(loaded: Loaded, options: Options) -> Result<Daemon> {
-        // The exporter first: sessions look their counters up when they start.
-        let prometheus = options.prometheus.or(loaded.prometheus);
-        if let Some(addr) = prometheus {
-            metrics::install(addr)?;
-        }
         let shutdown = CancellationToken::new();
         let clock = clock::Clock::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut sections = Vec::new();
+        let shared = api::SharedSections::default();
+        let mut d = Daemon {
+            sections: Vec::new(),
+            api_paths: Vec::new(),
+            api_path: None,
+            prometheus: None,
+            tasks: tokio::task::JoinSet::new(),
+            shutdown,
+            clock,
+            api: api::ApiContext::shared(shared.clone(), clock),
+            shared,
+            running: loaded.clone(),
+            options,
+            apis: Vec::new(),
+            metrics_stop: None,
+        };
+        // The recorder first: sessions look their counters up when they start.
+        metrics::install_recorder()?;
+        d.tasks.spawn(metrics::process_task(d.shutdown.clone()));
+        let prometheus = d.options.prometheus.or(loaded.prometheus);
+        if let Some(addr) = prometheus {
+            let listener = metrics::bind(addr).await?;
+            d.start_metrics(listener);
+        }
         for (i, plan) in loaded.plan.sections.iter().enumerate() {
-            let tls = loaded.tls.get(i).cloned().unwrap_or_default();
-            let section = section::Section::new(plan.clone(), &loaded.tunables, clock, tls);
-            let section = Arc::new(section);
+            let section = Arc::new(section::Section::new(
+                plan.clone(),
+                &loaded.tunables,
+                clock,
+                loaded.tls.get(i).cloned().unwrap_or_default(),
+                &d.shutdown,
+            ));
             register_metrics(&section);
             let listener = listener::bind(&section)
                 .await
                 .with_context(|| format!("section `{}`", section.name))?;
-            supervisor::start(&section, listener, &mut tasks, shutdown.clone());
-            sections.push(section);
+            supervisor::start(&section, listener, &mut d.tasks);
+            d.sections.push(section);
         }
-        if prometheus.is_some() {
-            tasks.spawn(metrics::process_task(shutdown.clone()));
-        }
-        let api_paths: Vec<_> = loaded
-            .stats_sockets
-            .iter()
-            .map(|s| s.path.clone())
-            .collect();
+        d.publish_sections();
         // Every `stats socket` line is a listener of its own, with its own level.
         for sock in &loaded.stats_sockets {
-            let ctx = api::ApiContext::new(sections.clone(), clock);
-            api::start(sock, ctx, &mut tasks, shutdown.clone())
-                .await
+            let listener = api::bind(sock)
                 .with_context(|| format!("starting the runtime API on {}", sock.path.display()))?;
+            d.start_api(sock, listener);
         }
-        Ok(Daemon {
-            sections,
-            api_path: api_paths.first().cloned(),
-            api_paths,
-            prometheus,
-            tasks,
-            shutdown,
-        })
+        Ok(d)
+    }
+
+    /// Serves the metrics on `listener` (replacing the listener before, if any).
+    fn start_metrics(&mut self, listener: tokio::net::TcpListener) {
+        self.prometheus = listener.local_addr().ok();
+        let stop = self.shutdown.child_token();
+        if let Some(old) = self.metrics_stop.replace(stop.clone()) {
+            old.cancel();
+        }
+        self.tasks.spawn(metrics::serve(listener, stop));
+    }
+
+    /// Serves the runtime API socket `sock` on `listener`.
+    fn start_api(&mut self, sock: &load::ApiSocket, listener: tokio::net::UnixListener) {
+        let stop = self.shutdown.child_token();
+        api::serve(
+            listener,
+            sock.level,
+            self.api.clone(),
+            &mut self.tasks,
+            stop.clone(),
+        );
+        self.apis.push((sock.clone(), stop));
+        self.publish_api_paths();
+    }
+
+    /// Stops serving the runtime API socket at `path`; removes its file unless
+    /// `keep_file` (a new socket was bound at the same path).
+    fn stop_api(&mut self, path: &std::path::Path, keep_file: bool) {
+        self.apis.retain(|(s, stop)| {
+            if s.path != path {
+                return true;
+            }
+            stop.cancel();
+            false
+        });
+        if !keep_file {
+            let _ = std::fs::remove_file(path);
+        }
+        self.publish_api_paths();
+    }
+
+    fn publish_api_paths(&mut self) {
+        self.api_paths = self.apis.iter().map(|(s, _)| s.path.clone()).collect();
+        self.api_path = self.api_paths.first().cloned();
+    }
+
+    /// Shows the runtime API the sections as they are now.
+    fn publish_sections(&self) {
+        *self
+            .shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.sections.clone();
     }
 
     /// The address each section listens on, in configuration order.
@@ -145,64 +220,36 @@ impl Daemon {
 /// Registers the section's series at 0, before any of its tasks runs (see
 /// `metrics`: a peer that never connects must still have `stktagg_peer_up 0`).
 fn register_metrics(section: &section::Section) {
-    let peers: Vec<&str> = section.peers.iter().map(|p| p.name.as_str()).collect();
-    let groups: Vec<metrics::GroupLabels> = section
-        .plan
+    let core = section.core();
+    let peers: Vec<&str> = core.live_peers().map(|p| p.name.as_str()).collect();
+    metrics::register_section(&section.name, &peers, &group_labels(&core));
+}
+
+/// Each `up` group's label and members, for the metrics.
+fn group_labels(
+    core: &stktagg_section::SectionCore<stktagg_store::Store>,
+) -> Vec<metrics::GroupLabels> {
+    core.plan
         .groups
         .iter()
         .map(|g| metrics::GroupLabels {
-            group: section.group_number(g.id.0 as u16),
+            group: core.group_number(g.id.0 as u16),
             members: g
                 .members
                 .iter()
-                .map(|m| section.peers[m.0].name.clone())
+                .map(|m| core.peers[m.0].name.clone())
                 .collect(),
         })
-        .collect();
-    metrics::register_section(&section.name, &peers, &groups);
+        .collect()
 }
 
-/// SIGHUP: re-reads the TLS files of every section (a renewed certificate takes
-/// effect for new sessions; established ones keep going), then re-reads and
-/// checks the configuration, but does not apply a change.
-///
-/// Applying peer additions and removals live needs the sections, stores and peer
-/// tasks to be rebuilt in place without dropping unchanged sessions; until that is
-/// built, a restart applies a new configuration and costs nothing but a resync (the
-/// sources' data is rebuilt from them at once, see `docs/decisions.md`). So SIGHUP
-/// says whether the files are valid and whether they differ from what runs, and
-/// never stops a running daemon.
-fn on_sighup(
-    files: &[std::path::PathBuf],
-    running: &stktagg_topology::Plan,
-    sections: &[Arc<section::Section>],
-) {
-    for s in sections {
-        s.reload_tls();
-    }
-    match load(files) {
-        Err(LoadError::Invalid(msg)) => {
-            tracing::error!(
-                "SIGHUP: the configuration is invalid, keeping the running one:\n{msg}"
-            );
-        }
-        Ok(l) if &l.plan == running => {
-            tracing::info!("SIGHUP: the configuration is valid and unchanged");
-        }
-        Ok(_) => {
-            tracing::warn!(
-                "SIGHUP: the configuration changed, but live reload is not supported: \
-                 restart stktagg to apply it (peers resync at once)"
-            );
-        }
-    }
-}
-
-/// Runs the daemon until SIGTERM or SIGINT, then drains.
+/// Runs the daemon until SIGTERM or SIGINT, then drains; SIGHUP reloads the
+/// configuration files ([`Daemon::reload`]).
 pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
     let files = options.config_files.clone();
-    let running_plan = loaded.plan.clone();
-    let daemon = Daemon::start(loaded, options).await?;
+    // Installed before anything is bound: a signal during start-up is not lost.
+    let mut signals = shutdown::Signals::install()?;
+    let mut daemon = Daemon::start(loaded, options).await?;
     for (name, addr) in daemon.listen_addrs() {
         tracing::info!(section = %name, %addr, "listening for peers");
         println!("stktagg: section `{name}` listening for peers on {addr}");
@@ -213,8 +260,22 @@ pub async fn run_until_signal(loaded: Loaded, options: Options) -> Result<()> {
     if let Some(p) = &daemon.prometheus {
         println!("stktagg: Prometheus metrics on http://{p}/metrics");
     }
-    let sections = daemon.sections.clone();
-    shutdown::wait_for_signal(|| on_sighup(&files, &running_plan, &sections)).await?;
+    notify::ready(&daemon.status_line());
+    while signals.next().await == shutdown::Signal::Reload {
+        notify::reloading();
+        let outcome = daemon.reload(load(&files)).await;
+        outcome.log();
+        notify::ready(&format!(
+            "{}; last reload: {}",
+            daemon.status_line(),
+            match outcome.result() {
+                "ok" => "applied",
+                "invalid" => "refused, the files are invalid (see the journal)",
+                _ => "refused, it could not be applied (see the journal)",
+            }
+        ));
+    }
+    notify::stopping();
     tracing::info!("shutting down");
     daemon.stop(std::time::Duration::from_secs(5)).await;
     Ok(())

@@ -33,13 +33,24 @@ const MAX_PENDING_HANDSHAKES: usize = 256;
 
 /// Binds the section's listener (its `local` peer's address).
 pub async fn bind(section: &Section) -> Result<TcpListener> {
-    let addr = section.configured_listen_addr().await?;
+    let (listener, bound) = bind_to(&section.core().plan.listener).await?;
+    section.set_listen_addr(bound);
+    Ok(listener)
+}
+
+/// Binds a listener on `addr` (resolved), and says where it is bound.
+pub async fn bind_to(addr: &stktagg_config::PeerAddr) -> Result<(TcpListener, SocketAddr)> {
+    let mut addrs = tokio::net::lookup_host((addr.host.as_str(), addr.port))
+        .await
+        .with_context(|| format!("resolving {addr}"))?;
+    let Some(addr) = addrs.next() else {
+        anyhow::bail!("{addr} resolves to no address");
+    };
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
-    section.set_listen_addr(bound);
-    Ok(listener)
+    Ok((listener, bound))
 }
 
 /// Accepts connections until shutdown.
@@ -79,8 +90,8 @@ pub async fn run(section: Arc<Section>, listener: TcpListener, shutdown: Cancell
 async fn handshake(section: &Section, tcp: TcpStream, remote: SocketAddr) -> Result<()> {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr()?;
-    let deadline = tokio::time::Instant::now() + section.tunables.hello_timeout;
-    let Some(acceptor) = section.tls.acceptor() else {
+    let deadline = tokio::time::Instant::now() + section.tunables().hello_timeout;
+    let Some(acceptor) = section.tls().acceptor() else {
         return hello(
             section,
             PeerStream::Plain(tcp),
@@ -150,7 +161,9 @@ async fn hello(
             return Ok(());
         }
     };
-    let Some(peer) = section.peer_by_name(&hello.local_name) else {
+    // The plan as it is when the hello arrives (a reload may change it).
+    let core = section.core();
+    let Some(peer) = core.peer_by_name(&hello.local_name) else {
         count_rejection(
             section,
             StatusCode::UnknownPeer,
@@ -166,13 +179,17 @@ async fn hello(
     // it can neither displace the real session nor have anything counted. Both
     // checks apply where both are on (docs/decisions.md): the address first, then
     // the name in a client certificate.
-    let refused = if !section.plan.peers[peer].accepts_from(remote.ip()) {
-        refuse_address(section, peer, remote);
+    let accepted = core
+        .plan
+        .peer(stktagg_topology::PeerId(peer))
+        .is_some_and(|p| p.accepts_from(remote.ip()));
+    let refused = if !accepted {
+        refuse_address(section, &core, peer, remote);
         true
     } else if let Some(chain) = &certs
         && !crate::tls::identity_matches(Some(chain), &hello.local_name)
     {
-        refuse_identity(section, peer, remote, chain);
+        refuse_identity(section, &core, peer, remote, chain);
         true
     } else {
         false
@@ -183,7 +200,7 @@ async fn hello(
         answer(&mut stream, &out).await;
         return Ok(());
     }
-    engine.set_resync_policy(stktagg_section::resync_policy(section.peers[peer].role));
+    engine.set_resync_policy(stktagg_section::resync_policy(core.peers[peer].role));
     engine.accept_hello();
     // The status with a heartbeat: HAProxy may check this session's liveness within
     // 50 ms of a collision, before the peer task has taken it over.
@@ -213,7 +230,11 @@ async fn answer(stream: &mut PeerStream, out: &[u8]) {
 /// refused hellos: connections come from anyone).
 fn tls_failure(section: &Section, remote: SocketAddr, error: &str) {
     crate::metrics::tls_handshake_failed(&section.name);
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = section
+        .core()
+        .reject_log_limit
+        .allow(section.clock.now_ms())
+    {
         tracing::warn!(section = %section.name, %remote, error, suppressed, "TLS handshake failed on the peers listener");
     }
 }
@@ -222,11 +243,12 @@ fn tls_failure(section: &Section, remote: SocketAddr, error: &str) {
 /// names someone else (rate-limited, with the other refused hellos).
 fn refuse_identity(
     section: &Section,
+    core: &stktagg_section::SectionCore<stktagg_store::Store>,
     peer: usize,
     remote: SocketAddr,
     chain: &[CertificateDer<'static>],
 ) {
-    let p = &section.peers[peer];
+    let p = &core.peers[peer];
     p.stats.cert_refused.fetch_add(1, Ordering::Relaxed);
     crate::metrics::hello_rejected(&section.name, StatusCode::UnknownPeer);
     crate::metrics::wrong_identity(&section.name, &p.name);
@@ -235,7 +257,7 @@ fn refuse_identity(
         .map(crate::tls::certificate_names)
         .unwrap_or_default()
         .join(",");
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = core.reject_log_limit.allow(section.clock.now_ms()) {
         tracing::warn!(
             section = %section.name,
             claimed = %p.name,
@@ -249,16 +271,23 @@ fn refuse_identity(
 
 /// Counts and logs a session that claims `peer` from an address it may not use
 /// (rate-limited, with the other refused hellos: they come from anyone).
-fn refuse_address(section: &Section, peer: usize, remote: SocketAddr) {
-    let p = &section.peers[peer];
+fn refuse_address(
+    section: &Section,
+    core: &stktagg_section::SectionCore<stktagg_store::Store>,
+    peer: usize,
+    remote: SocketAddr,
+) {
+    let p = &core.peers[peer];
     p.stats.addr_refused.fetch_add(1, Ordering::Relaxed);
     crate::metrics::hello_rejected(&section.name, StatusCode::UnknownPeer);
     crate::metrics::wrong_address(&section.name, &p.name);
-    let expected = section.plan.peers[peer]
-        .checked_ip
+    let expected = core
+        .plan
+        .peer(stktagg_topology::PeerId(peer))
+        .and_then(|p| p.checked_ip)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = core.reject_log_limit.allow(section.clock.now_ms()) {
         tracing::warn!(
             section = %section.name,
             claimed = %p.name,
@@ -273,7 +302,11 @@ fn refuse_address(section: &Section, peer: usize, remote: SocketAddr) {
 /// Counts and logs a refused hello (rate-limited: hellos come from anyone).
 fn count_rejection(section: &Section, code: StatusCode, remote: SocketAddr, claimed: Option<&str>) {
     crate::metrics::hello_rejected(&section.name, code);
-    if let Some(suppressed) = section.reject_log_limit.allow(section.clock.now_ms()) {
+    if let Some(suppressed) = section
+        .core()
+        .reject_log_limit
+        .allow(section.clock.now_ms())
+    {
         tracing::warn!(section = %section.name, code = code.code(), %remote, claimed, suppressed, "rejecting a hello");
     }
 }

@@ -43,7 +43,7 @@ pub struct Tunables {
 }
 
 /// One runtime API socket (a `stats socket` line).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSocket {
     /// Unix socket path.
     pub path: PathBuf,
@@ -83,13 +83,11 @@ impl Loaded {
     pub fn tls_summary(&self) -> String {
         let mut o = String::new();
         for (sp, t) in self.plan.sections.iter().zip(&self.tls) {
-            let dialed: Vec<String> = t
-                .dialers
+            let dialed: Vec<String> = sp
+                .peers
                 .iter()
-                .enumerate()
-                .filter_map(|(i, d)| {
-                    let (opts, name, _) = d.as_ref()?;
-                    let peer = sp.peers.get(i)?;
+                .filter_map(|peer| {
+                    let (opts, name, _) = t.dialers.get(&peer.name)?;
                     Some(format!(
                         "{} (verify {}, name {})",
                         peer.name,
@@ -277,14 +275,16 @@ fn section_tls(config: &Config, plan: &Plan) -> Result<Vec<SectionTls>, String> 
                 }
             }
         });
-        let mut dialers = Vec::new();
+        let mut dialers = std::collections::BTreeMap::new();
         for p in &sp.peers {
             let dial = s
                 .peers
                 .iter()
                 .find(|c| c.name == p.name)
                 .and_then(|peer| Some((peer, s.dial_tls(peer)?)));
-            dialers.push(dial.and_then(|(peer, d)| files.dialer(peer, &d)));
+            if let Some(d) = dial.and_then(|(peer, d)| files.dialer(peer, &d)) {
+                dialers.insert(p.name.clone(), d);
+            }
         }
         out.push(SectionTls { listener, dialers });
     }

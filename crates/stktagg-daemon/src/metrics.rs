@@ -15,12 +15,15 @@
 
 use anyhow::{Context, Result};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 pub use stktagg_section::PROTOCOL_ERROR_KINDS;
 use stktagg_section::SectionCore;
 use stktagg_store::Store;
 use stktagg_wire::hello::StatusCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// The propagation histogram's bucket bounds, in seconds.
 const PROPAGATION_BUCKETS: &[f64] = &[
@@ -44,25 +47,158 @@ static HELLOS_REJECTED: AtomicU64 = AtomicU64::new(0);
 /// Failed TLS handshakes on our listeners since start, all sections (`show info`).
 static TLS_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-/// Installs the Prometheus exporter with its HTTP listener on `addr`, describes
-/// every series and publishes `stktagg_build_info`.
-pub fn install(addr: SocketAddr) -> Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("stktagg_propagation_seconds".to_owned()),
-            PROPAGATION_BUCKETS,
-        )
-        .context("configuring the propagation histogram")?
-        .install()
-        .with_context(|| format!("starting the Prometheus listener on {addr}"))?;
-    describe();
-    gauge!("stktagg_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    publish_process(&ProcessStats::collect());
-    Ok(())
+/// The installed recorder, once per process (a global recorder cannot be
+/// replaced; the HTTP listener in front of it can: [`serve`]), or why it could
+/// not be installed.
+static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> = std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder, describes every series and publishes
+/// `stktagg_build_info`, once per process. It is installed whether or not a
+/// metrics listener is configured: a reload that adds the listener then
+/// exports every counter from the start, and sessions, which look their
+/// counters up once, count into it from their first update.
+pub fn install_recorder() -> Result<()> {
+    let installed = HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "stktagg_propagation_seconds".to_owned(),
+                ),
+                PROPAGATION_BUCKETS,
+            )
+            .map_err(|e| format!("configuring the propagation histogram: {e}"))?
+            .install_recorder()
+            .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+        describe();
+        gauge!("stktagg_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        publish_process(&ProcessStats::collect());
+        register_reloads();
+        Ok(handle)
+    });
+    match installed {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!("{e}"),
+    }
+}
+
+/// The exposition text, as a scrape gets it (`None` before the recorder is
+/// installed).
+pub fn render() -> Option<String> {
+    handle().map(PrometheusHandle::render)
+}
+
+fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get().and_then(|h| h.as_ref().ok())
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("starting the Prometheus listener on {addr}"))
+}
+
+/// Longest HTTP request head read from a scraper.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// Serves the metrics on `listener` until `stop`: every request gets the whole
+/// exposition (`GET /metrics`, as Prometheus asks, or any other path, as the
+/// exporter's own listener did), one request per connection.
+///
+/// The exporter's built-in listener is tied to the recorder it installs, and a
+/// process has one recorder for good: serving the text ourselves is what lets a
+/// reload move the listener.
+pub async fn serve(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(scrape(stream));
+    }
+}
+
+async fn scrape(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(512);
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(read, Ok(true)) {
+        return;
+    }
+    let reply = if head.starts_with(b"GET ") || head.starts_with(b"HEAD ") {
+        let body = handle().map(PrometheusHandle::render).unwrap_or_default();
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        if head.starts_with(b"GET ") {
+            r.push_str(&body);
+        }
+        r
+    } else {
+        "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_owned()
+    };
+    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The outcomes a reload is counted under.
+pub const RELOAD_RESULTS: &[&str] = &["ok", "invalid", "failed"];
+
+fn register_reloads() {
+    for r in RELOAD_RESULTS {
+        counter!("stktagg_config_reloads_total", "result" => *r).increment(0);
+    }
+    gauge!("stktagg_config_last_reload_successful").set(1.0);
+    gauge!("stktagg_config_last_reload_success_timestamp_seconds").set(unix_now());
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A reload ended with `result` (one of [`RELOAD_RESULTS`]).
+pub fn reload(result: &'static str) {
+    counter!("stktagg_config_reloads_total", "result" => result).increment(1);
+    let ok = result == "ok";
+    gauge!("stktagg_config_last_reload_successful").set(if ok { 1.0 } else { 0.0 });
+    if ok {
+        gauge!("stktagg_config_last_reload_success_timestamp_seconds").set(unix_now());
+    }
 }
 
 fn describe() {
+    describe_counter!(
+        "stktagg_config_reloads_total",
+        "configuration reloads (SIGHUP), by result: ok (applied, or nothing to apply), invalid (the files do not check; nothing changed), failed (valid, but a listener could not be bound; nothing changed)"
+    );
+    describe_gauge!(
+        "stktagg_config_last_reload_successful",
+        "1 if the last reload (or the start) applied its configuration, 0 if it was refused"
+    );
+    describe_gauge!(
+        "stktagg_config_last_reload_success_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "when the configuration in force was applied (start or reload), since the Unix epoch"
+    );
     describe_gauge!(
         "stktagg_build_info",
         "always 1; the version label says which stktagg runs"
@@ -108,6 +244,14 @@ fn describe() {
     describe_gauge!(
         "stktagg_table_entries",
         "entries per aggregated or relayed table"
+    );
+    describe_gauge!(
+        "stktagg_table_size",
+        "the most entries a table holds (its rule's size); new keys beyond it are refused, none evicted"
+    );
+    describe_counter!(
+        "stktagg_table_full_total",
+        "updates of a new key refused because its output table is full (the rule's size)"
     );
     describe_gauge!(
         "stktagg_group_active_member",
@@ -243,8 +387,11 @@ pub fn tls_handshake_failures() -> u64 {
 /// Publishes per-table entry counts and group membership.
 pub fn table_sizes(section: &SectionCore<Store>) {
     for t in section.store.table_summaries() {
-        gauge!("stktagg_table_entries", "section" => section.name.clone(), "table" => String::from_utf8_lossy(&t.name).into_owned())
+        let table = String::from_utf8_lossy(&t.name).into_owned();
+        gauge!("stktagg_table_entries", "section" => section.name.clone(), "table" => table.clone())
             .set(t.used as f64);
+        gauge!("stktagg_table_size", "section" => section.name.clone(), "table" => table)
+            .set(t.size as f64);
     }
     for g in section.plan.groups.iter() {
         let active = section.active_member(g.id.0 as u16);
@@ -317,10 +464,11 @@ pub fn publish_process(p: &ProcessStats) {
     );
 }
 
-/// Refreshes the `process_*` series every second until shutdown. Reading `/proc`
+/// Refreshes the `process_*` series every second until shutdown, and does the
+/// recorder's upkeep (its histograms hold samples until drained). Reading `/proc`
 /// (a few small files and the fd directory) costs tens of microseconds; the
 /// exporter has no per-scrape hook, so a timer keeps the values at most a second old.
-pub async fn process_task(shutdown: tokio_util::sync::CancellationToken) {
+pub async fn process_task(shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -332,6 +480,9 @@ pub async fn process_task(shutdown: tokio_util::sync::CancellationToken) {
             .await
             .unwrap_or_default();
         publish_process(&stats);
+        if let Some(h) = handle() {
+            h.run_upkeep();
+        }
     }
 }
 

@@ -46,18 +46,19 @@ pub async fn run(
     mut incoming: mpsc::Receiver<Incoming>,
     shutdown: CancellationToken,
 ) {
-    let peer = &section.peers[id.0];
+    // The name and counters stay the slot's across reloads; the address is read
+    // afresh before each dial (a reload may readdress the peer).
+    let core = section.core();
+    let peer = &core.peers[id.0];
+    let tunables = section.tunables();
     let mut running: Option<Running> = None;
-    let mut backoff = Backoff::new(
-        section.tunables.reconnect_min,
-        section.tunables.reconnect_max,
-    );
+    let mut backoff = Backoff::new(tunables.reconnect_min, tunables.reconnect_max);
     // Leave the peer a moment to dial us first: HAProxy nodes dial at start-up, and a
     // session they open needs no collision.
     let mut next_dial =
         Instant::now() + jitter(Duration::from_millis(200), Duration::from_millis(800));
     loop {
-        let can_dial = running.is_none() && peer.addr.is_some();
+        let can_dial = running.is_none() && section.core().peers[id.0].addr.is_some();
         let dial_at = next_dial;
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -160,12 +161,13 @@ struct TlsRefused {
 /// Dials the peer, over TLS if its configuration says `ssl`, and runs the
 /// connecting side of the handshake.
 async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
-    let peer = &section.peers[id.0];
+    let core = section.core();
+    let peer = &core.peers[id.0];
     let Some((host, port)) = peer.addr.as_ref() else {
         bail!("peer has no address");
     };
     peer.stats.set_state(SessionState::Connecting);
-    let t = &section.tunables;
+    let t = &section.tunables();
     let tcp = tokio::time::timeout(t.connect_timeout, connect(section, host, *port))
         .await
         .with_context(|| format!("connecting to {host}:{port} timed out"))?
@@ -173,7 +175,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
     let _ = tcp.set_nodelay(true);
     let remote = tcp.peer_addr().context("reading the peer's address")?;
     let local = tcp.local_addr().context("reading our address")?;
-    let mut stream = match section.tls.connector(id.0) {
+    let mut stream = match section.tls().connector(&peer.name) {
         None => PeerStream::Plain(tcp),
         Some((connector, name)) => {
             let tls = tokio::time::timeout(t.hello_timeout, connector.connect(name, tcp))
@@ -252,7 +254,7 @@ async fn connect_one(section: &Section, addr: SocketAddr) -> Result<TcpStream> {
     } else {
         TcpSocket::new_v6()
     }?;
-    if let Some(source) = section.plan.dial_source(addr.ip()) {
+    if let Some(source) = section.core().plan.dial_source(addr.ip()) {
         socket
             .bind(SocketAddr::new(source, 0))
             .with_context(|| format!("binding the source address {source}"))?;

@@ -3,21 +3,24 @@
 //! what its tasks share around it (the clock, the tunables, each peer's channel for
 //! incoming sessions and its resync flag, the bound address).
 //!
-//! A `Section` dereferences to its core, so `section.peers`, `section.store` and
-//! `section.plan` read the core. Sections share nothing: each is an independent
+//! The core is replaced whole by a reload ([`SectionCore::successor`]):
+//! [`Section::core`] gives the current one, and sessions follow replacements
+//! through [`Section::watch_core`]. Everything else here is per peer slot
+//! (stable ids across reloads, `stktagg_topology::renumber`) and grows when a
+//! reload adds a peer. Sections share nothing: each is an independent
 //! aggregation domain.
 
 use crate::clock::Clock;
 use crate::load::Tunables;
 use crate::tls::{SectionTls, TlsState};
-use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use stktagg_section::{SectionCore, Signals};
 use stktagg_store::{Store, StoreOptions};
-use stktagg_topology::{PeerId, SectionPlan};
+use stktagg_topology::{PeerId, SectionPlan, Slots};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 pub use stktagg_section::{PeerInfo, PeerStats, SessionState, lock};
 
@@ -91,158 +94,282 @@ pub struct Incoming {
     pub dialed: bool,
 }
 
-/// Each peer's resync flag: what the section's election asks of the sessions.
+/// Each peer slot's resync flag: what the section's election asks of the
+/// sessions. Slots are added by reloads, never removed.
 #[derive(Debug, Default)]
-pub struct ResyncFlags(Vec<Arc<Notify>>);
+pub struct ResyncFlags(RwLock<Vec<Arc<Notify>>>);
 
 impl ResyncFlags {
     /// What a session of `peer` waits on.
     pub fn flag(&self, peer: PeerId) -> Arc<Notify> {
-        self.0.get(peer.0).cloned().unwrap_or_default()
+        read(&self.0).get(peer.0).cloned().unwrap_or_default()
+    }
+
+    /// Makes sure every slot below `slots` has a flag.
+    fn grow(&self, slots: usize) {
+        let mut v = write(&self.0);
+        while v.len() < slots {
+            v.push(Arc::default());
+        }
     }
 }
 
 impl Signals for ResyncFlags {
     fn request_resync(&self, peer: PeerId) {
-        if let Some(n) = self.0.get(peer.0) {
+        if let Some(n) = read(&self.0).get(peer.0) {
             n.notify_one();
         }
     }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A peer's channel for incoming sessions (newest session wins).
 #[derive(Debug)]
 struct Mailbox {
     tx: mpsc::Sender<Incoming>,
-    rx: Mutex<Option<mpsc::Receiver<Incoming>>>,
+    rx: Option<mpsc::Receiver<Incoming>>,
+}
+
+impl Mailbox {
+    fn new() -> Mailbox {
+        let (tx, rx) = mpsc::channel(1);
+        Mailbox { tx, rx: Some(rx) }
+    }
+}
+
+/// A running peer task: how to stop it, and how to know it has stopped.
+#[derive(Debug)]
+struct PeerTask {
+    cancel: CancellationToken,
+    done: CancellationToken,
 }
 
 /// One `aggregations` section (see the module documentation).
 #[derive(Debug)]
 pub struct Section {
-    /// The sans-IO core.
-    pub core: Arc<SectionCore<Store>>,
-    /// Tunables (timeouts, limits).
-    pub tunables: Tunables,
+    /// The section name (a section renamed is another section).
+    pub name: String,
+    /// The tables, shared by every core of the section.
+    pub store: Arc<Store>,
     /// The clock.
     pub clock: Clock,
     /// Each peer's resync flag.
     pub resync: Arc<ResyncFlags>,
-    /// TLS on the listener and towards the peers we dial, swappable by
-    /// [`Section::reload_tls`].
-    pub tls: TlsState,
-    mailboxes: Vec<Mailbox>,
-    listen_addr: OnceLock<SocketAddr>,
-}
-
-impl std::ops::Deref for Section {
-    type Target = SectionCore<Store>;
-
-    fn deref(&self) -> &SectionCore<Store> {
-        &self.core
-    }
+    /// Stops every task of the section (a child of the daemon's shutdown).
+    pub cancel: CancellationToken,
+    /// TLS on the listener and towards the peers we dial, as the configuration
+    /// in force loaded it (replaced whole by a reload: [`Section::set_tls`]).
+    tls: RwLock<Arc<TlsState>>,
+    core: watch::Sender<Arc<SectionCore<Store>>>,
+    tunables: RwLock<Tunables>,
+    slots: Mutex<Slots>,
+    mailboxes: Mutex<Vec<Mailbox>>,
+    peer_tasks: Mutex<Vec<Option<PeerTask>>>,
+    listener: Mutex<Option<CancellationToken>>,
+    listen_addr: Mutex<Option<SocketAddr>>,
 }
 
 impl Section {
-    /// Builds a section from its plan and its TLS as loaded.
-    pub fn new(plan: SectionPlan, tunables: &Tunables, clock: Clock, tls: SectionTls) -> Section {
-        let n = plan.peers.len();
+    /// Builds a section from its freshly resolved plan; `shutdown` stops it.
+    pub fn new(
+        plan: SectionPlan,
+        tunables: &Tunables,
+        clock: Clock,
+        tls: SectionTls,
+        shutdown: &CancellationToken,
+    ) -> Section {
+        let (plan, slots) = stktagg_topology::renumber(plan, &Slots::default());
+        let n = slots.peer_count();
         let store = Arc::new(Store::new(StoreOptions::default()));
         let grace = tunables.startup_grace.as_millis() as u64;
-        let core = SectionCore::new(plan, store, clock.now_ms(), grace);
-        let mailboxes = (0..n)
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(1);
-                Mailbox {
-                    tx,
-                    rx: Mutex::new(Some(rx)),
-                }
-            })
-            .collect();
+        let core = SectionCore::new(plan, store.clone(), clock.now_ms(), grace);
+        let resync = ResyncFlags::default();
+        resync.grow(n);
         Section {
-            core: Arc::new(core),
-            tunables: tunables.clone(),
+            name: core.name.clone(),
+            store,
             clock,
-            resync: Arc::new(ResyncFlags((0..n).map(|_| Arc::default()).collect())),
-            tls: TlsState::new(tls),
-            mailboxes,
-            listen_addr: OnceLock::new(),
+            resync: Arc::new(resync),
+            cancel: shutdown.child_token(),
+            tls: RwLock::new(Arc::new(TlsState::new(tls))),
+            core: watch::Sender::new(Arc::new(core)),
+            tunables: RwLock::new(tunables.clone()),
+            slots: Mutex::new(slots),
+            mailboxes: Mutex::new((0..n).map(|_| Mailbox::new()).collect()),
+            peer_tasks: Mutex::new((0..n).map(|_| None).collect()),
+            listener: Mutex::new(None),
+            listen_addr: Mutex::new(None),
         }
+    }
+
+    /// The current core: plan, peers, election (replaced whole by a reload).
+    pub fn core(&self) -> Arc<SectionCore<Store>> {
+        self.core.borrow().clone()
+    }
+
+    /// Follows the core's replacements (a session moves to each new core).
+    pub fn watch_core(&self) -> watch::Receiver<Arc<SectionCore<Store>>> {
+        self.core.subscribe()
+    }
+
+    /// The ids handed out so far (for renumbering a reloaded plan).
+    pub fn slots(&self) -> Slots {
+        lock(&self.slots).clone()
+    }
+
+    /// Installs the core that succeeds the current one, with its slots: every
+    /// slot gets a resync flag, a mailbox and a task entry first, so that a new
+    /// peer's session finds them from the moment the core names it.
+    pub fn publish(&self, core: SectionCore<Store>, slots: Slots) {
+        let n = slots.peer_count();
+        self.resync.grow(n);
+        {
+            let mut m = lock(&self.mailboxes);
+            while m.len() < n {
+                m.push(Mailbox::new());
+            }
+        }
+        {
+            let mut t = lock(&self.peer_tasks);
+            while t.len() < n {
+                t.push(None);
+            }
+        }
+        *lock(&self.slots) = slots;
+        self.core.send_replace(Arc::new(core));
+    }
+
+    /// Gives `peer` a fresh mailbox (a peer task that starts again after one was
+    /// stopped: the old receiver went with the old task).
+    pub fn renew_mailbox(&self, peer: PeerId) {
+        if let Some(m) = lock(&self.mailboxes).get_mut(peer.0) {
+            *m = Mailbox::new();
+        }
+    }
+
+    /// The timeouts and limits in force.
+    pub fn tunables(&self) -> Tunables {
+        read(&self.tunables).clone()
+    }
+
+    /// Replaces the timeouts and limits (new sessions and dials use them).
+    pub fn set_tunables(&self, t: &Tunables) {
+        *write(&self.tunables) = t.clone();
     }
 
     /// The engine configuration for this section's sessions (the resync policy is
     /// set per peer once the peer is known: [`stktagg_section::resync_policy`]).
     pub fn session_config(&self) -> stktagg_session::SessionConfig {
-        let t = &self.tunables;
+        let t = self.tunables();
         stktagg_session::SessionConfig {
             pid: std::process::id(),
             max_message_len: t.max_message_size,
             hello_timeout_ms: t.hello_timeout.as_millis() as u64,
             heartbeat_ms: t.heartbeat_interval.as_millis() as u64,
             idle_timeout_ms: t.idle_timeout.as_millis() as u64,
-            ..stktagg_session::SessionConfig::new(self.local_name.clone())
+            ..stktagg_session::SessionConfig::new(self.core().local_name.clone())
         }
     }
 
     /// Hands a freshly accepted session to its peer's task (newest session wins).
     pub async fn hand_over(&self, peer: usize, incoming: Incoming) {
+        let tx = lock(&self.mailboxes).get(peer).map(|m| m.tx.clone());
         // The channel holds one pending session; a second one waits, which is fine:
-        // the task takes sessions as fast as they come.
-        if let Some(m) = self.mailboxes.get(peer) {
-            let _ = m.tx.send(incoming).await;
+        // the task takes sessions as fast as they come. A peer whose task is gone
+        // (removed by a reload) drops the session here.
+        if let Some(tx) = tx {
+            let _ = tx.send(incoming).await;
         }
     }
 
     /// The receiving end of a peer's mailbox, once (for its task).
     pub fn take_mailbox(&self, peer: usize) -> Option<mpsc::Receiver<Incoming>> {
-        self.mailboxes.get(peer).and_then(|m| lock(&m.rx).take())
+        lock(&self.mailboxes)
+            .get_mut(peer)
+            .and_then(|m| m.rx.take())
     }
 
-    /// The configured listen address, resolved.
-    pub async fn configured_listen_addr(&self) -> Result<SocketAddr> {
-        let a = &self.plan.listener;
-        let mut addrs = tokio::net::lookup_host((a.host.as_str(), a.port))
-            .await
-            .with_context(|| format!("resolving {}:{}", a.host, a.port))?;
-        match addrs.next() {
-            Some(addr) => Ok(addr),
-            None => bail!("{}:{} resolves to no address", a.host, a.port),
+    /// Records `peer`'s task; returns the token that stops it and the one it
+    /// cancels when it has stopped.
+    pub fn register_peer_task(&self, peer: PeerId) -> (CancellationToken, CancellationToken) {
+        let cancel = self.cancel.child_token();
+        let done = CancellationToken::new();
+        if let Some(slot) = lock(&self.peer_tasks).get_mut(peer.0) {
+            *slot = Some(PeerTask {
+                cancel: cancel.clone(),
+                done: done.clone(),
+            });
+        }
+        (cancel, done)
+    }
+
+    /// Stops `peer`'s task and waits until it has stopped (its session drained
+    /// and ended), at most `grace`.
+    pub async fn stop_peer(&self, peer: PeerId, grace: std::time::Duration) {
+        let task = lock(&self.peer_tasks)
+            .get_mut(peer.0)
+            .and_then(Option::take);
+        if let Some(t) = task {
+            t.cancel.cancel();
+            if tokio::time::timeout(grace, t.done.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(section = %self.name, peer = peer.0, "a peer task did not stop in time");
+            }
+        }
+    }
+
+    /// Records the listener task's token, and stops the one it replaces.
+    pub fn set_listener(&self, token: CancellationToken) {
+        if let Some(old) = lock(&self.listener).replace(token) {
+            old.cancel();
         }
     }
 
     /// Records the address actually bound.
     pub fn set_listen_addr(&self, addr: SocketAddr) {
-        let _ = self.listen_addr.set(addr);
+        *lock(&self.listen_addr) = Some(addr);
     }
 
     /// The address the section listens on (after `bind`).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
-            .get()
-            .copied()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        lock(&self.listen_addr).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Re-reads the section's certificate, key and CA files and swaps the TLS
-    /// configurations built from them, each one only if it rebuilt without error.
-    /// Established sessions are not touched; new handshakes use the new files.
-    /// Logs the outcome and returns it (nothing to do without TLS).
-    pub fn reload_tls(&self) -> crate::tls::Reloaded {
-        if !self.tls.is_used() {
-            return crate::tls::Reloaded::default();
+    /// The TLS state new handshakes use.
+    pub fn tls(&self) -> Arc<TlsState> {
+        self.tls
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the TLS state with `loaded` (a reload, which has read every
+    /// certificate, key and CA file again and checked them): new handshakes use
+    /// it; established sessions keep the keys they negotiated.
+    pub fn set_tls(&self, loaded: SectionTls) {
+        let state = Arc::new(TlsState::new(loaded));
+        let (before, after) = (self.tls().is_used(), state.is_used());
+        let configurations = state.configurations();
+        *self
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+        if before || after {
+            tracing::info!(section = %self.name, configurations, "TLS certificates and CAs re-read");
         }
-        let r = self.tls.reload();
-        for e in &r.errors {
-            tracing::error!(section = %self.name, "TLS files not reloaded, keeping the previous ones: {e}");
-        }
-        if r.swapped > 0 {
-            tracing::info!(section = %self.name, configurations = r.swapped, "TLS certificates and CAs re-read");
-        }
-        r
     }
 
     /// Whether we hold complete data ourselves (see [`SectionCore::up_to_date`]).
     pub fn up_to_date(&self) -> bool {
-        self.core.up_to_date(self.clock.now_ms())
+        self.core().up_to_date(self.clock.now_ms())
     }
 }

@@ -16,12 +16,12 @@ use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use stktagg_section::{Ending, SessionCore};
+use stktagg_section::{Ending, SectionCore, SessionCore};
 use stktagg_session::{End, PeerSession};
 use stktagg_store::Store;
 use stktagg_topology::PeerId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Free space made in the read buffer before each read.
@@ -43,30 +43,41 @@ impl stktagg_store::Waker for Wake {
 pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: CancellationToken) {
     let wake = Arc::new(Wake::default());
     let remote = conn.remote;
-    tracing::info!(section = %section.name, peer = %section.peers[id.0].name, %remote, dialed = conn.dialed, "session established");
+    // Watched from before the session core starts, so that no reload in between
+    // goes unseen.
+    let mut cores = section.watch_core();
+    let start_core = cores.borrow_and_update().clone();
+    let stats = start_core.peers[id.0].stats.clone();
+    tracing::info!(section = %section.name, peer = %start_core.peers[id.0].name, %remote, dialed = conn.dialed, "session established");
     let mut core = SessionCore::start(
-        section.core.clone(),
+        start_core,
         section.resync.clone(),
         id,
         remote.to_string(),
         wake.clone(),
         section.clock.now_ms(),
     );
-    let addrs = &section.peers[id.0].stats.addrs;
+    let addrs = &stats.addrs;
     *crate::section::lock(addrs) = Some((conn.local.to_string(), remote.to_string()));
     let Incoming { stream, engine, .. } = conn;
-    let tls = &section.peers[id.0].stats.tls;
+    let tls = &stats.tls;
     tls.store(matches!(stream, PeerStream::Tls(_)), Ordering::Relaxed);
     // Plain TCP splits without a lock; TLS needs tokio's split, and a flush after
     // writes: rustls may keep records that the socket did not take yet.
     let ending = match stream {
         PeerStream::Plain(s) => {
             let (rd, wr) = s.into_split();
-            drive(&section, &mut core, engine, rd, wr, &wake, cancel, false).await
+            drive(
+                &section, &mut core, engine, rd, wr, &wake, &mut cores, cancel, false,
+            )
+            .await
         }
         PeerStream::Tls(s) => {
             let (rd, wr) = tokio::io::split(*s);
-            drive(&section, &mut core, engine, rd, wr, &wake, cancel, true).await
+            drive(
+                &section, &mut core, engine, rd, wr, &wake, &mut cores, cancel, true,
+            )
+            .await
         }
     };
     tls.store(false, Ordering::Relaxed);
@@ -75,9 +86,10 @@ pub async fn run(section: Arc<Section>, id: PeerId, conn: Incoming, cancel: Canc
     core.finish(&ending);
 }
 
-/// Moves bytes between the socket and the engine until the session ends.
-/// `flushes`: the writer buffers (TLS), so it is flushed once the write buffer is
-/// empty, or the last records written could wait for the next write.
+/// Moves bytes between the socket and the engine until the session ends, and
+/// moves the session core to each core a reload installs. `flushes`: the writer
+/// buffers (TLS), so it is flushed once the write buffer is empty, or the last
+/// records written could wait for the next write.
 #[allow(clippy::too_many_arguments)]
 async fn drive<R, W>(
     section: &Section,
@@ -86,6 +98,7 @@ async fn drive<R, W>(
     mut rd: R,
     mut wr: W,
     wake: &Wake,
+    cores: &mut watch::Receiver<Arc<SectionCore<Store>>>,
     cancel: CancellationToken,
     flushes: bool,
 ) -> Ending
@@ -145,6 +158,11 @@ where
             }
             _ = wake.0.notified(), if !writing => {}
             _ = resync_flag.notified() => engine.request_resync(),
+            // The sender lives as long as the section, which outlives this task.
+            Ok(()) = cores.changed() => {
+                let next = cores.borrow_and_update().clone();
+                core.switch_section(next);
+            }
             _ = tick.tick() => engine.handle_timeout(now()),
         }
         if let Some(end) = core.handle_events(&mut engine, now()) {

@@ -1,24 +1,49 @@
-//! Signals that stop the daemon.
+//! Signals that stop or reload the daemon.
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal as Stream, SignalKind, signal};
 
-/// Waits for SIGTERM or SIGINT. On SIGHUP, calls `on_hup` and goes on waiting.
-pub async fn wait_for_signal(mut on_hup: impl FnMut()) -> Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// The signals the daemon acts on, installed once.
+#[derive(Debug)]
+pub struct Signals {
+    term: Stream,
+    int: Stream,
+    hup: Stream,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// The next signal. SIGHUPs that arrive during a reload are merged into one
+    /// (the kernel coalesces pending signals): the next reload reads the files as
+    /// they are then.
+    pub async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = term.recv() => {
+            _ = self.term.recv() => {
                 tracing::info!("SIGTERM received");
-                return Ok(());
+                Signal::Stop
             }
-            _ = int.recv() => {
+            _ = self.int.recv() => {
                 tracing::info!("SIGINT received");
-                return Ok(());
+                Signal::Stop
             }
-            _ = hup.recv() => on_hup(),
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

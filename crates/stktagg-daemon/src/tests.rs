@@ -51,16 +51,33 @@ struct Mock {
     epoch: tokio::time::Instant,
 }
 
-/// What the mock sends: entries queued by the test, and its answer to a resync.
+/// What the mock sends: entries queued by the test, and its answer to a resync
+/// (every entry it sent, latest values, as a HAProxy node teaches its table).
 #[derive(Default)]
 struct MockFeed {
     live: std::collections::VecDeque<(TableDefinition, Update)>,
     partial: bool,
+    /// Whether it answers a resync request with `state` (else with nothing).
+    teaches: bool,
+    /// The latest update sent per table and key.
+    state: std::collections::BTreeMap<(Bytes, Bytes), (TableDefinition, Update)>,
+    /// The lesson being taught.
+    lesson: std::collections::VecDeque<(TableDefinition, Update)>,
 }
 
 impl Feed for MockFeed {
     fn lesson_complete(&self) -> bool {
         !self.partial
+    }
+
+    fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let Some((def, u)) = self.lesson.pop_front() else {
+            return Progress::Done;
+        };
+        let table = TableKey(u64::from(def.table_id));
+        let sent = out.send(table, || Some(def), u.key, u.values, u.expire_ms);
+        assert!(matches!(sent, Ok(true)), "the mock's lesson must encode");
+        Progress::More
     }
 
     fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
@@ -143,6 +160,8 @@ impl Mock {
     /// Queues updates of table `def` and sends them.
     async fn send(&mut self, def: &TableDefinition, updates: impl IntoIterator<Item = Update>) {
         for u in updates {
+            let at = (def.name.clone(), u.key.0.clone());
+            self.feed.state.insert(at, (def.clone(), u.clone()));
             self.feed.live.push_back((def.clone(), u));
         }
         self.flush().await;
@@ -160,6 +179,9 @@ impl Mock {
             if let Some(e) = self.engine.poll_event() {
                 if let Event::TableDefined(d) = &e {
                     self.defs.insert(d.table_id, d.clone());
+                }
+                if matches!(e, Event::ResyncRequested) && self.feed.teaches {
+                    self.feed.lesson = self.feed.state.values().cloned().collect();
                 }
                 // Answers (acks, CONFIRM, FINISHED) go out at once.
                 self.flush().await;
@@ -361,7 +383,7 @@ async fn a_hostile_peer_loses_its_session_and_nobody_else_notices() {
     );
     let s = &d.sections[0];
     let errors = |i: usize| {
-        s.peers[i]
+        s.core().peers[i]
             .stats
             .protocol_errors
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -502,7 +524,7 @@ async fn random_bytes_from_peers_never_hurt_the_daemon() {
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].values[0], Value::Uint(2));
     assert!(
-        s.peers[1]
+        s.core().peers[1]
             .stats
             .protocol_errors
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -595,7 +617,7 @@ async fn an_impostor_from_another_address_is_refused_and_never_counted() {
         impostor(addr, "127.0.71.9", "h1").await,
         Some(StatusCode::UnknownPeer)
     );
-    let stats = &s.peers[0].stats;
+    let stats = &s.core().peers[0].stats;
     assert_eq!(stats.addr_refused.load(Ordering::Relaxed), 1);
     // The real session was not displaced: no collision, one session, its remote.
     assert_eq!(stats.collisions.load(Ordering::Relaxed), 0);
@@ -663,16 +685,25 @@ async fn the_opt_out_and_the_loopback_rule_accept_what_they_say() {
         .expect("h2 from 127.0.0.1");
     let h2_local = h2.stream.local_addr().expect("its address");
     assert_eq!(h2_local.ip(), ip("127.0.0.1"));
-    assert_eq!(remote_of(&s.peers[1].stats), Some(h2_local.to_string()));
+    assert_eq!(
+        remote_of(&s.core().peers[1].stats),
+        Some(h2_local.to_string())
+    );
     // But not from another alias, and the refusal leaves h2's session alone.
     assert_eq!(
         impostor(addr, "127.0.71.9", "h2").await,
         Some(StatusCode::UnknownPeer)
     );
-    assert_eq!(s.peers[1].stats.addr_refused.load(Ordering::Relaxed), 1);
-    assert_eq!(s.peers[1].stats.collisions.load(Ordering::Relaxed), 0);
     assert_eq!(
-        s.peers[1].stats.state(),
+        s.core().peers[1].stats.addr_refused.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        s.core().peers[1].stats.collisions.load(Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        s.core().peers[1].stats.state(),
         crate::section::SessionState::Established
     );
     // An unknown name gets the same answer as a wrong address: a prober learns
@@ -681,7 +712,10 @@ async fn the_opt_out_and_the_loopback_rule_accept_what_they_say() {
         impostor(addr, "127.0.71.9", "stranger").await,
         Some(StatusCode::UnknownPeer)
     );
-    assert_eq!(s.peers[2].stats.addr_refused.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        s.core().peers[2].stats.addr_refused.load(Ordering::Relaxed),
+        0
+    );
     drop(h2);
     d.stop(Duration::from_secs(2)).await;
 }
@@ -704,5 +738,300 @@ async fn our_dials_come_from_our_local_ip() {
         .expect("the daemon dials its upstream")
         .expect("accept");
     assert_eq!(from.ip(), ip("127.0.72.1"));
+    d.stop(Duration::from_secs(2)).await;
+}
+
+fn count_in(m: &Mock, e: &Event, table: &[u8], ip: u8) -> Option<u32> {
+    match e {
+        Event::Update(u) if m.table_name(u.table_id) == Some(table) => count_of(e, ip),
+        _ => None,
+    }
+}
+
+/// The value of `stktagg_config_reloads_total{result}` in the exposition.
+fn reloads(result: &str) -> u64 {
+    let text = crate::metrics::render().expect("the recorder is installed");
+    let series = format!("stktagg_config_reloads_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_reload_changes_what_it_says_and_nothing_else() {
+    let port = free_port();
+    let cfg = |peers: &str, rules: &str| {
+        format!(
+            "aggregations t\n  peer agg 127.0.0.1:{port} local\n{peers}  from .in to .out\n{rules}"
+        )
+    };
+    let three = "  peer s1\n  peer s2\n  peer s3\n";
+    let mut d = Daemon::start(
+        load_str(&cfg(three, ""), "t.cfg").expect("valid"),
+        Options::default(),
+    )
+    .await
+    .expect("daemon starts");
+    let addr = d.sections[0].listen_addr();
+    let input = def("/x.in");
+    let other = TableDefinition {
+        table_id: 8,
+        ..def("/x.y")
+    };
+    let mut s1 = Mock::connect(addr, "agg", "s1").await.expect("200");
+    let mut s2 = Mock::connect(addr, "agg", "s2").await.expect("200");
+    let mut s3 = Mock::connect(addr, "agg", "s3").await.expect("200");
+    s1.feed.teaches = true;
+    s1.send(&input, [update(1, 5)]).await;
+    // No rule takes /x.y yet: ignored.
+    s1.send(&other, [update(1, 100)]).await;
+    s2.send(&input, [update(1, 7)]).await;
+    s3.send(&input, [update(1, 11)]).await;
+    for m in [&mut s1, &mut s2, &mut s3] {
+        assert!(
+            m.until(WAIT, |e| count_of(e, 1) == Some(23))
+                .await
+                .is_some()
+        );
+    }
+
+    // 1. A peer inserted before the others: nobody is renumbered.
+    let four = "  peer s0\n  peer s1\n  peer s2\n  peer s3\n";
+    let out = d.reload(load_str(&cfg(four, ""), "t.cfg")).await;
+    let crate::reload::Outcome::Applied(lines) = &out else {
+        panic!("{out:?}");
+    };
+    assert_eq!(lines, &["section `t`: peer `s0` added (node, (dials in))"]);
+    let core = d.sections[0].core();
+    assert_eq!(core.peer_by_name("s0"), Some(3));
+    assert_eq!(core.peer_by_name("s1"), Some(0));
+    let mut s0 = Mock::connect(addr, "agg", "s0")
+        .await
+        .expect("the new peer is known");
+    s0.send(&input, [update(1, 2)]).await;
+    for (i, m) in [&mut s1, &mut s2, &mut s0].into_iter().enumerate() {
+        let got = m.until(WAIT, |e| count_of(e, 1) == Some(25)).await;
+        assert!(got.is_some(), "mock {i}");
+    }
+
+    // 2. A peer removed: its session closes and its contribution leaves the sum.
+    let out = d
+        .reload(load_str(
+            &cfg("  peer s0\n  peer s1\n  peer s2\n", ""),
+            "t.cfg",
+        ))
+        .await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l == &["section `t`: peer `s3` removed"]),
+        "{out:?}"
+    );
+    assert!(
+        s3.until(WAIT, |_| false).await.is_none(),
+        "s3's session was closed"
+    );
+    for m in [&mut s1, &mut s2, &mut s0] {
+        assert!(
+            m.until(WAIT, |e| count_of(e, 1) == Some(14))
+                .await
+                .is_some()
+        );
+    }
+    let s = &d.sections[0];
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let key = Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1));
+    let detail = s
+        .store
+        .detail(table, &key, s.clock.now_ms())
+        .expect("the key");
+    let mut sources: Vec<u16> = detail.iter().map(|c| c.source.0).collect();
+    sources.sort();
+    assert_eq!(sources, [0, 1, 3], "s3 (id 2) contributes nothing");
+    assert_eq!(
+        Mock::connect(addr, "agg", "s3").await.err(),
+        Some(StatusCode::UnknownPeer),
+        "a removed peer is a stranger"
+    );
+
+    // 3. A rule added: the peer that defined a table it now takes is asked for a
+    // full resync, and the sum it already had never moves; the others are not asked.
+    let three = "  peer s0\n  peer s1\n  peer s2\n";
+    let out = d
+        .reload(load_str(&cfg(three, "  from .y to .ysum\n"), "t.cfg"))
+        .await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l == &["section `t`: rule `from .y to .ysum` added"]),
+        "{out:?}"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut asked = false;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(e) = s1.next(left).await else {
+            panic!("/x.ysum never arrived (asked for a resync: {asked})");
+        };
+        asked |= matches!(e, Event::ResyncRequested);
+        if let Some(v) = count_in(&s1, &e, b"/x.out", 1) {
+            assert_eq!(v, 14, "the sum moved during the resync");
+        }
+        if count_in(&s1, &e, b"/x.ysum", 1) == Some(100) {
+            break;
+        }
+    }
+    assert!(asked, "s1 was not asked for a resync");
+    let quiet = s2
+        .until(Duration::from_millis(700), |e| {
+            matches!(e, Event::ResyncRequested)
+        })
+        .await;
+    assert!(
+        quiet.is_none(),
+        "s2's routing did not change, yet it was asked"
+    );
+
+    // 4. A broken file: nothing changes, and it is counted.
+    let invalid_before = reloads("invalid");
+    let out = d
+        .reload(load_str(&cfg("  peer s1 nonsense\n", ""), "t.cfg"))
+        .await;
+    assert!(matches!(out, crate::reload::Outcome::Invalid(_)), "{out:?}");
+    assert_eq!(reloads("invalid"), invalid_before + 1);
+    assert!(reloads("ok") >= 3);
+    let core = d.sections[0].core();
+    assert_eq!(core.plan.rules.len(), 2, "the running rules stay");
+    assert_eq!(core.live_peers().count(), 3);
+
+    // The untouched sessions were never re-established, and the sums still move.
+    for name in ["s0", "s1", "s2"] {
+        let p = &core.peers[core.peer_by_name(name).expect("a peer")];
+        assert_eq!(p.stats.sessions.load(Ordering::Relaxed), 1, "{name}");
+        assert_eq!(
+            p.stats.state(),
+            crate::section::SessionState::Established,
+            "{name}"
+        );
+    }
+    s2.send(&input, [update(1, 8)]).await;
+    assert!(
+        s1.until(WAIT, |e| count_of(e, 1) == Some(15))
+            .await
+            .is_some()
+    );
+    d.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn clear_table_removes_our_entries_and_the_next_update_starts_the_sum_again() {
+    let (d, addr) = start("").await;
+    let input = def("/x.in");
+    let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
+    let mut b = Mock::connect(addr, "agg", "s2").await.expect("200");
+    a.send(&input, [update(1, 5), update(2, 1)]).await;
+    b.send(&input, [update(1, 7)]).await;
+    assert!(
+        a.until(WAIT, |e| count_of(e, 1) == Some(12))
+            .await
+            .is_some()
+    );
+    let s = &d.sections[0];
+    let ctx = crate::api::ApiContext::new(d.sections.clone(), s.clock);
+    let user = stktagg_config::AccessLevel::User;
+    assert_eq!(
+        crate::api::execute_at(&ctx, user, "clear table t/x.out key 10.0.0.1"),
+        "Permission denied\n"
+    );
+    let op = stktagg_config::AccessLevel::Operator;
+    assert_eq!(
+        crate::api::execute_at(&ctx, op, "clear table t/nope"),
+        "No such table\n"
+    );
+    assert_eq!(
+        crate::api::execute_at(&ctx, op, "clear table t/x.out key 10.0.0.1"),
+        "\n"
+    );
+    let table = s.store.output_by_name(b"/x.out").expect("the output table");
+    let now = s.clock.now_ms();
+    assert!(
+        s.store
+            .read(table, &Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 1)), now)
+            .is_none()
+    );
+    assert!(
+        s.store
+            .read(table, &Key::from_ipv4(Ipv4Addr::new(10, 0, 0, 2)), now)
+            .is_some()
+    );
+    // The next update of the key is the sum again, from that source alone until
+    // the others update it too.
+    b.send(&input, [update(1, 8)]).await;
+    assert!(a.until(WAIT, |e| count_of(e, 1) == Some(8)).await.is_some());
+    a.send(&input, [update(1, 6)]).await;
+    assert!(
+        b.until(WAIT, |e| count_of(e, 1) == Some(14))
+            .await
+            .is_some()
+    );
+    assert_eq!(crate::api::execute_at(&ctx, op, "clear table /x.out"), "\n");
+    assert_eq!(s.store.table_summaries()[0].used, 0);
+    d.stop(Duration::from_secs(2)).await;
+}
+
+/// The value of a series in the exposition (0 when absent).
+fn series(name_and_labels: &str) -> u64 {
+    let text = crate::metrics::render().expect("the recorder is installed");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_full_table_refuses_new_keys_counts_them_and_a_reload_resizes_it() {
+    let port = free_port();
+    let cfg = |size: u32| {
+        format!(
+            "aggregations full\n  peer agg 127.0.0.1:{port} local\n  peer s1\n  from .in to .out size {size}\n"
+        )
+    };
+    let mut d = Daemon::start(
+        load_str(&cfg(2), "t.cfg").expect("valid"),
+        Options::default(),
+    )
+    .await
+    .expect("daemon starts");
+    let addr = d.sections[0].listen_addr();
+    let input = def("/x.in");
+    let mut a = Mock::connect(addr, "agg", "s1").await.expect("200");
+    a.send(&input, [update(1, 1), update(2, 2), update(3, 3)])
+        .await;
+    assert!(a.until(WAIT, |e| count_of(e, 2) == Some(2)).await.is_some());
+    let full = "stktagg_table_full_total{section=\"full\",table=\"/x.out\"} ";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while series(full) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refusal was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = d.sections[0].clone();
+    let t = s.store.table_summaries()[0].clone();
+    assert_eq!((t.used, t.size), (2, 2), "nothing evicted, nothing added");
+    // Existing keys still update.
+    a.send(&input, [update(1, 10)]).await;
+    assert!(
+        a.until(WAIT, |e| count_of(e, 1) == Some(10))
+            .await
+            .is_some()
+    );
+    // A larger size applies at once to the running table.
+    let out = d.reload(load_str(&cfg(3), "t.cfg")).await;
+    assert!(
+        matches!(&out, crate::reload::Outcome::Applied(l) if l.iter().any(|l| l.contains("size 3"))),
+        "{out:?}"
+    );
+    assert_eq!(s.store.table_summaries()[0].size, 3);
+    a.send(&input, [update(3, 4)]).await;
+    assert!(a.until(WAIT, |e| count_of(e, 3) == Some(4)).await.is_some());
     d.stop(Duration::from_secs(2)).await;
 }

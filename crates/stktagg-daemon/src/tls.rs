@@ -15,8 +15,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// How a peer's certificate is checked (HAProxy's `verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -271,124 +272,56 @@ impl From<&stktagg_config::TlsDial> for DialTls {
 pub struct SectionTls {
     /// Our listener's, if it speaks TLS.
     pub listener: Option<(ListenerTls, Arc<ServerConfig>)>,
-    /// Per peer (by id), how we dial it over TLS, with the server name we check.
-    pub dialers: Vec<Option<(DialTls, ServerName<'static>, Arc<ClientConfig>)>>,
+    /// Per peer we dial over TLS (by name: ids are the running plan's, names
+    /// are what a reload keeps), how we dial it and the server name we check.
+    pub dialers: BTreeMap<String, (DialTls, ServerName<'static>, Arc<ClientConfig>)>,
 }
 
-/// A section's TLS at run time. The configurations sit behind locks so that
-/// [`TlsState::reload`] can swap them for ones built from the files re-read (a
-/// renewed certificate): new handshakes use the new ones, established sessions
-/// keep the keys they negotiated and are never touched.
+/// A section's TLS at run time, as the configuration in force loaded it.
 ///
-/// The locks are std's: they are held only to clone an `Arc`, never across an
-/// `.await`.
+/// It is immutable: a reload (which reads every file again, see `reload`)
+/// replaces it whole. New handshakes take the state current when they start;
+/// established sessions keep the keys they negotiated and are never touched.
 #[derive(Debug, Default)]
 pub struct TlsState {
-    listener: Option<(ListenerTls, RwLock<Arc<ServerConfig>>)>,
-    dialers: Vec<Option<Dialer>>,
-}
-
-#[derive(Debug)]
-struct Dialer {
-    opts: DialTls,
-    name: ServerName<'static>,
-    config: RwLock<Arc<ClientConfig>>,
-}
-
-/// What a [`TlsState::reload`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reloaded {
-    /// Configurations rebuilt and swapped (the listener's and one per TLS peer).
-    pub swapped: usize,
-    /// Why the others were kept as they were, one line each.
-    pub errors: Vec<String>,
-}
-
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
-
-fn write<T>(lock: &RwLock<T>, value: T) {
-    *lock
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    loaded: SectionTls,
 }
 
 impl TlsState {
     /// Runs what was loaded.
     pub fn new(loaded: SectionTls) -> TlsState {
-        TlsState {
-            listener: loaded.listener.map(|(opts, cfg)| (opts, RwLock::new(cfg))),
-            dialers: loaded
-                .dialers
-                .into_iter()
-                .map(|d| {
-                    d.map(|(opts, name, cfg)| Dialer {
-                        opts,
-                        name,
-                        config: RwLock::new(cfg),
-                    })
-                })
-                .collect(),
-        }
+        TlsState { loaded }
     }
 
     /// The acceptor for a new connection, if our listener speaks TLS.
     pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        let (_, cfg) = self.listener.as_ref()?;
-        Some(tokio_rustls::TlsAcceptor::from(read(cfg)))
+        let (_, cfg) = self.loaded.listener.as_ref()?;
+        Some(tokio_rustls::TlsAcceptor::from(cfg.clone()))
     }
 
     /// How our listener checks client certificates, if it speaks TLS.
     pub fn listener_verify(&self) -> Option<Verify> {
-        self.listener.as_ref().map(|(opts, _)| opts.verify)
+        self.loaded.listener.as_ref().map(|(opts, _)| opts.verify)
     }
 
-    /// The connector and server name to dial peer `peer` (by id), if we dial it
-    /// over TLS.
+    /// The connector and server name to dial peer `peer` (by name), if we dial
+    /// it over TLS.
     pub fn connector(
         &self,
-        peer: usize,
+        peer: &str,
     ) -> Option<(tokio_rustls::TlsConnector, ServerName<'static>)> {
-        let d = self.dialers.get(peer)?.as_ref()?;
-        Some((
-            tokio_rustls::TlsConnector::from(read(&d.config)),
-            d.name.clone(),
-        ))
+        let (_, name, cfg) = self.loaded.dialers.get(peer)?;
+        Some((tokio_rustls::TlsConnector::from(cfg.clone()), name.clone()))
     }
 
     /// Whether anything in this section speaks TLS.
     pub fn is_used(&self) -> bool {
-        self.listener.is_some() || self.dialers.iter().any(Option::is_some)
+        self.loaded.listener.is_some() || !self.loaded.dialers.is_empty()
     }
 
-    /// Re-reads every certificate, key and CA file and swaps each configuration
-    /// rebuilt without error; one that fails keeps the configuration it had.
-    pub fn reload(&self) -> Reloaded {
-        let mut r = Reloaded::default();
-        if let Some((opts, cfg)) = &self.listener {
-            match server_config(opts) {
-                Ok(new) => {
-                    write(cfg, new);
-                    r.swapped += 1;
-                }
-                Err(e) => r.errors.push(format!("listener: {e:#}")),
-            }
-        }
-        for d in self.dialers.iter().flatten() {
-            match client_config(&d.opts) {
-                Ok(new) => {
-                    write(&d.config, new);
-                    r.swapped += 1;
-                }
-                Err(e) => r
-                    .errors
-                    .push(format!("dialing `{}`: {e:#}", d.name.to_str())),
-            }
-        }
-        r
+    /// How many configurations it runs (the listener's and one per TLS peer).
+    pub fn configurations(&self) -> usize {
+        usize::from(self.loaded.listener.is_some()) + self.loaded.dialers.len()
     }
 }
 
@@ -489,8 +422,8 @@ mod tests {
     }
 
     #[test]
-    fn reload_swaps_what_loads_and_keeps_what_does_not() {
-        let d = scratch("reload");
+    fn state_dials_by_peer_name_and_serves_its_listener() {
+        let d = scratch("state");
         let (ca, leaves) = pki(&d, &["agg", "hap1"]);
         let listener = ListenerTls {
             crt: leaves[0].clone(),
@@ -505,30 +438,21 @@ mod tests {
         let name = server_name(&dial, "hap1").unwrap();
         let state = TlsState::new(SectionTls {
             listener: Some((listener.clone(), server_config(&listener).unwrap())),
-            dialers: vec![
-                None,
-                Some((dial.clone(), name, client_config(&dial).unwrap())),
-            ],
+            dialers: [(
+                "hap1".to_owned(),
+                (dial.clone(), name, client_config(&dial).unwrap()),
+            )]
+            .into(),
         });
         assert!(state.is_used());
+        assert_eq!(state.configurations(), 2);
         assert_eq!(state.listener_verify(), Some(Verify::Required));
-        assert!(state.connector(0).is_none() && state.connector(1).is_some());
-        let before = state.acceptor().map(|a| Arc::as_ptr(a.config()));
-        let r = state.reload();
-        assert_eq!((r.swapped, r.errors.len()), (2, 0), "{r:?}");
-        let after = state.acceptor().map(|a| Arc::as_ptr(a.config()));
-        assert_ne!(
-            before, after,
-            "the listener's configuration was not swapped"
-        );
-        // A broken certificate file: nothing swapped, both keep what they had.
-        std::fs::write(&leaves[0], "broken\n").unwrap();
-        let r = state.reload();
-        assert_eq!(r.swapped, 0, "{r:?}");
-        assert_eq!(r.errors.len(), 2, "{r:?}");
-        assert!(r.errors[0].starts_with("listener: crt "), "{r:?}");
-        assert_eq!(state.acceptor().map(|a| Arc::as_ptr(a.config())), after);
-        assert!(state.connector(1).is_some());
+        assert!(state.acceptor().is_some());
+        assert!(state.connector("hap2").is_none());
+        let (_, sni) = state.connector("hap1").expect("hap1 is dialed over TLS");
+        assert_eq!(sni.to_str(), "hap1");
+        let plain = TlsState::default();
+        assert!(!plain.is_used() && plain.acceptor().is_none());
     }
 
     #[test]

@@ -76,6 +76,14 @@ pub fn table_ignored(section: &str, peer: &str) {
         .increment(1);
 }
 
+/// New keys refused by a full output table (`table` is its wire name): counted
+/// per update refused. `by` 0 registers the series at 0 (when a source first
+/// feeds the table), so that `increase(...) > 0` sees the first refusal.
+pub fn table_full(section: &str, table: &str, by: u64) {
+    counter!("stktagg_table_full_total", "section" => section.to_owned(), "table" => table.to_owned())
+        .increment(by);
+}
+
 /// A group's active member changed.
 pub fn group_switch(section: &str, group: &str) {
     counter!("stktagg_group_switches_total", "section" => section.to_owned(), "group" => group.to_owned())

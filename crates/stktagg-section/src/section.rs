@@ -8,7 +8,7 @@ use crate::store::TableStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use stktagg_store::SourceId;
-use stktagg_topology::{PeerId, Role, SectionPlan};
+use stktagg_topology::{GroupId, PeerId, PeerPlan, Role, SectionPlan, SourceKind};
 
 /// How long after its session is up a source's first lesson may hold back our
 /// changes (see [`SectionCore::publishing`]). HAProxy answers a resync request
@@ -21,10 +21,13 @@ pub trait Signals: Send + Sync {
     fn request_resync(&self, peer: PeerId);
 }
 
-/// One configured peer of a section (never the `local` one).
+/// One configured peer of a section (never the `local` one), or one that was
+/// removed by a reload (its slot is kept so that ids stay indices:
+/// [`SectionCore::is_live`] tells them apart).
 #[derive(Debug)]
 pub struct PeerInfo {
-    /// Index in the section's peer list; also the store's source id.
+    /// Its slot in the section's peer list, stable across reloads; also the
+    /// store's source id.
     pub id: PeerId,
     /// The peer's name.
     pub name: String,
@@ -32,11 +35,46 @@ pub struct PeerInfo {
     pub role: Role,
     /// Where to dial it (host and port), if it has an address.
     pub addr: Option<(String, u16)>,
-    /// State and counters.
-    pub stats: PeerStats,
+    /// State and counters, shared with the cores that succeed this one across
+    /// reloads, so that a session that outlives a reload counts in one place.
+    pub stats: Arc<PeerStats>,
 }
 
 impl PeerInfo {
+    fn from_plan(p: &PeerPlan, stats: Arc<PeerStats>) -> PeerInfo {
+        PeerInfo {
+            id: p.id,
+            name: p.name.clone(),
+            role: p.role,
+            addr: p.addr.as_ref().map(|a| (a.host.clone(), a.port)),
+            stats,
+        }
+    }
+
+    /// A slot no plan of this core has used (ids are only ever skipped by
+    /// renumbered plans): nobody's, never live.
+    fn vacant(id: PeerId) -> PeerInfo {
+        PeerInfo {
+            id,
+            name: String::new(),
+            role: Role::Source(SourceKind::Node),
+            addr: None,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The same peer, kept in a later core after it was removed: no address
+    /// to dial, the same counters.
+    fn retired(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id,
+            name: self.name.clone(),
+            role: self.role,
+            addr: None,
+            stats: self.stats.clone(),
+        }
+    }
+
     /// The store's id for this peer as a source.
     pub fn source_id(&self) -> SourceId {
         SourceId(self.id.0 as u16)
@@ -63,11 +101,14 @@ pub struct SectionCore<S> {
     pub name: String,
     /// Our local peer name.
     pub local_name: String,
-    /// The resolved plan.
+    /// The resolved plan (renumbered onto stable ids after a reload:
+    /// [`stktagg_topology::renumber`]).
     pub plan: SectionPlan,
     /// The tables.
     pub store: Arc<S>,
-    /// Peers by id (never the local one).
+    /// Peers by id (never the local one): every slot handed out, the peers of
+    /// the plan and those a reload removed ([`SectionCore::live_peers`] gives
+    /// only the former).
     pub peers: Vec<PeerInfo>,
     /// Clock reading at start.
     pub started_ms: u64,
@@ -83,15 +124,11 @@ pub struct SectionCore<S> {
 impl<S: TableStore> SectionCore<S> {
     /// A section from its plan, over `store`, started at `now`.
     pub fn new(plan: SectionPlan, store: Arc<S>, now: u64, startup_grace_ms: u64) -> Self {
-        let peers = plan
-            .peers
-            .iter()
-            .map(|p| PeerInfo {
-                id: p.id,
-                name: p.name.clone(),
-                role: p.role,
-                addr: p.addr.as_ref().map(|a| (a.host.clone(), a.port)),
-                stats: PeerStats::default(),
+        let slots = plan.peers.iter().map(|p| p.id.0 + 1).max().unwrap_or(0);
+        let peers = (0..slots)
+            .map(|i| match plan.peer(PeerId(i)) {
+                Some(p) => PeerInfo::from_plan(p, Arc::default()),
+                None => PeerInfo::vacant(PeerId(i)),
             })
             .collect();
         SectionCore {
@@ -107,9 +144,75 @@ impl<S: TableStore> SectionCore<S> {
         }
     }
 
-    /// The peer called `name`, if it is one of ours (the local peer is not).
+    /// The core that takes over from this one after a reload: `plan` is the new
+    /// plan renumbered onto this one's ids ([`stktagg_topology::renumber`]) and
+    /// `slots` the number of ids handed out. Same store, same start, and each
+    /// peer that stays keeps its counters; a removed peer keeps its slot (retired,
+    /// its counters kept), and a name that comes back gets them again.
+    ///
+    /// Sessions hold the core they started with until they move to this one
+    /// ([`crate::SessionCore::switch_section`]); until they do, a switch of a
+    /// group's member counted there is not counted here (`group_switches` is a
+    /// copy: `show info` may miss one switch made during a reload; the metric
+    /// counts every one).
+    pub fn successor(&self, plan: SectionPlan, slots: usize) -> Self {
+        let slots = slots.max(self.peers.len());
+        let peers = (0..slots)
+            .map(|i| {
+                let id = PeerId(i);
+                let before = self.peers.get(i);
+                match (plan.peer(id), before) {
+                    (Some(p), Some(b)) if b.name == p.name => {
+                        PeerInfo::from_plan(p, b.stats.clone())
+                    }
+                    (Some(p), _) => PeerInfo::from_plan(p, Arc::default()),
+                    (None, Some(b)) => b.retired(),
+                    (None, None) => PeerInfo::vacant(id),
+                }
+            })
+            .collect();
+        SectionCore {
+            name: plan.name.clone(),
+            local_name: plan.local_name.clone(),
+            store: self.store.clone(),
+            peers,
+            started_ms: self.started_ms,
+            startup_grace_ms: self.startup_grace_ms,
+            group_switches: AtomicU64::new(self.group_switches.load(Ordering::Relaxed)),
+            reject_log_limit: LogLimiter::default(),
+            plan,
+        }
+    }
+
+    /// The peer called `name`, if it is one of ours (the local peer is not, nor
+    /// a peer a reload removed): its id's index.
     pub fn peer_by_name(&self, name: &str) -> Option<usize> {
-        self.peers.iter().position(|p| p.name == name)
+        self.plan.peer_by_name(name).map(|id| id.0)
+    }
+
+    /// Whether `id` is a peer of the plan (not a slot a reload retired).
+    pub fn is_live(&self, id: PeerId) -> bool {
+        self.plan.peer(id).is_some()
+    }
+
+    /// The peers of the plan, by id (not those a reload removed).
+    pub fn live_peers(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.iter().filter(|p| self.is_live(p.id))
+    }
+
+    /// A peer removed by a reload, whose sessions have ended: its contributions
+    /// leave the tables at once (the sums it was part of are republished without
+    /// it), and if it was an `up` group's relayed member, the group elects
+    /// another.
+    pub fn retire(&self, id: PeerId, now: u64, signals: &dyn Signals) {
+        let Some(peer) = self.peers.get(id.0) else {
+            return;
+        };
+        let dropped = self.store.drop_source(peer.source_id(), now);
+        tracing::info!(section = %self.name, peer = %peer.name, contributions = dropped, "removed peer's contributions dropped");
+        if let Some(group) = peer.group() {
+            self.elect(group, now, signals);
+        }
     }
 
     /// Whether we hold complete data ourselves: every source has finished a full
@@ -121,8 +224,7 @@ impl<S: TableStore> SectionCore<S> {
     pub fn up_to_date(&self, now: u64) -> bool {
         now.saturating_sub(self.started_ms) >= self.startup_grace_ms
             || self
-                .peers
-                .iter()
+                .live_peers()
                 .filter(|p| p.is_source())
                 .all(|p| p.stats.resynced.load(Ordering::Relaxed))
     }
@@ -156,8 +258,7 @@ impl<S: TableStore> SectionCore<S> {
     /// The number of `group` as written in the configuration, for logs and displays.
     pub fn group_number(&self, group: u16) -> String {
         self.plan
-            .groups
-            .get(group as usize)
+            .group(GroupId(group as usize))
             .and_then(|g| g.number)
             .map(|n| n.to_string())
             .unwrap_or_else(|| format!("#{group}"))

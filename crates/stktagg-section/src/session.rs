@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
-use stktagg_store::{SharedChange, SubscriptionFilter, TableId, Waker};
+use stktagg_store::{SharedChange, StoreError, SubscriptionFilter, TableId, Waker};
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
 use stktagg_wire::shard::{key_shard, local_id, table_seed};
 use stktagg_wire::{Key, KeyType, TableDefinition, Update, Value};
@@ -140,6 +140,9 @@ pub struct SessionCore<S: TableStore> {
     id: PeerId,
     remote: String,
     inbound: HashMap<u32, Inbound<S>>,
+    /// Each table the peer defined (by its table id) and how it was routed: a
+    /// reload that changes the routing re-routes them ([`SessionCore::switch_section`]).
+    defined: HashMap<u32, (TableDefinition, Route)>,
     filter: SubscriptionFilter,
     /// The full resync we teach: the entries still to send.
     lesson: VecDeque<(TableId, Key)>,
@@ -207,6 +210,7 @@ impl<S: TableStore> SessionCore<S> {
             id,
             remote,
             inbound: HashMap::new(),
+            defined: HashMap::new(),
             filter,
             lesson: VecDeque::new(),
             teach_back: VecDeque::new(),
@@ -234,6 +238,52 @@ impl<S: TableStore> SessionCore<S> {
     /// How many changed entries wait to be sent to this peer.
     pub fn pending(&self) -> usize {
         self.section.store.pending(&self.sub)
+    }
+
+    /// Moves the session to `section`, the core that succeeds its own after a
+    /// reload ([`SectionCore::successor`]), and re-routes the tables the peer has
+    /// defined by the new plan. A table whose route changed (a rule or a
+    /// `forward` added or removed) is registered anew, and the peer is asked for
+    /// a full resync: the entries it sent before the change were routed the old
+    /// way (or ignored), and its lesson puts each where it now goes; what the old
+    /// route left behind is dropped at the lesson's end, as after any resync.
+    /// Tables whose route is the same are left alone: a reload that does not
+    /// change this peer's routing costs its session nothing.
+    ///
+    /// A session of a peer the new plan removed, or whose role changed, is about
+    /// to be closed by its runner: it moves without re-routing anything.
+    pub fn switch_section(&mut self, section: Arc<SectionCore<S>>) {
+        if Arc::ptr_eq(&self.section, &section) {
+            return;
+        }
+        let same_role = section
+            .plan
+            .peer(self.id)
+            .is_some_and(|p| p.role == self.peer().role && p.name == self.peer().name);
+        self.section = section;
+        if !same_role {
+            return;
+        }
+        let mut rerouted = Vec::new();
+        let tables: Vec<u32> = self.defined.keys().copied().collect();
+        for table_id in tables {
+            let Some((def, old)) = self.defined.get(&table_id).cloned() else {
+                continue;
+            };
+            let route = self.route(&def);
+            // Ignored for another reason is still ignored: nothing to redo.
+            let both_ignored =
+                matches!(route, Route::Ignore { .. }) && matches!(old, Route::Ignore { .. });
+            if route != old && !both_ignored {
+                rerouted.push(String::from_utf8_lossy(&def.name).into_owned());
+                self.on_definition(def);
+            }
+        }
+        if !rerouted.is_empty() {
+            let peer = self.peer();
+            tracing::info!(section = %self.section.name, peer = %peer.name, tables = %rerouted.join(", "), "the reload changed the routing of this peer's tables: asking it for a full resync");
+            self.signals.request_resync(self.id);
+        }
     }
 
     /// Sets the time the next calls run at.
@@ -303,11 +353,12 @@ impl<S: TableStore> SessionCore<S> {
         }
     }
 
-    fn on_definition(&mut self, def: TableDefinition) {
-        let section = self.section.clone();
-        let peer = &section.peers[self.id.0];
-        let name = String::from_utf8_lossy(&def.name).into_owned();
-        let mut route = section.plan.route_incoming(self.id, &name);
+    /// Where the plan sends table `def` of this peer, within the bound on tables.
+    fn route(&self, def: &TableDefinition) -> Route {
+        let section = &self.section;
+        let peer = self.peer();
+        let name = String::from_utf8_lossy(&def.name);
+        let route = section.plan.route_incoming(self.id, &name);
         if let Route::Aggregate { output } = &route
             && !section.store.has_output(output.as_bytes())
             && section.store.table_count() >= MAX_TABLES
@@ -317,15 +368,29 @@ impl<S: TableStore> SessionCore<S> {
             if let Some(suppressed) = peer.stats.log_limit.allow(self.now) {
                 tracing::warn!(section = %section.name, peer = %peer.name, table = %name, suppressed, "too many tables, ignoring a new one");
             }
-            route = Route::Ignore {
+            return Route::Ignore {
                 reason: IgnoreReason::NoRule,
             };
         }
+        route
+    }
+
+    fn on_definition(&mut self, def: TableDefinition) {
+        let section = self.section.clone();
+        let peer = &section.peers[self.id.0];
+        let name = String::from_utf8_lossy(&def.name).into_owned();
+        let route = self.route(&def);
+        self.defined
+            .insert(def.table_id, (def.clone(), route.clone()));
         let store = &section.store;
         let inbound = match route {
             Route::Aggregate { output } => {
                 match store.register_input(peer.source_id(), &def.name, &def, output.as_bytes()) {
-                    Ok(h) => Inbound::Aggregate(h),
+                    Ok(h) => {
+                        store.set_output_size(&h, section.plan.output_size(&output));
+                        crate::metrics::table_full(&section.name, &output, 0);
+                        Inbound::Aggregate(h)
+                    }
                     Err(e) => {
                         crate::metrics::table_ignored(&section.name, &peer.name);
                         tracing::warn!(section = %section.name, peer = %peer.name, table = %name, error = %e, "input table refused");
@@ -368,8 +433,19 @@ impl<S: TableStore> SessionCore<S> {
             }
             Some(Inbound::Ignored) | None => return,
         };
-        if let Err(e) = res {
-            tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+        match res {
+            Ok(_) => {}
+            Err(StoreError::TableFull { table, limit }) => {
+                // Never evicted: the new key waits for room (expiry) or a larger
+                // `size`; every refusal counts, the warning is rate-limited.
+                crate::metrics::table_full(&self.section.name, &table, 1);
+                if let Some(suppressed) = peer.stats.log_limit.allow(self.now) {
+                    tracing::warn!(section = %self.section.name, peer = %peer.name, %table, limit, suppressed, "output table full: a new key is refused (raise the rule's `size`, or wait for entries to expire)");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
+            }
         }
     }
 

@@ -85,6 +85,20 @@ pub trait TableStore: Send + Sync + 'static {
     fn has_output(&self, name: &[u8]) -> bool;
     /// How many tables exist.
     fn table_count(&self) -> usize;
+    /// Sets the most entries the output table `input` feeds may hold (its rule's
+    /// `size`). A store without limits ignores it (the default, for test
+    /// doubles).
+    fn set_output_size(&self, input: &Self::Input, entries: usize) {
+        let _ = (input, entries);
+    }
+    /// Removes a source (a peer removed from the configuration): its
+    /// contributions are dropped and its handles refused. Returns how many
+    /// contributions were dropped. A store that cannot do this keeps them until
+    /// they expire (the default, for test doubles).
+    fn drop_source(&self, source: SourceId, now: u64) -> usize {
+        let _ = (source, now);
+        0
+    }
 }
 
 impl TableStore for Store {
@@ -200,5 +214,13 @@ impl TableStore for Store {
 
     fn table_count(&self) -> usize {
         Store::table_summaries(self).len()
+    }
+
+    fn drop_source(&self, source: SourceId, now: u64) -> usize {
+        Store::drop_source(self, source, now)
+    }
+
+    fn set_output_size(&self, input: &Self::Input, entries: usize) {
+        Store::set_limit(self, input.output(), entries);
     }
 }

@@ -61,7 +61,7 @@ use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
 
@@ -77,8 +77,9 @@ const WHEEL_MS: u64 = 100;
 /// Limits of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// The most entries one table may hold; a new key beyond it is refused. Shown as
-    /// the table's `size` in listings.
+    /// The most entries one table may hold until [`Store::set_limit`] says
+    /// otherwise; a new key beyond it is refused. Shown as the table's `size` in
+    /// listings.
     pub max_entries_per_table: usize,
     /// The most distinct server names (`server_key` values) kept.
     pub max_server_names: usize,
@@ -227,6 +228,9 @@ struct Table {
     entries: DashMap<Key, Entry, KeyHasher>,
     wheel: Mutex<BTreeMap<u64, Vec<Key>>>,
     rate_active: DashMap<Key, (), KeyHasher>,
+    /// The most entries it holds ([`Store::set_limit`]; the store's default
+    /// until set). A new key beyond it is refused, never another evicted.
+    limit: AtomicUsize,
 }
 
 impl Table {
@@ -685,6 +689,7 @@ impl Store {
             entries: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), ENTRY_SHARDS),
             wheel: Mutex::new(BTreeMap::new()),
             rate_active: DashMap::with_hasher(KeyHasher::default()),
+            limit: AtomicUsize::new(self.opts.max_entries_per_table),
         });
         reg.tables.push(table.clone());
         match kind {
@@ -793,10 +798,11 @@ impl Store {
             let mut guard = match table.entries.get_mut(key) {
                 Some(g) => g,
                 None => {
-                    if table.entries.len() >= self.opts.max_entries_per_table {
+                    let limit = table.limit.load(Ordering::Relaxed);
+                    if table.entries.len() >= limit {
                         return Err(StoreError::TableFull {
                             table: String::from_utf8_lossy(&table.name).into_owned(),
-                            limit: self.opts.max_entries_per_table,
+                            limit,
                         });
                     }
                     // Own the key bytes: the caller's may be a slice of a receive buffer.
@@ -1324,7 +1330,7 @@ impl Store {
     pub fn table_summaries(&self) -> Vec<TableSummary> {
         self.tables_snapshot()
             .iter()
-            .map(|t| t.summary(self.opts.max_entries_per_table))
+            .map(|t| t.summary(t.limit.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -1402,6 +1408,54 @@ impl Store {
                 )
             })
             .collect()
+    }
+
+    /// Sets the most entries `table` holds (a rule's `size`). Lowering it below
+    /// the entries it has removes none: new keys are refused until expiry makes
+    /// room.
+    pub fn set_limit(&self, table: TableId, limit: usize) {
+        if let Some(t) = self.table(table) {
+            t.limit.store(limit, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes entries of `table` with every contribution to them: the entry for
+    /// `key`, or every entry (the runtime API's `clear table`). Returns how many
+    /// were removed. Nothing is marked: there are no deletes on the wire, so
+    /// receivers keep what they have until their own expiry, and a source's next
+    /// update of a removed key starts its sum again from that source alone.
+    pub fn clear(&self, table: TableId, key: Option<&Key>) -> usize {
+        let Some(t) = self.table(table) else {
+            return 0;
+        };
+        let forget = |k: &Key, e: &Entry| {
+            if e.rate_active {
+                t.rate_active.remove(k);
+            }
+        };
+        match key {
+            Some(k) => {
+                let Ok(k) = t.check_key(k) else {
+                    return 0;
+                };
+                match t.entries.remove(&k) {
+                    Some((k, e)) => {
+                        forget(&k, &e);
+                        1
+                    }
+                    None => 0,
+                }
+            }
+            None => {
+                let mut n = 0;
+                t.entries.retain(|k, e| {
+                    forget(k, e);
+                    n += 1;
+                    false
+                });
+                n
+            }
+        }
     }
 
     /// The entries of one table.

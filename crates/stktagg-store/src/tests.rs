@@ -221,6 +221,37 @@ fn an_update_replaces_the_source_contribution() {
 }
 
 #[test]
+fn clear_removes_entries_and_the_next_update_starts_from_its_source() {
+    let store = Store::default();
+    let d = simple("/x.in");
+    let a = store.register_input(s(0), b"/x.in", &d, b"/x.out").unwrap();
+    let b = store.register_input(s(1), b"/x.in", &d, b"/x.out").unwrap();
+    let up = |h: &InputHandle, k: &Key, cnt: u32| {
+        store
+            .apply(h, k, &[Value::Uint(cnt), freq(0, cnt, 0)], None, 0)
+            .unwrap();
+    };
+    for k in [ip(1), ip(2)] {
+        up(&a, &k, 10);
+        up(&b, &k, 5);
+    }
+    let out = a.output();
+    assert_eq!(store.clear(out, Some(&ip(1))), 1);
+    assert_eq!(store.clear(out, Some(&ip(1))), 0, "already gone");
+    assert!(store.read(out, &ip(1), 0).is_none());
+    assert_eq!(uint(&store.read(out, &ip(2), 0).unwrap().values[0]), 15);
+    // Every contribution went with the entry: b's next update is the sum.
+    up(&b, &ip(1), 6);
+    assert_eq!(uint(&store.read(out, &ip(1), 0).unwrap().values[0]), 6);
+    assert_eq!(store.clear(out, None), 2);
+    assert_eq!(store.entry_count(out), Some(0));
+    // Rate refresh and expiry find nothing to trip on.
+    store.refresh_rates(1_000);
+    store.expire(1_000_000);
+    assert_eq!(store.clear(TableId(999), None), 0);
+}
+
+#[test]
 fn rates_are_summed_at_one_instant_and_published_to_decay() {
     let store = Store::default();
     let d = simple("/r.in");
@@ -860,6 +891,18 @@ fn table_limit_refuses_new_keys() {
     ));
     // Existing keys still update.
     store.apply(&a, &ip(2), &v, None, 1).unwrap();
+    // A table's own limit (a rule's `size`): raised, the new key fits; lowered
+    // below what it holds, nothing is evicted and new keys wait for room.
+    store.set_limit(a.output(), 3);
+    store.apply(&a, &ip(3), &v, None, 2).unwrap();
+    assert_eq!(store.table_summaries()[0].size, 3);
+    store.set_limit(a.output(), 1);
+    assert_eq!(store.entry_count(a.output()), Some(3));
+    assert!(matches!(
+        store.apply(&a, &ip(4), &v, None, 3),
+        Err(StoreError::TableFull { limit: 1, .. })
+    ));
+    store.apply(&a, &ip(1), &v, None, 3).unwrap();
 }
 
 #[test]

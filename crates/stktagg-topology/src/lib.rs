@@ -30,10 +30,17 @@
 //! - `identity`: who may claim to be a peer (the `addr-check` address rules) and
 //!   the source address our dialer binds.
 //! - `display`: the readable summary printed by `stktagg -c`.
+//! - `slots`: stable peer and group ids across reloads ([`renumber`]).
+//! - `diff`: what a new plan changes, by meaning ([`plan_changes`]).
 
+mod diff;
 mod display;
 mod identity;
 mod plan;
+mod slots;
+
+pub use diff::{Change, PlanChange, plan_changes, role_label, section_changes};
+pub use slots::{Slots, renumber};
 
 pub use plan::{
     GroupId, GroupPlan, IgnoreReason, PeerId, PeerPlan, Plan, Role, Route, RulePlan, SectionPlan,

@@ -6,12 +6,16 @@ use stktagg_config::{Aggregations, Config, FromSpec, PeerAddr, PeerRole, Span};
 
 use crate::TopologyError;
 
-/// A remote peer of a section: its index in [`SectionPlan::peers`] (config order,
-/// the `local` peer left out), so that the daemon can use it as an array index.
+/// A remote peer of a section. A freshly resolved plan numbers peers by their
+/// index in [`SectionPlan::peers`] (config order, the `local` peer left out); a
+/// plan renumbered for a reload ([`crate::renumber`]) keeps each peer's id from
+/// the running plan, so ids stay small integers the daemon can use as array
+/// indices, but they may skip the ids of peers that were removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub usize);
 
-/// An upstream group: its index in [`SectionPlan::groups`].
+/// An upstream group: its index in [`SectionPlan::groups`] in a freshly resolved
+/// plan, its id from the running plan after [`crate::renumber`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub usize);
 
@@ -34,9 +38,12 @@ pub struct SectionPlan {
     /// The `local` peer's address when it is a literal, non-wildcard IP: the
     /// source address our dialer binds ([`SectionPlan::dial_source`]).
     pub source_ip: Option<IpAddr>,
-    /// Every remote peer, in config order; `peers[i].id == PeerId(i)`.
+    /// Every remote peer, in config order; `peers[i].id == PeerId(i)` in a fresh
+    /// plan, not always after [`crate::renumber`] ([`SectionPlan::peer`] finds a
+    /// peer by id in both).
     pub peers: Vec<PeerPlan>,
-    /// Upstream groups, in order of their first member; `groups[i].id == GroupId(i)`.
+    /// Upstream groups, in order of their first member; `groups[i].id == GroupId(i)`
+    /// in a fresh plan ([`SectionPlan::group`] finds a group by id in both).
     pub groups: Vec<GroupPlan>,
     /// The aggregation rules, in config order.
     pub rules: Vec<RulePlan>,
@@ -114,6 +121,8 @@ pub struct RulePlan {
     pub from: FromSpec,
     /// The output suffix.
     pub to: String,
+    /// The most entries each output table holds (`size`, else the default).
+    pub size: usize,
 }
 
 /// What to do with a table a peer defines to us.
@@ -275,6 +284,7 @@ fn resolve_section(s: &Aggregations) -> Result<SectionPlan, TopologyError> {
             .map(|r| RulePlan {
                 from: r.from.clone(),
                 to: r.to.clone(),
+                size: r.size.unwrap_or(stktagg_config::defaults::TABLE_SIZE),
             })
             .collect(),
         forwards: s.forwards.iter().map(|f| f.suffix.clone()).collect(),
@@ -328,9 +338,14 @@ impl Plan {
 }
 
 impl SectionPlan {
-    /// A peer by id.
+    /// A peer by id. Its position is its id in a fresh plan; a renumbered plan
+    /// is searched (peers are few, and this runs per table definition or
+    /// connection, never per update).
     pub fn peer(&self, id: PeerId) -> Option<&PeerPlan> {
-        self.peers.get(id.0)
+        match self.peers.get(id.0) {
+            Some(p) if p.id == id => Some(p),
+            _ => self.peers.iter().find(|p| p.id == id),
+        }
     }
 
     /// A remote peer by the name it gives in its hello.
@@ -338,9 +353,12 @@ impl SectionPlan {
         self.peers.iter().find(|p| p.name == name).map(|p| p.id)
     }
 
-    /// A group by id.
+    /// A group by id (see [`SectionPlan::peer`]).
     pub fn group(&self, id: GroupId) -> Option<&GroupPlan> {
-        self.groups.get(id.0)
+        match self.groups.get(id.0) {
+            Some(g) if g.id == id => Some(g),
+            _ => self.groups.iter().find(|g| g.id == id),
+        }
     }
 
     /// Whether the peer sends us input (a plain or `down` peer).
@@ -389,6 +407,16 @@ impl SectionPlan {
     /// never an upstream (it would get its own or its replica's sums back).
     pub fn receives_relay(&self, id: PeerId) -> bool {
         self.is_source(id)
+    }
+
+    /// The most entries output table `output` may hold: the `size` of the rule
+    /// that produces it (the rule whose `to` suffix ends its name), else the
+    /// default. Never evicts: the store refuses new keys beyond it.
+    pub fn output_size(&self, output: &str) -> usize {
+        self.rules
+            .iter()
+            .find(|r| output.ends_with(r.to.as_str()))
+            .map_or(stktagg_config::defaults::TABLE_SIZE, |r| r.size)
     }
 
     /// What to do with table `table_name` (its name on the wire, such as

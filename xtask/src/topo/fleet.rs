@@ -262,6 +262,16 @@ impl Fleet {
         Ok(())
     }
 
+    /// `kill -HUP`: a daemon reloads its configuration file.
+    pub fn hup(&self, name: &str) -> Result<()> {
+        self.signal(name, "-HUP")
+    }
+
+    /// Where `name`'s configuration file is (a reload re-reads it).
+    pub fn config_path(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.proc(name)?.config.clone())
+    }
+
     fn signal(&self, name: &str, sig: &str) -> Result<()> {
         let pid = self
             .pid(name)

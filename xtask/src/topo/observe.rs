@@ -358,6 +358,7 @@ pub fn exact(snap: &Snapshot, points: &[Point], tally: &Tally) -> Vec<String> {
 pub struct Monitor {
     points: Vec<Point>,
     check_lower: bool,
+    check_upper: bool,
     right_once: BTreeSet<usize>,
     start: Instant,
     /// Rounds taken.
@@ -388,6 +389,7 @@ impl Monitor {
         Monitor {
             points,
             check_lower,
+            check_upper: true,
             right_once: BTreeSet::new(),
             start: Instant::now(),
             rounds: 0,
@@ -399,6 +401,17 @@ impl Monitor {
             right_at: BTreeMap::new(),
             dips: 0,
             first_dip: None,
+        }
+    }
+
+    /// A monitor of lower bounds only (traffic paused): a point that has been
+    /// right once must never read below what was sent; readings above are not
+    /// judged here (a scope that is shrinking, such as a node removed from its
+    /// aggregator, is watched from above by another monitor over the old scope).
+    pub fn floor(points: Vec<Point>) -> Monitor {
+        Monitor {
+            check_upper: false,
+            ..Monitor::new(points, true)
         }
     }
 
@@ -463,7 +476,7 @@ impl Monitor {
                 }
                 let got = fields.get(REQ_CNT).copied().unwrap_or(0);
                 let max = Tally::sum(&after.started, &p.scope, k) as i128;
-                if got > max {
+                if self.check_upper && got > max {
                     self.violations.push(format!(
                         "{t:.2?} {} key {key}: {REQ_CNT}={got} exceeds the {max} requests sent (counted twice)",
                         p.label()

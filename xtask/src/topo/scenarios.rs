@@ -104,6 +104,13 @@ pub const SCENARIOS: &[Scenario] = &[
         needs_shards: true,
         run: sharded_upper,
     },
+    Scenario {
+        name: "reload",
+        topology: "reload",
+        about: "SIGHUP under traffic: a node added, a node removed, a rule added, a broken file: no reading above the truth, no dip, untouched sessions never re-established",
+        needs_shards: false,
+        run: super::reload::reload_scenario,
+    },
 ];
 
 const ALL: [&str; 4] = ["hapee1", "hapee2", "hapee3", "hapee4"];

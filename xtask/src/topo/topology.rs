@@ -492,7 +492,14 @@ mod tests {
 
     #[test]
     fn every_topology_loads() {
-        for name in ["ha", "ha-tls", "multi-level", "sharded", "sharded-upper"] {
+        for name in [
+            "ha",
+            "ha-tls",
+            "multi-level",
+            "reload",
+            "sharded",
+            "sharded-upper",
+        ] {
             let t = Topology::load(&root(), name).unwrap();
             assert!(t.listen_addrs().unwrap().len() >= t.nodes.len() * 2);
         }

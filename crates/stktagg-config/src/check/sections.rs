@@ -80,7 +80,12 @@ impl SectionBuilder {
         self.note_attempt(&line.text);
         match &line.stmt {
             Stmt::Peer(toks) => self.peers.add(c, line, kw, &self.name, toks),
-            Stmt::From { from, to_kw, to } => {
+            Stmt::From {
+                from,
+                to_kw,
+                to,
+                size,
+            } => {
                 let Some(from) = from else {
                     return c.missing(line, "from", "a suffix or `any`, then `to <suffix>`");
                 };
@@ -90,7 +95,15 @@ impl SectionBuilder {
                 let Some(to) = to else {
                     return c.missing(line, "to", "a suffix");
                 };
-                self.rule(c, line, kw, from, to);
+                let size = match size {
+                    None => None,
+                    Some((_, None)) => return c.missing(line, "size", "a number of entries"),
+                    Some((_, Some(v))) => match super::tokens::table_size(c, line, v) {
+                        Some(n) => Some(n),
+                        None => return,
+                    },
+                };
+                self.rule(c, line, kw, from, to, size);
             }
             Stmt::Forward { suffix } => {
                 let Some(suffix) = suffix else {
@@ -126,8 +139,16 @@ impl SectionBuilder {
         self.texts.get(&line).cloned().unwrap_or_default()
     }
 
-    /// `from <suffix>|any to <suffix>`.
-    fn rule(&mut self, c: &mut Diagnostics, line: &Line, kw: &Tok, from: &FromTok, to: &Tok) {
+    /// `from <suffix>|any to <suffix> [size <entries>]`.
+    fn rule(
+        &mut self,
+        c: &mut Diagnostics,
+        line: &Line,
+        kw: &Tok,
+        from: &FromTok,
+        to: &Tok,
+        size: Option<usize>,
+    ) {
         let (n, t) = (line.number, line.text.as_str());
         let from_tok = match from {
             FromTok::Any(tok) => {
@@ -163,6 +184,7 @@ impl SectionBuilder {
         self.rules.push(Rule {
             from: from_spec,
             to: to.text.clone(),
+            size,
             span: c.span(n, kw.col),
         });
     }

@@ -83,6 +83,43 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
     n.checked_mul(micros_per).map(Duration::from_micros)
 }
 
+/// `<digits>[k|m|g]`, the suffixes multiplying by 1024 as in HAProxy's table
+/// `size`.
+pub(super) fn parse_size(text: &str) -> Option<usize> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let n: usize = digits.parse().ok()?;
+    let per: usize = match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(per)
+}
+
+/// The most entries an output table may be given.
+pub(super) const MAX_TABLE_SIZE: usize = 1 << 30;
+
+/// A rule's `size`: from 1 entry to 1g.
+pub(super) fn table_size(c: &mut Diagnostics, line: &Line, value: &Tok) -> Option<usize> {
+    match parse_size(&value.text) {
+        Some(n) if (1..=MAX_TABLE_SIZE).contains(&n) => Some(n),
+        _ => {
+            let kind = ErrorKind::InvalidNumber {
+                what: "table size",
+                value: value.text.clone(),
+                expected: "a number of entries from 1 to 1g, with an optional k, m or g suffix (x1024)",
+            };
+            c.error_at(line.number, &line.text, value, kind);
+            None
+        }
+    }
+}
+
 /// A duration greater than zero.
 pub(super) fn duration_value(c: &mut Diagnostics, line: &Line, value: &Tok) -> Option<Duration> {
     let kind = match parse_duration(&value.text) {

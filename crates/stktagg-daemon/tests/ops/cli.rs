@@ -189,44 +189,126 @@ fn sigint_stops_like_sigterm() {
     stops_cleanly_on("INT", Block(11));
 }
 
+fn hup(d: &Daemon) {
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(d.pid().unwrap().to_string())
+        .status();
+}
+
+fn wait_for_line(d: &Daemon, what: &str, line: &str) {
+    eventually(what, Duration::from_secs(5), || {
+        let log = d.log();
+        if log.contains(line) {
+            Ok(())
+        } else {
+            Err(HarnessError::Unexpected(log))
+        }
+    })
+    .unwrap();
+}
+
+/// `show peers`' `sessions=` of `peer`.
+fn sessions_of(d: &Daemon, peer: &str) -> Option<u64> {
+    let out = d.api.command("show peers").ok()?;
+    let block = out.split(&format!("id={peer}(")).nth(1)?;
+    let n = block.split("sessions=").nth(1)?;
+    n.split_whitespace().next()?.parse().ok()
+}
+
 #[test]
-fn sighup_checks_the_configuration_and_keeps_running() {
+fn sighup_applies_a_valid_file_in_place_and_refuses_a_broken_one() {
     let (mut d, _h, _) = attached("ops_cli_hup", Block(12));
-    let hup = |d: &Daemon| {
-        let _ = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(d.pid().unwrap().to_string())
-            .status();
-    };
     hup(&d);
-    eventually("the unchanged line", Duration::from_secs(5), || {
-        let log = d.log();
-        if log.contains("SIGHUP: the configuration is valid and unchanged") {
-            Ok(())
-        } else {
-            Err(HarnessError::Unexpected(log))
-        }
-    })
-    .unwrap();
-    // A broken edit is reported and the running configuration kept.
+    wait_for_line(
+        &d,
+        "the unchanged line",
+        "reload: the configuration is valid and unchanged",
+    );
+    // A peer added: applied, said by meaning, and hap1's session is untouched.
     let good = std::fs::read_to_string(&d.cfg).unwrap();
-    std::fs::write(&d.cfg, format!("{good}    frm .x to .y\n")).unwrap();
+    let added = good.replace(
+        "    from .uncombined",
+        "    peer hap2 127.0.0.1:1\n    from .uncombined",
+    );
+    std::fs::write(&d.cfg, &added).unwrap();
     hup(&d);
-    eventually("the invalid line", Duration::from_secs(5), || {
-        let log = d.log();
-        if log.contains("SIGHUP: the configuration is invalid, keeping the running one") {
-            Ok(())
-        } else {
-            Err(HarnessError::Unexpected(log))
-        }
-    })
-    .unwrap();
+    wait_for_line(
+        &d,
+        "the added line",
+        "reload: section `s`: peer `hap2` added (node, 127.0.0.1:1)",
+    );
+    assert!(d.api.command("show peers").unwrap().contains("id=hap2("));
+    // A broken edit is reported and changes nothing.
+    std::fs::write(&d.cfg, format!("{added}    frm .x to .y\n")).unwrap();
+    hup(&d);
+    wait_for_line(
+        &d,
+        "the invalid line",
+        "reload: the configuration is invalid, nothing changed",
+    );
     assert!(
         d.try_wait().is_none(),
         "SIGHUP stopped the daemon:\n{}",
         d.log()
     );
-    assert!(d.api.command("show peers").unwrap().contains("state=ESTA"));
+    let peers = d.api.command("show peers").unwrap();
+    assert!(peers.contains("state=ESTA"), "{peers}");
+    assert!(peers.contains("id=hap2("), "{peers}");
+    assert_eq!(sessions_of(&d, "hap1"), Some(1), "{peers}");
+}
+
+/// Reads datagrams until one contains `want`, at most 5 s; returns it.
+fn datagram_with(sock: &std::os::unix::net::UnixDatagram, want: &str) -> String {
+    let start = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+            seen.push(msg);
+        }
+    }
+    panic!("no `{want}` from the daemon; got {seen:?}");
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = scratch_dir("ops_cli_notify").unwrap();
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let listen = Block(14).addr(1);
+    let mut d = Daemon::start_with_env(
+        "ops_cli_notify_d",
+        &format!(
+            "global\n    stats socket {{dir}}/api.sock\n\naggregations s\n    peer agg {listen} local\n    \
+             peer hap1\n    from .uncombined to .aggr\n"
+        ),
+        &[],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    )
+    .unwrap();
+    // READY once every listener is bound: the runtime API answers by then.
+    let ready = datagram_with(&sock, "READY=1");
+    assert!(ready.contains("STATUS=1 section(s), 1 peer(s)"), "{ready}");
+    hup(&d);
+    let reloading = datagram_with(&sock, "RELOADING=1");
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(usec.is_some_and(|u| u > 0), "{reloading}");
+    let again = datagram_with(&sock, "READY=1");
+    assert!(again.contains("last reload: applied"), "{again}");
+    let (st, _) = d.signal_and_wait("TERM", Duration::from_secs(7)).unwrap();
+    assert_eq!(st.code(), Some(0));
+    datagram_with(&sock, "STOPPING=1");
+    remove_dir(&dir);
 }
 
 #[test]

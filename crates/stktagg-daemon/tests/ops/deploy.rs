@@ -364,8 +364,10 @@ fn systemd_unit_runs_the_packaged_config_hardened() {
     let unit = read(&deploy("systemd/stktagg.service"));
     let has = |line: &str| unit.lines().any(|l| l.trim() == line);
     for line in [
-        "Type=simple",
+        "Type=notify",
+        "NotifyAccess=main",
         "ExecStart=/usr/bin/stktagg -f ${CONFIG}",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "Environment=CONFIG=/etc/stktagg/stktagg.cfg",
         "ExecStartPre=/usr/bin/stktagg -c -f ${CONFIG}",
         "Restart=on-failure",
@@ -379,8 +381,12 @@ fn systemd_unit_runs_the_packaged_config_hardened() {
     ] {
         assert!(has(line), "`{line}` missing from the unit");
     }
-    // The daemon does not reload on SIGHUP: a reload line would kill it.
-    assert!(!unit.lines().any(|l| l.starts_with("ExecReload")), "{unit}");
+    // One reload line: SIGHUP applies the configuration in place.
+    assert_eq!(
+        unit.lines().filter(|l| l.starts_with("ExecReload")).count(),
+        1,
+        "{unit}"
+    );
     // Under PrivateTmp a socket in /tmp is invisible to operators: the packaged and
     // example configs put it in the unit's RuntimeDirectory.
     for f in [

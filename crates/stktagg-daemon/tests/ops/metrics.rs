@@ -464,7 +464,7 @@ fn a_daemon_whose_peers_never_connected_exports_every_series_at_zero() {
             "le={le}"
         );
     }
-    // Every described series is exported but the table sizes (no table exists
+    // Every described series is exported but the per-table ones (no table exists
     // before a peer defines one), and every stktagg sample is 0 but the build info.
     for name in described() {
         let present = s.samples.iter().any(|x| {
@@ -473,18 +473,42 @@ fn a_daemon_whose_peers_never_connected_exports_every_series_at_zero() {
                     .strip_prefix(&name)
                     .is_some_and(|r| r.starts_with('_'))
         });
+        let per_table = [
+            "stktagg_table_entries",
+            "stktagg_table_size",
+            "stktagg_table_full_total",
+        ];
         assert_eq!(
             present,
-            name != "stktagg_table_entries",
+            !per_table.contains(&name.as_str()),
             "{name}:\n{}",
             s.text
         );
     }
-    for x in s.samples.iter().filter(|x| x.name.starts_with("stktagg_")) {
-        let want = if x.name == "stktagg_build_info" {
-            1.0
-        } else {
-            0.0
+    // The configuration in force was applied at start: the last reload (the
+    // start) succeeded, now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let applied = s
+        .get("stktagg_config_last_reload_success_timestamp_seconds", &[])
+        .unwrap();
+    assert!((now - applied).abs() < 120.0, "{applied} vs {now}");
+    for r in ["ok", "invalid", "failed"] {
+        assert_eq!(
+            s.get("stktagg_config_reloads_total", &[("result", r)]),
+            Some(0.0),
+            "{r}"
+        );
+    }
+    for x in s.samples.iter().filter(|x| {
+        x.name.starts_with("stktagg_")
+            && x.name != "stktagg_config_last_reload_success_timestamp_seconds"
+    }) {
+        let want = match x.name.as_str() {
+            "stktagg_build_info" | "stktagg_config_last_reload_successful" => 1.0,
+            _ => 0.0,
         };
         assert_eq!(x.value, want, "{x:?}");
     }

@@ -72,6 +72,16 @@ impl Daemon {
     /// configuration has no stats socket, in which case it waits for the
     /// "listening" line on stdout.
     pub fn start(label: &str, config: &str, args: &[&str]) -> Result<Daemon> {
+        Daemon::start_with_env(label, config, args, &[])
+    }
+
+    /// `start`, with these environment variables set for the daemon.
+    pub fn start_with_env(
+        label: &str,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let dir = scratch_dir(label)?;
         let cfg = dir.join("stktagg.cfg");
         let text = config.replace("{dir}", &dir.display().to_string());
@@ -87,6 +97,7 @@ impl Daemon {
             .arg(&cfg)
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(out)

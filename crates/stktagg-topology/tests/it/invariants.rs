@@ -14,7 +14,7 @@ use stktagg_topology::{PeerId, Route, SectionPlan, resolve};
 const SUFFIXES: &[&str] = &[".uncombined", ".aggr", ".l2", ".x", ".y", ".sum"];
 const BASES: &[&str] = &["/req", "/conn", "be", "/a.b", ""];
 
-fn span() -> Span {
+pub fn span() -> Span {
     Span {
         file: "prop.cfg".into(),
         line: 1,
@@ -76,6 +76,7 @@ fn section() -> impl Strategy<Value = Config> {
                 rules.push(Rule {
                     from,
                     to: next.next().unwrap_or(".t").to_owned(),
+                    size: None,
                     span: span(),
                 });
             }
@@ -104,7 +105,7 @@ fn section() -> impl Strategy<Value = Config> {
         })
 }
 
-fn names() -> Vec<String> {
+pub fn names() -> Vec<String> {
     let mut out = Vec::new();
     for b in BASES {
         out.push((*b).to_owned());
@@ -118,7 +119,7 @@ fn names() -> Vec<String> {
     out
 }
 
-fn check_invariants(s: &SectionPlan, names: &[String]) {
+pub fn check_invariants(s: &SectionPlan, names: &[String]) {
     let ids: Vec<PeerId> = s.peers.iter().map(|p| p.id).collect();
     let sources: Vec<PeerId> = ids.iter().copied().filter(|id| s.is_source(*id)).collect();
     for &p in &ids {
