@@ -1,5 +1,5 @@
 //! `cargo xtask sim [--seeds N] [--first S] [--seed S [--faults I,J..]]
-//! [--topology single|two-level|ha] [--jobs J] [--trace] [--strict]`: the
+//! [--topology single|two-level|ha] [--jobs J] [--trace]`: the
 //! deterministic simulator (`crates/stktagg-sim`) over many seeds, each on every
 //! topology (or the one named). It is built in release: a run simulates about half
 //! a minute of a whole topology, tens of thousands of steps of the real section

@@ -33,7 +33,7 @@ pub use metrics::{PROTOCOL_ERROR_KINDS, UpdateCounters, error_kind};
 pub use ratelimit::LogLimiter;
 pub use section::{FIRST_LESSON_WAIT_MS, PeerInfo, SectionCore, Signals};
 pub use session::{Ending, SessionCore, resync_policy};
-pub use stats::{PeerStats, SessionState};
+pub use stats::{OwedTeachBack, PeerStats, SessionState};
 pub use store::TableStore;
 
 /// Locks a mutex, ignoring poisoning: the data under our mutexes stays consistent

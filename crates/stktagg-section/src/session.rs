@@ -305,10 +305,10 @@ impl<S: TableStore> SessionCore<S> {
                 Event::ResyncEnded { finished } => self.on_resync_end(finished),
                 Event::ResyncRequested => self.on_resync_request(),
                 Event::Closed(end) => return Some(end),
-                Event::HelloReceived(_)
-                | Event::Established { .. }
-                | Event::Acked { .. }
-                | Event::Confirmed => {}
+                // The source read our whole lesson, teach-back first: it holds
+                // what we taught, nothing is owed any more.
+                Event::Confirmed => *crate::lock(&self.peer().stats.teach_back_owed) = None,
+                Event::HelloReceived(_) | Event::Established { .. } | Event::Acked { .. } => {}
             }
         }
         if let Some(t) = engine.last_heartbeat() {
@@ -457,7 +457,22 @@ impl<S: TableStore> SessionCore<S> {
         self.lesson = section.store.lesson(self.filter).into();
         self.teach_back.clear();
         if peer.is_source() && section.plan.teach_back {
-            for c in section.store.contributions_of(peer.source_id(), self.now) {
+            // What an earlier session began to teach and the source did not
+            // confirm is still owed: its lesson since may have replaced the old
+            // counts we hold with the few it made after its restart.
+            let mut tables = section.store.contributions_of(peer.source_id(), self.now);
+            {
+                let mut owed = crate::lock(&peer.stats.teach_back_owed);
+                if let Some(before) = owed.as_ref() {
+                    before.lay_over(&mut tables, self.now);
+                    tracing::info!(section = %section.name, peer = %peer.name, "teaching back what an earlier session could not");
+                }
+                *owed = Some(crate::OwedTeachBack {
+                    at_ms: self.now,
+                    tables: tables.clone(),
+                });
+            }
+            for c in tables {
                 let mut entries: VecDeque<_> = c
                     .entries
                     .into_iter()

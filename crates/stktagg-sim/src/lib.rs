@@ -55,8 +55,6 @@ pub struct RunSpec {
     pub seed: u64,
     /// The indices of the seed's faults to play (`None`: all of them).
     pub keep: Option<Vec<usize>>,
-    /// Known issues fail the run.
-    pub strict: bool,
 }
 
 impl RunSpec {
@@ -66,7 +64,6 @@ impl RunSpec {
             topology,
             seed,
             keep: None,
-            strict: false,
         }
     }
 
@@ -114,7 +111,7 @@ impl RunSpec {
             message,
             trace: Vec::new(),
         })?;
-        world.strict(self.strict).run()
+        world.run()
     }
 
     /// The command that replays it.
@@ -126,9 +123,6 @@ impl RunSpec {
         if let Some(k) = &self.keep {
             let k: Vec<String> = k.iter().map(ToString::to_string).collect();
             let _ = write!(c, " --faults {}", k.join(","));
-        }
-        if self.strict {
-            c.push_str(" --strict");
         }
         c
     }

@@ -28,12 +28,11 @@ struct Args {
     jobs: usize,
     trace: bool,
     shrink_max: usize,
-    strict: bool,
 }
 
 fn usage() -> String {
     "usage: stktagg-sim [--seeds N] [--first S] [--seed S [--faults I,J..]] \
-     [--topology single|two-level|ha] [--jobs J] [--trace] [--shrink-max K] [--strict]"
+     [--topology single|two-level|ha] [--jobs J] [--trace] [--shrink-max K]"
         .to_owned()
 }
 
@@ -47,7 +46,6 @@ fn parse() -> Result<Args, String> {
         jobs: std::thread::available_parallelism().map_or(1, usize::from),
         trace: false,
         shrink_max: 3,
-        strict: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,7 +61,6 @@ fn parse() -> Result<Args, String> {
             "--jobs" => a.jobs = num(value()?)?.max(1) as usize,
             "--shrink-max" => a.shrink_max = num(value()?)? as usize,
             "--trace" => a.trace = true,
-            "--strict" => a.strict = true,
             "--topology" => {
                 let v = value()?;
                 let t = Topology::from_name(&v).ok_or_else(|| format!("unknown topology {v}"))?;
@@ -107,14 +104,10 @@ fn single(args: &Args, seed: u64) -> ExitCode {
             topology: t,
             seed,
             keep: args.faults.clone(),
-            strict: args.strict,
         };
         match spec.run() {
             Ok(o) => {
                 println!("{}", line(&spec, &o));
-                if let Some(k) = &o.known_issue {
-                    println!("  known issue (passes unless --strict): {k}");
-                }
                 let names = stktagg_sim::world::Layout::of(&t.spec())
                     .map(|l| l.names)
                     .unwrap_or_default();
@@ -149,7 +142,7 @@ fn trace_of(spec: &RunSpec) -> Vec<String> {
         .map(|(_, f)| f)
         .collect();
     stktagg_sim::World::new(spec.topology, spec.seed, &faults)
-        .map(|w| w.strict(spec.strict).run_traced().1)
+        .map(|w| w.run_traced().1)
         .unwrap_or_default()
 }
 
@@ -163,12 +156,7 @@ fn line(spec: &RunSpec, o: &Outcome) -> String {
 /// Many seeds on every selected topology, in parallel.
 fn many(args: &Args) -> ExitCode {
     let runs: Vec<RunSpec> = (args.first..args.first + args.seeds)
-        .flat_map(|s| {
-            args.topologies.iter().map(move |&t| RunSpec {
-                strict: args.strict,
-                ..RunSpec::new(t, s)
-            })
-        })
+        .flat_map(|s| args.topologies.iter().map(move |&t| RunSpec::new(t, s)))
         .collect();
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<Outcome, Failure>)>> = Mutex::new(Vec::new());
@@ -194,7 +182,6 @@ fn many(args: &Args) -> ExitCode {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     results.sort_by_key(|(i, _)| *i);
     let mut failures = Vec::new();
-    let mut known = Vec::new();
     let mut per: Vec<(Topology, Vec<u64>)> =
         args.topologies.iter().map(|&t| (t, Vec::new())).collect();
     let mut steps = 0u64;
@@ -205,12 +192,6 @@ fn many(args: &Args) -> ExitCode {
         let spec = &runs[i];
         match r {
             Ok(o) => {
-                if let Some(k) = &o.known_issue {
-                    known.push((
-                        spec.clone(),
-                        k.lines().next().unwrap_or_default().to_owned(),
-                    ));
-                }
                 if let Some((_, v)) = per.iter_mut().find(|(t, _)| *t == spec.topology) {
                     v.push(o.converged_ms);
                 }
@@ -248,15 +229,6 @@ fn many(args: &Args) -> ExitCode {
             pct(99),
             pct(100)
         );
-    }
-    if !known.is_empty() {
-        println!(
-            "  {} runs ran into the known issue (KNOWN_TEACH_BACK_LOSS; they pass unless --strict), e.g.:",
-            known.len()
-        );
-        for (spec, why) in known.iter().take(3) {
-            println!("    {} --strict: {why}", spec.command());
-        }
     }
     for (spec, f) in failures.iter().take(args.shrink_max) {
         let (small, f) = shrink(spec, f.clone());

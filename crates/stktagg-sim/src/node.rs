@@ -267,8 +267,6 @@ pub struct Node {
     /// then, which teach-back must give back (set by the oracle; dropped when the
     /// node gives up learning, as HAProxy does after 5 s without a peer).
     pub debt: Option<BTreeMap<(usize, Key), Counters>>,
-    /// Sessions that asked for our resync since the last restart without state.
-    pub asked_sessions: u32,
     /// Whether it is running.
     pub alive: bool,
     /// Whether it receives traffic.
@@ -313,7 +311,6 @@ impl Node {
             peaks: BTreeMap::new(),
             view_changes: Vec::new(),
             debt: None,
-            asked_sessions: 0,
             alive: true,
             traffic: true,
             keys_per_family,
@@ -391,7 +388,6 @@ impl Node {
                 };
             }
         } else {
-            self.asked_sessions = 0;
             for t in &mut self.entries {
                 t.clear();
             }
@@ -618,7 +614,6 @@ impl Node {
         if let SyncState::Learning { skip: false, .. } = self.sync {
             ep.engine.request_resync();
             s.assigned = true;
-            self.asked_sessions += 1;
         }
         cx.trace.log(
             cx.now,

@@ -148,7 +148,7 @@ impl World {
     /// aggregator held for it when it restarted (if that aggregator kept its data
     /// and the node asked for them before giving up learning). The first unpaid
     /// count otherwise.
-    pub(crate) fn debts_unpaid(&self) -> Option<(usize, Key, String, bool)> {
+    pub(crate) fn debts_unpaid(&self) -> Option<(usize, Key, String)> {
         // Counters wrap: "at or after", modulo 2^32.
         let after = |a: u32, b: u32| a.wrapping_sub(b) < 1 << 31;
         for p in &self.procs {
@@ -164,10 +164,7 @@ impl World {
                         FAMILIES[*f].base,
                         show_key(key)
                     );
-                    // The known issue's mark: the first session asked for the
-                    // resync was lost, and another one asked again.
-                    let known = n.asked_sessions >= 2;
-                    return Some((*f, key.clone(), why, known));
+                    return Some((*f, key.clone(), why));
                 }
             }
         }

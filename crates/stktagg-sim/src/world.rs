@@ -32,18 +32,6 @@ pub const MIN_TRAFFIC_MS: u64 = 8_000;
 pub const CONVERGE_BOUND_MS: u64 = 30_000;
 /// Converged values must stay so this long.
 pub const STABLE_MS: u64 = 3_000;
-/// A known issue, reported and not fixed yet: a node that restarts empty answers
-/// the aggregator's resync request with a lesson of its few new counts, ending
-/// PARTIAL; the aggregator applies it, which replaces the node's old contributions
-/// for those keys, although the teach-back that carries the old counts back has not
-/// reached the node yet. If that session is cut before it does, the next session
-/// teaches back the new counts: the old ones are lost for good
-/// (`cargo xtask sim --topology single --seed 114 --faults 1,5`). While this is
-/// true, a run that finds it passes and counts it; `--strict` fails it. Only
-/// the known issue's mark passes: the node's first session asked for the resync
-/// was lost and another asked again; a node that asked once and did not get its
-/// counts back fails the run.
-pub const KNOWN_TEACH_BACK_LOSS: bool = true;
 
 /// Period of the checks that read every aggregator's tables.
 const CHECK_MS: u64 = 100;
@@ -83,9 +71,6 @@ pub struct Outcome {
     pub faults: usize,
     /// A hash of every delivery and of the trace: same seed, same hash.
     pub hash: u64,
-    /// A known issue the run ran into (see [`KNOWN_TEACH_BACK_LOSS`]): the run
-    /// passes unless it is strict.
-    pub known_issue: Option<String>,
 }
 
 /// Why a run failed.
@@ -118,8 +103,6 @@ pub struct World {
     pub(crate) lost: Vec<usize>,
     /// Armed flaps: (one side, the other, delay).
     pub(crate) flaps: Vec<(usize, usize, u64)>,
-    /// Known issues fail the run.
-    pub(crate) strict: bool,
     pub(crate) faults: usize,
     pub(crate) stop_at: u64,
     pub(crate) steps: u64,
@@ -254,7 +237,6 @@ impl World {
             n_aggs,
             lost: Vec::new(),
             flaps: Vec::new(),
-            strict: false,
             faults: faults.len(),
             stop_at,
             steps: 0,
@@ -296,12 +278,6 @@ impl World {
             w.procs.push(Proc::Node(Box::new(node)));
         }
         Ok(w)
-    }
-
-    /// Known issues fail the run.
-    pub fn strict(mut self, strict: bool) -> World {
-        self.strict = strict;
-        self
     }
 
     fn cx<'a>(&'a mut self, alive: &'a [bool]) -> Cx<'a> {
@@ -366,15 +342,11 @@ impl World {
                         Ok(()) => {
                             let since = *converged_since.get_or_insert(self.now);
                             if self.now - since >= STABLE_MS {
-                                let mut outcome = self.outcome(since);
-                                if let Some((f, key, why, known)) = self.debts_unpaid() {
+                                if let Some((f, key, why)) = self.debts_unpaid() {
                                     let why = format!("{why}\n{}", self.explain(f, &key));
-                                    if self.strict || !known || !KNOWN_TEACH_BACK_LOSS {
-                                        return Err(self.failure(why));
-                                    }
-                                    outcome.known_issue = Some(why);
+                                    return Err(self.failure(why));
                                 }
-                                return Ok(outcome);
+                                return Ok(self.outcome(since));
                             }
                         }
                         Err((family, key, why)) => {
@@ -442,7 +414,6 @@ impl World {
             max_pending,
             faults: self.faults,
             hash,
-            known_issue: None,
         }
     }
 
