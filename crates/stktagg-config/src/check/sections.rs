@@ -126,7 +126,10 @@ impl SectionBuilder {
     /// Remembers that a line tried to declare a rule or the local peer, so that
     /// a mistake on it is reported once, not again as "no rule" or "no local".
     pub(super) fn note_attempt(&mut self, text: &str) {
-        let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
+        // A comment starts at `#`, inside a word too (as the grammar reads it):
+        // `peer a#b local` declares `a`, not a local peer.
+        let code = text.split('#').next().unwrap_or_default();
+        let mut words = code.split([' ', '\t']).filter(|w| !w.is_empty());
         match words.next() {
             Some("from") => self.rule_attempted = true,
             Some("peer") if words.any(|w| w == "local") => self.local_attempted = true,
