@@ -2,7 +2,7 @@
 //!
 //! - `ci`: everything CI checks (format, lints, dependency rules, the whole test
 //!   suite and `topo-test` against Debian's `haproxy` 2.6, then against HAProxy
-//!   3.0, a thousand simulated seeds of each topology).
+//!   3.0, a thousand simulated seeds of each topology, every fuzz target).
 //! - `tidy`: the workspace's structural rules (sans-IO crates, no anyhow in
 //!   libraries).
 //! - `topo-test [scenario]`: multi-process HA scenarios (see `tests/topologies/`).
@@ -11,6 +11,7 @@
 //! - `haproxy [--path]`: builds HAProxy 3.0 into a cache outside the checkout.
 //! - `sim [--seeds N] [--seed S] [--topology T]`: the deterministic simulator of
 //!   whole topologies (`crates/stktagg-sim`).
+//! - `fuzz [--time SECS] [target...]`: the fuzz targets of `fuzz/` (nightly).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::process::Command;
 
 mod bench;
 mod deb;
+mod fuzz;
 mod haproxy;
 mod sim;
 mod topo;
@@ -34,8 +36,9 @@ fn main() -> Result<()> {
         "deb" => deb::main(&rest),
         "haproxy" => haproxy::main(&rest),
         "sim" => sim::main(&rest),
+        "fuzz" => fuzz::main(&rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy|sim>");
+            println!("usage: cargo xtask <ci|tidy|topo-test|bench|deb|haproxy|sim|fuzz>");
             Ok(())
         }
         other => bail!("unknown xtask command `{other}` (args: {rest:?})"),
@@ -119,6 +122,9 @@ fn ci() -> Result<()> {
     // A thousand seeds of every topology in the simulator: faults no live test
     // can time, checked after every step (about a minute and a half on two cores).
     sim::main(&["--seeds".to_owned(), "1000".to_owned()])?;
+    // Every fuzz target for a while (what a peer or an operator controls must never
+    // panic the daemon): about 2 minutes, plus the instrumented build.
+    fuzz::main(&["--time".to_owned(), "30".to_owned()])?;
     // Every multi-process HA scenario of the product document, with real haproxy.
     for (binary, version) in &passes {
         eprintln!("== cargo xtask topo-test against {version} ({binary})");
