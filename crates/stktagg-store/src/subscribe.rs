@@ -200,6 +200,9 @@ pub(crate) struct SubShared {
     pub(crate) filter: SubscriptionFilter,
     own: Mutex<Own>,
     waker: Arc<dyn Waker>,
+    /// Which table's log a drain reads first: each drain starts one further, so
+    /// that a table that always has changes cannot starve the others.
+    first: std::sync::atomic::AtomicUsize,
 }
 
 impl SubShared {
@@ -265,6 +268,7 @@ impl SubRegistry {
             filter,
             own: Mutex::new(Own::default()),
             waker,
+            first: std::sync::atomic::AtomicUsize::new(0),
         });
         // Existing tables: from their next change on (a full push is `mark_all`).
         for log in self.logs_for(filter) {
@@ -396,7 +400,15 @@ impl Subscription {
             return out;
         };
         let id = self.shared.id;
-        let logs = reg.logs_for(self.shared.filter);
+        let mut logs = reg.logs_for(self.shared.filter);
+        if !logs.is_empty() {
+            let first = self
+                .shared
+                .first
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = logs.len();
+            logs.rotate_left(first % n);
+        }
         for background in [false, true] {
             for log in &logs {
                 if out.len() >= max {
