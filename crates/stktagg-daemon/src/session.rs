@@ -145,6 +145,11 @@ where
                     return Ending::Io(e);
                 }
                 unflushed = writing && flushes;
+                // One buffer at a time, then the other sessions: tokio's budget
+                // would let this one write a hundred buffers in a row, and a
+                // hundred busy sessions on one core then leave each other
+                // unpolled for seconds (silent to their peers, and deaf to them).
+                tokio::task::yield_now().await;
             }
             r = rd.read_buf(inbuf) => {
                 match r {
@@ -163,7 +168,22 @@ where
                 let next = cores.borrow_and_update().clone();
                 core.switch_section(next);
             }
-            _ = tick.tick() => engine.handle_timeout(now()),
+            _ = tick.tick() => {
+                // Bytes already waiting count as received before the idle rule
+                // looks: on a busy machine the tick may win the race against a
+                // read that was ready all along. One attempt, never a wait.
+                let inbuf = engine.input_buffer();
+                match tokio::time::timeout(Duration::ZERO, rd.read_buf(inbuf)).await {
+                    Ok(Ok(0)) => return Ending::Closed,
+                    Ok(Ok(_)) => {
+                        engine.input_received(now());
+                        core.peer().stats.last_rx_ms.store(now(), Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => return Ending::Io(e),
+                    Err(_) => {}
+                }
+                engine.handle_timeout(now());
+            }
         }
         if let Some(end) = core.handle_events(&mut engine, now()) {
             return last_words(&mut engine, core, &mut wr, now(), end).await;
