@@ -54,7 +54,8 @@ enum Cmd {
         /// Total updates per second over the active sources (default: full speed).
         #[arg(long)]
         rate: Option<f64>,
-        /// Measure propagation from source 1 to the others.
+        /// Measure propagation from source 1 to the others; with `--active` above 1,
+        /// source 1 probes on a table of its own and the last source watches it.
         #[arg(long)]
         latency: bool,
         /// Also report the cost of the updates after this update id.

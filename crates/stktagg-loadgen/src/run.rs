@@ -31,7 +31,11 @@ pub struct RunSpec {
     /// Total updates per second over the active sources; `None` is full speed.
     pub total_rate: Option<f64>,
     /// Measure propagation: source 1 records send times, the others decode what
-    /// comes back.
+    /// comes back. With several active sources (a fleet under load), source 1 is
+    /// a probe: it writes a table of its own ([`probe_table`]) at its share of the
+    /// rate, and only the last source decodes, that table only: the figure is
+    /// from a write at one source to the new sum at the last one, under the load
+    /// of every other source.
     pub latency: bool,
     /// How long to wait for each target's RESYNC REQUEST before sending.
     pub wait_resync: Duration,
@@ -130,6 +134,24 @@ pub struct Segment {
     pub ns_per_update: f64,
 }
 
+/// The probe's table for a stream into `table` (`/bench.uncombined` gives
+/// `/probe.uncombined`): the same suffix, so that the target aggregates it by the
+/// same rule, and a base of its own, so that its sums count the probe alone.
+pub fn probe_table(table: &str) -> String {
+    match table.find('.') {
+        Some(dot) => format!("/probe{}", &table[dot..]),
+        None => "/probe".to_owned(),
+    }
+}
+
+/// What the probe's table and its aggregate share: `/probe.`.
+fn probe_prefix(probe: &str) -> String {
+    match probe.find('.') {
+        Some(dot) => probe[..=dot].to_owned(),
+        None => probe.to_owned(),
+    }
+}
+
 /// Carries out a run.
 ///
 /// # Errors
@@ -140,17 +162,25 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, LoadgenError> {
     if spec.active > spec.sources || spec.sources == 0 {
         return Err(LoadgenError::BadSpec("need 1..=sources active sources"));
     }
-    if spec.latency && (spec.active != 1 || spec.sources < 2) {
+    if spec.latency && spec.sources < 2 {
         return Err(LoadgenError::BadSpec(
-            "latency needs exactly one active source and at least one other",
+            "latency needs a source that writes and at least one other",
         ));
     }
+    // A fleet under load: source 1 probes on a table of its own, the last source
+    // watches it.
+    let probe = spec.latency && spec.active > 1;
+    let probe_name = probe_table(&spec.stream.table_name);
     // Every stream is built before the clock starts.
     let mut streams = Vec::with_capacity(spec.sources);
     for i in 0..spec.sources {
         if i < spec.active {
             let mut s = spec.stream.clone();
             s.offset = i as u64 * u64::from(spec.stream.keys) / spec.active as u64;
+            if probe && i == 0 {
+                s.table_name = probe_name.clone();
+                s.offset = 0;
+            }
             streams.push(Arc::new(s.build()?));
         } else {
             let mut s = spec.stream.clone();
@@ -173,7 +203,8 @@ pub fn run(spec: &RunSpec) -> Result<RunReport, LoadgenError> {
             local_name: format!("{}{}", spec.local_prefix, i + 1),
             rate: per_source_rate,
             record_send_times: spec.latency && i == 0,
-            track_arrivals: spec.latency && i > 0,
+            track_arrivals: spec.latency && i > 0 && (!probe || i == spec.sources - 1),
+            track_tables: probe.then(|| probe_prefix(&probe_name)),
             wait_resync: spec.wait_resync,
             deadline,
         };
@@ -250,7 +281,12 @@ fn summarize(spec: &RunSpec, reports: &[SourceReport]) -> RunReport {
         .max();
     let rx_span = secs(rx_first, rx_last);
     let (latency, latency_coverage) = if spec.latency {
-        let (l, c) = propagation(&reports[0], &reports[1..]);
+        let watchers = if spec.active > 1 {
+            &reports[spec.sources - 1..]
+        } else {
+            &reports[1..]
+        };
+        let (l, c) = propagation(&reports[0], watchers);
         (l, Some(c))
     } else {
         (None, None)

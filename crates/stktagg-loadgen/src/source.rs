@@ -75,6 +75,9 @@ pub struct SourceConfig {
     pub record_send_times: bool,
     /// Record the `http_req_cnt` arrivals of the aggregated updates coming back.
     pub track_arrivals: bool,
+    /// Track only the tables whose name starts with this (the probe's, when every
+    /// source sends); `None` tracks every table.
+    pub track_tables: Option<String>,
     /// How long to wait for the target's RESYNC REQUEST (answered before the stream
     /// starts, so that the target's end-of-resync work is not inside the measure).
     pub wait_resync: Duration,
@@ -168,7 +171,7 @@ pub fn run_source(
     sock.set_write_timeout(Some(IO_POLL))
         .map_err(LoadgenError::io("setting the write timeout"))?;
 
-    let mut core = Core::new(engine, stream.len() as u32);
+    let mut core = Core::new(engine, stream.len() as u32, cfg.track_tables.clone());
     // What came with the status line (a RESYNC REQUEST, say).
     core.drain(since(epoch));
     let shared = Arc::new(Shared {
@@ -323,6 +326,8 @@ struct Core {
     last_id: u32,
     /// The position of `http_req_cnt` in each of the target's tables, by its id.
     cnt_index: HashMap<u32, Option<usize>>,
+    /// See [`SourceConfig::track_tables`].
+    track_tables: Option<String>,
     /// The writer should pass at once: something urgent is queued or happened.
     urgent: bool,
     /// The session is over (the engine closed it, or the socket did).
@@ -330,12 +335,13 @@ struct Core {
 }
 
 impl Core {
-    fn new(engine: PeerSession, last_id: u32) -> Core {
+    fn new(engine: PeerSession, last_id: u32, track_tables: Option<String>) -> Core {
         Core {
             engine,
             rx: Received::default(),
             last_id,
             cnt_index: HashMap::new(),
+            track_tables,
             urgent: false,
             ended: false,
         }
@@ -377,10 +383,15 @@ impl Core {
                     }
                 }
                 Event::TableDefined(def) => {
+                    let tracked = self
+                        .track_tables
+                        .as_ref()
+                        .is_none_or(|p| def.name.starts_with(p.as_bytes()));
                     let i = def
                         .data
                         .iter()
-                        .position(|s| s.data_type == DataType::HttpReqCnt);
+                        .position(|s| s.data_type == DataType::HttpReqCnt)
+                        .filter(|_| tracked);
                     self.cnt_index.insert(def.table_id, i);
                 }
                 Event::ResyncRequested => {
@@ -673,7 +684,7 @@ pub(crate) fn write_stream(
     sock.set_write_timeout(Some(IO_POLL))
         .map_err(LoadgenError::io("setting the write timeout"))?;
     let shared = Shared {
-        core: Mutex::new(Core::new(engine, stream.len() as u32)),
+        core: Mutex::new(Core::new(engine, stream.len() as u32, None)),
         wake: Condvar::new(),
         stop: AtomicBool::new(false),
     };

@@ -12,7 +12,7 @@ pub const SECTIONS: &[&str] = &[
     "## Machine",
     "## Targets",
     "## Ingest",
-    "## Fan-out",
+    "## Fleet",
     "## Propagation latency",
     "## Memory",
     "## Scaling",
@@ -24,7 +24,7 @@ pub const ASSETS: &[&str] = &[
     "bench.json",
     "ingest.svg",
     "latency.svg",
-    "fanout.svg",
+    "fleet.svg",
     "scaling.svg",
 ];
 
@@ -94,7 +94,7 @@ pub fn write(r: &Value, doc: &Path, assets: &Path, analysis: Option<&str>) -> Re
     );
     targets(&mut md, r);
     ingest(&mut md, r, assets, &rel)?;
-    fanout(&mut md, r, assets, &rel)?;
+    fleet(&mut md, r, assets, &rel)?;
     latency(&mut md, r, assets, &rel)?;
     memory(&mut md, r);
     scaling(&mut md, r, assets, &rel)?;
@@ -131,8 +131,15 @@ const METHOD: &str = "## Method
 - **Deadlines.** Every run has one (30 s + 1 s per 100k updates). A run that misses
   it counts what was acknowledged by then, over the time to its last ack: a lower
   bound, flagged `complete: false` in the tables.
-- **Fan-out**: S sources share the key space and send at a fixed total rate; the
-  daemon's CPU time comes from `/proc/<pid>/stat` (user + system) around the run.
+- **Fleet**: S sources share the key space and send at a fixed total rate, each
+  receiving every changed sum; the daemon is pinned to core 0 and the generator to
+  core 1 (`taskset`), since the generator's threads would otherwise take the
+  daemon's CPU by their number alone. The daemon's CPU time comes from
+  `/proc/<pid>/stat` (user + system) around the run. A session dropped is one that
+  ended before the run did, on either side. Source 1 probes the propagation on a
+  table of its own (`/probe.uncombined`, same rule), which only the last source
+  decodes: the p99 is from a write at source 1 to the new sum at source S, under
+  the load of all the others.
 - **Propagation latency**: one source sends at a fixed rate, two others only listen;
   for each update, the time from its write to the arrival, at the *last* of the two
   listeners, of a sum carrying its `http_req_cnt` (its keys are written by that
@@ -282,36 +289,45 @@ fn ingest(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
     Ok(())
 }
 
-fn fanout(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
-    let _ = writeln!(md, "## Fan-out\n");
+fn fleet(md: &mut String, r: &Value, assets: &Path, rel: &str) -> Result<()> {
+    let _ = writeln!(md, "## Fleet\n");
     let _ = writeln!(
         md,
-        "| sources | total rate | updates | daemon CPU s | CPU s per million updates | aggregated updates sent/s | complete |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "Every source is one session that sends its share of the total rate and receives every changed sum; the daemon runs on core 0, the generator on core 1. Source 1 also probes the propagation on a table of its own, watched by the last source: p99 is from its write to the new sum at the last source, under the load of all the others.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| sources | offered | achieved | daemon CPU s | CPU s per million updates in | aggregated updates sent/s | sessions dropped | p99 propagation to the last source | complete |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     let (mut cats, mut cpu) = (Vec::new(), Vec::new());
-    for x in arr(&r["fanout"]) {
+    for x in arr(&r["fleet"]) {
+        let p99 = x["p99_ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.3} ms"));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
             x["sources"],
             rate(n(&x["total_rate"])),
-            x["updates"],
+            rate(n(&x["achieved_rate"])),
             n(&x["daemon_cpu_s"]),
             n(&x["cpu_s_per_million"]),
             rate(n(&x["aggregated_per_s"])),
+            x["sessions_dropped"],
+            p99,
             x["complete"]
         );
-        cats.push(format!("{} sources", x["sources"]));
+        cats.push(format!("{} x {}", x["sources"], rate(n(&x["total_rate"]))));
         cpu.push(n(&x["cpu_s_per_million"]));
     }
     let _ = writeln!(
         md,
-        "\nEach source receives every changed sum, so aggregated updates sent ≈ sources × input rate while keys change.\n\n![fan-out]({rel}/fanout.svg)\n"
+        "\nEach source receives every changed sum, coalesced per key while it is behind, so aggregated updates sent grow with the sources while the work per update in stays flat.\n\n![fleet]({rel}/fleet.svg)\n"
     );
     std::fs::write(
-        assets.join("fanout.svg"),
+        assets.join("fleet.svg"),
         svg::bars(
-            "Fan-out: daemon CPU seconds per million updates",
+            "Fleet: daemon CPU seconds per million updates in",
             "CPU s / M updates",
             &cats,
             &[("stktagg", cpu)],
