@@ -152,13 +152,8 @@ where
                 tokio::task::yield_now().await;
             }
             r = rd.read_buf(inbuf) => {
-                match r {
-                    Ok(0) => return Ending::Closed,
-                    Ok(_) => {
-                        engine.input_received(now());
-                        core.peer().stats.last_rx_ms.store(now(), Ordering::Relaxed);
-                    }
-                    Err(e) => return Ending::Io(e),
+                if let Some(end) = received(r, &mut engine, core, now()) {
+                    return end;
                 }
             }
             _ = wake.0.notified(), if !writing => {}
@@ -173,14 +168,10 @@ where
                 // looks: on a busy machine the tick may win the race against a
                 // read that was ready all along. One attempt, never a wait.
                 let inbuf = engine.input_buffer();
-                match tokio::time::timeout(Duration::ZERO, rd.read_buf(inbuf)).await {
-                    Ok(Ok(0)) => return Ending::Closed,
-                    Ok(Ok(_)) => {
-                        engine.input_received(now());
-                        core.peer().stats.last_rx_ms.store(now(), Ordering::Relaxed);
-                    }
-                    Ok(Err(e)) => return Ending::Io(e),
-                    Err(_) => {}
+                if let Ok(r) = tokio::time::timeout(Duration::ZERO, rd.read_buf(inbuf)).await
+                    && let Some(end) = received(r, &mut engine, core, now())
+                {
+                    return end;
                 }
                 engine.handle_timeout(now());
             }
@@ -188,6 +179,25 @@ where
         if let Some(end) = core.handle_events(&mut engine, now()) {
             return last_words(&mut engine, core, &mut wr, now(), end).await;
         }
+    }
+}
+
+/// What a read into the engine's input buffer means: the session's end (the peer
+/// closed, a socket error), or bytes received, which count as liveness.
+fn received(
+    r: std::io::Result<usize>,
+    engine: &mut PeerSession,
+    core: &SessionCore<Store>,
+    now: u64,
+) -> Option<Ending> {
+    match r {
+        Ok(0) => Some(Ending::Closed),
+        Ok(_) => {
+            engine.input_received(now);
+            core.peer().stats.last_rx_ms.store(now, Ordering::Relaxed);
+            None
+        }
+        Err(e) => Some(Ending::Io(e)),
     }
 }
 
