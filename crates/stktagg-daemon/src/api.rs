@@ -1030,7 +1030,7 @@ fn parse_key(kt: KeyType, key_len: u32, s: &str) -> Result<Key, String> {
                 v.push(byte);
             }
             v.resize(key_len as usize, 0);
-            Ok(Key(bytes::Bytes::from(v)))
+            Ok(Key::from_bytes(bytes::Bytes::from(v)))
         }
     }
 }

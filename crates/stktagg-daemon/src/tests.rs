@@ -160,7 +160,7 @@ impl Mock {
     /// Queues updates of table `def` and sends them.
     async fn send(&mut self, def: &TableDefinition, updates: impl IntoIterator<Item = Update>) {
         for u in updates {
-            let at = (def.name.clone(), u.key.0.clone());
+            let at = (def.name.clone(), u.key.to_bytes());
             self.feed.state.insert(at, (def.clone(), u.clone()));
             self.feed.live.push_back((def.clone(), u));
         }

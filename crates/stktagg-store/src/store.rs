@@ -263,7 +263,7 @@ impl Table {
             None if self.def.key_type == KeyType::String => {
                 let max = key_len.saturating_sub(1) as usize;
                 if len > max {
-                    return Ok(Key(key.0.slice(..max)));
+                    return Ok(key.truncated(max));
                 }
                 true
             }
@@ -808,7 +808,7 @@ impl Store {
                     // Own the key bytes: the caller's may be a slice of a receive buffer.
                     table
                         .entries
-                        .entry(Key(Bytes::copy_from_slice(key.as_bytes())))
+                        .entry(key.detached())
                         .or_insert_with(|| table.new_entry())
                 }
             };

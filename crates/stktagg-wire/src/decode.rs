@@ -401,7 +401,7 @@ pub(crate) fn decode_key(
             s
         }
     };
-    Ok(Key(bytes))
+    Ok(Key::from_bytes(bytes))
 }
 
 fn decode_value(

@@ -353,7 +353,7 @@ fn key_encodings() {
         UpdateKind::Full,
         1,
         1,
-        Key(Bytes::from_static(b"AB")),
+        Key::from_bytes(Bytes::from_static(b"AB")),
         vec![Value::Uint(1)],
     );
     let bytes = encode_all(&[
@@ -369,7 +369,7 @@ fn key_encodings() {
     assert_eq!(u.key.display(KeyType::Binary), "414200000000");
     // Longer than key_len: refused.
     let mut long = short;
-    long.key = Key(Bytes::from_static(b"ABCDEFG"));
+    long.key = Key::from_bytes(Bytes::from_static(b"ABCDEFG"));
     let mut enc = Encoder::new();
     let mut buf = BytesMut::new();
     enc.encode(&Message::TableDefinition(bin_def), &mut buf)

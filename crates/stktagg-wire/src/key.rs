@@ -1,7 +1,9 @@
 //! Stick-table key types and keys.
 
 use bytes::Bytes;
+use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A key type as numbered on the wire (`SMP_T_*` in HAProxy).
@@ -60,39 +62,107 @@ impl KeyType {
     }
 }
 
+/// The longest key held inline, without a heap block: every `ip`, `ipv6` and
+/// `integer` key, and short strings and binaries.
+pub const INLINE_KEY_LEN: usize = 23;
+
 /// A key, held as its canonical bytes: 4 big-endian bytes for `integer` and `ip`,
 /// 16 for `ipv6`, the string's bytes (without length or NUL) for `string`, and the
 /// full zero-padded key-length bytes for `binary`.
 ///
+/// A key of up to [`INLINE_KEY_LEN`] bytes is held inline (32 bytes in all, no
+/// allocation, a clone is a copy); a longer one shares a [`Bytes`] buffer. The
+/// representation never shows: equality, hashing and order are those of the bytes.
+///
 /// The key type lives in the table definition, not in the key: two keys of one table
 /// compare equal exactly when HAProxy would treat them as one entry.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(pub Bytes);
+#[derive(Clone)]
+pub struct Key(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE_KEY_LEN] },
+    Shared(Bytes),
+}
 
 impl Key {
+    /// A key of these bytes, copied.
+    pub fn copy_from_slice(b: &[u8]) -> Key {
+        match Key::inline(b) {
+            Some(k) => k,
+            None => Key(Repr::Shared(Bytes::copy_from_slice(b))),
+        }
+    }
+
+    /// A key of these bytes: inline if short, else sharing `b`'s buffer.
+    pub fn from_bytes(b: Bytes) -> Key {
+        match Key::inline(&b) {
+            Some(k) => k,
+            None => Key(Repr::Shared(b)),
+        }
+    }
+
+    fn inline(b: &[u8]) -> Option<Key> {
+        let len = u8::try_from(b.len())
+            .ok()
+            .filter(|&l| usize::from(l) <= INLINE_KEY_LEN)?;
+        let mut buf = [0u8; INLINE_KEY_LEN];
+        buf[..b.len()].copy_from_slice(b);
+        Some(Key(Repr::Inline { len, buf }))
+    }
+
     /// An `integer` key.
     pub fn from_u32(v: u32) -> Key {
-        Key(Bytes::copy_from_slice(&v.to_be_bytes()))
+        Key::copy_from_slice(&v.to_be_bytes())
     }
 
     /// An `ip` key.
     pub fn from_ipv4(ip: Ipv4Addr) -> Key {
-        Key(Bytes::copy_from_slice(&ip.octets()))
+        Key::copy_from_slice(&ip.octets())
     }
 
     /// An `ipv6` key.
     pub fn from_ipv6(ip: Ipv6Addr) -> Key {
-        Key(Bytes::copy_from_slice(&ip.octets()))
+        Key::copy_from_slice(&ip.octets())
     }
 
     /// A `string` key.
     pub fn from_str_bytes(s: impl AsRef<[u8]>) -> Key {
-        Key(Bytes::copy_from_slice(s.as_ref()))
+        Key::copy_from_slice(s.as_ref())
     }
 
     /// The canonical bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Shared(b) => b,
+        }
+    }
+
+    /// The canonical bytes as a [`Bytes`] (a copy for an inline key).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            Repr::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+            Repr::Shared(b) => b.clone(),
+        }
+    }
+
+    /// The first `n` bytes (all of them if the key is shorter).
+    pub fn truncated(&self, n: usize) -> Key {
+        match &self.0 {
+            Repr::Shared(b) if b.len() > n => Key::from_bytes(b.slice(..n)),
+            _ if self.as_bytes().len() > n => Key::copy_from_slice(&self.as_bytes()[..n]),
+            _ => self.clone(),
+        }
+    }
+
+    /// The same key, owning its bytes: a long key decoded from a frame shares the
+    /// frame's buffer, which a key kept for long must not pin.
+    pub fn detached(&self) -> Key {
+        match &self.0 {
+            Repr::Inline { .. } => self.clone(),
+            Repr::Shared(b) => Key(Repr::Shared(Bytes::copy_from_slice(b))),
+        }
     }
 
     /// Formats the key as HAProxy's `show table` prints it for a table of `key_type`:
@@ -136,7 +206,39 @@ fn hex(b: &[u8]) -> String {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({})", hex(&self.0))
+        write!(f, "Key({})", hex(self.as_bytes()))
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl From<Bytes> for Key {
+    fn from(b: Bytes) -> Key {
+        Key::from_bytes(b)
     }
 }
 
@@ -160,8 +262,40 @@ mod tests {
         );
         assert_eq!(Key::from_str_bytes("abc").display(KeyType::String), "abc");
         assert_eq!(
-            Key(Bytes::from_static(b"AB\0\0\0\0")).display(KeyType::Binary),
+            Key::from_bytes(Bytes::from_static(b"AB\0\0\0\0")).display(KeyType::Binary),
             "414200000000"
         );
+    }
+
+    #[test]
+    fn short_keys_are_inline_and_long_ones_share_their_buffer() {
+        assert_eq!(std::mem::size_of::<Key>(), 32);
+        let long = Bytes::from(vec![b'x'; 40]);
+        let shared = Key::from_bytes(long.clone());
+        assert_eq!(shared.to_bytes().as_ptr(), long.as_ptr());
+        assert_ne!(shared.detached().to_bytes().as_ptr(), long.as_ptr());
+        let short = Key::from_bytes(long.slice(..INLINE_KEY_LEN));
+        assert!(matches!(short.0, Repr::Inline { .. }));
+        assert!(matches!(
+            Key::copy_from_slice(&[7; INLINE_KEY_LEN + 1]).0,
+            Repr::Shared(_)
+        ));
+    }
+
+    #[test]
+    fn equality_hash_and_order_are_the_bytes_whatever_the_representation() {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let bytes = vec![b'k'; 30];
+        // The same 20 bytes, once cut from a shared buffer, once copied inline.
+        let a = Key::from_bytes(Bytes::from(bytes.clone())).truncated(20);
+        let b = Key(Repr::Shared(Bytes::copy_from_slice(&bytes[..20])));
+        assert!(matches!(a.0, Repr::Inline { .. }));
+        assert_eq!(a, b);
+        let h = BuildHasherDefault::<DefaultHasher>::default();
+        assert_eq!(h.hash_one(&a), h.hash_one(&b));
+        assert!(Key::from_str_bytes("ab") < Key::from_bytes(Bytes::from(vec![b'b'; 40])));
+        assert!(Key::from_str_bytes("") < Key::from_str_bytes("a"));
+        assert_eq!(a.truncated(40), a);
+        assert_eq!(a.truncated(3).as_bytes(), b"kkk");
     }
 }

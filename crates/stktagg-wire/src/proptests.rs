@@ -114,7 +114,7 @@ fn arb_key(key_type: KeyType, key_len: u32) -> BoxedStrategy<Key> {
             .boxed(),
         // Decoded binary keys are the full padded bytes.
         KeyType::Binary => proptest::collection::vec(any::<u8>(), key_len as usize)
-            .prop_map(|v| Key(Bytes::from(v)))
+            .prop_map(|v| Key::from_bytes(Bytes::from(v)))
             .boxed(),
     }
 }

@@ -57,7 +57,7 @@ fn key(kt: KeyType, i: u32) -> (String, Key) {
             // Eight printable bytes: they travel in a header, and a string sample
             // becomes a binary key byte for byte.
             let text = format!("{:08x}", i.wrapping_mul(2_654_435_761));
-            let k = Key(Bytes::copy_from_slice(text.as_bytes()));
+            let k = Key::copy_from_slice(text.as_bytes());
             (text, k)
         }
     }

@@ -156,7 +156,7 @@ fn encoder_refuses_oversized_messages() {
         UpdateKind::Full,
         1,
         1,
-        Key(Bytes::from_static(b"k")),
+        Key::from_bytes(Bytes::from_static(b"k")),
         vec![Value::UintArray(vec![u32::MAX; 100])],
     );
     let err = enc.encode(&Message::Update(u), &mut buf).unwrap_err();
