@@ -52,8 +52,8 @@ impl Feed for Stream {
         let sent = out.send(
             TableKey(1),
             || Some(def),
-            key,
-            vec![Value::Uint(self.next)],
+            &key,
+            &[Value::Uint(self.next)],
             None,
         );
         if matches!(sent, Ok(true)) {

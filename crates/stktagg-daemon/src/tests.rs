@@ -75,7 +75,7 @@ impl Feed for MockFeed {
             return Progress::Done;
         };
         let table = TableKey(u64::from(def.table_id));
-        let sent = out.send(table, || Some(def), u.key, u.values, u.expire_ms);
+        let sent = out.send(table, || Some(def), &u.key, &u.values, u.expire_ms);
         assert!(matches!(sent, Ok(true)), "the mock's lesson must encode");
         Progress::More
     }
@@ -85,7 +85,7 @@ impl Feed for MockFeed {
             return Progress::Done;
         };
         let table = TableKey(u64::from(def.table_id));
-        let sent = out.send(table, || Some(def), u.key, u.values, u.expire_ms);
+        let sent = out.send(table, || Some(def), &u.key, &u.values, u.expire_ms);
         assert!(matches!(sent, Ok(true)), "the mock's update must encode");
         Progress::More
     }

@@ -44,7 +44,7 @@ struct Relay(Vec<(TableDefinition, Update)>);
 impl Feed for Relay {
     fn live(&mut self, out: &mut Outbox<'_>) -> Progress {
         for (def, u) in self.0.drain(..) {
-            let sent = out.send(TableKey(1), || Some(def), u.key, u.values, u.expire_ms);
+            let sent = out.send(TableKey(1), || Some(def), &u.key, &u.values, u.expire_ms);
             assert!(matches!(sent, Ok(true)), "{sent:?}");
         }
         Progress::Done

@@ -15,7 +15,7 @@ use crate::section::{PeerInfo, SectionCore, Signals};
 use crate::stats::SessionState;
 use crate::store::TableStore;
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
@@ -23,6 +23,10 @@ use stktagg_store::{SharedChange, StoreError, SubscriptionFilter, TableId, Waker
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
 use stktagg_wire::shard::{key_shard, local_id, table_seed};
 use stktagg_wire::{Key, KeyType, TableDefinition, Update, Value};
+
+/// The session's maps, looked up for every update (keys: table ids and
+/// definitions).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Entries taken from the dirty set or a teach queue per call.
 const BATCH: usize = 256;
@@ -157,6 +161,9 @@ pub struct SessionCore<S: TableStore> {
     /// The engine's name for each definition sent (table ids left out).
     keys_by_def: HashMap<TableDefinition, TableKey>,
     counters: crate::metrics::UpdateCounters,
+    /// The values of the entry being sent (reused: the send path allocates nothing
+    /// per entry).
+    values: Vec<Value>,
     sub: S::Sub,
     now: u64,
 }
@@ -209,16 +216,17 @@ impl<S: TableStore> SessionCore<S> {
             signals,
             id,
             remote,
-            inbound: HashMap::new(),
-            defined: HashMap::new(),
+            inbound: HashMap::default(),
+            defined: HashMap::default(),
             filter,
             lesson: VecDeque::new(),
             teach_back: VecDeque::new(),
-            teach_back_keys: HashMap::new(),
+            teach_back_keys: HashMap::default(),
             shard,
-            outgoing: HashMap::new(),
-            keys_by_def: HashMap::new(),
+            outgoing: HashMap::default(),
+            keys_by_def: HashMap::default(),
             counters,
+            values: Vec::new(),
             sub,
             now,
             section,
@@ -531,12 +539,12 @@ impl<S: TableStore> SessionCore<S> {
             return;
         };
         let store = &self.section.store;
-        let Some(entry) = store.read(table, &key, self.now) else {
+        let Some(entry) = store.read_into(table, &key, self.now, &mut self.values) else {
             // Gone since it was marked (expired): there are no deletes on the wire.
             return;
         };
         let def = || store.definition(table);
-        match out.send(o.key, def, key, entry.values, None) {
+        match out.send(o.key, def, &key, &self.values, None) {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -631,7 +639,7 @@ impl<S: TableStore> Feed for SessionCore<S> {
                 return Progress::More;
             };
             let def = || Some(tb.def.clone());
-            if let Err(e) = out.send(tb.key, def, key, values, expire) {
+            if let Err(e) = out.send(tb.key, def, &key, &values, expire) {
                 tracing::error!(section = %self.section.name, error = %e, "failed to encode a taught-back entry");
             }
         }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 use stktagg_store::{
-    Applied, Change, OutputEntry, SharedChange, SourceId, Store, StoreError, Subscription,
-    SubscriptionFilter, TableId, TableKind, TaughtTable, Waker,
+    Applied, Change, EntryMeta, OutputEntry, SharedChange, SourceId, Store, StoreError,
+    Subscription, SubscriptionFilter, TableId, TableKind, TaughtTable, Waker,
 };
 use stktagg_wire::{Key, TableDefinition, Value};
 
@@ -77,6 +77,21 @@ pub trait TableStore: Send + Sync + 'static {
     fn lesson(&self, filter: SubscriptionFilter) -> Vec<(TableId, Key)>;
     /// An entry's published values.
     fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry>;
+    /// [`TableStore::read`] into a reused values buffer (the send path's).
+    fn read_into(
+        &self,
+        table: TableId,
+        key: &Key,
+        now: u64,
+        values: &mut Vec<Value>,
+    ) -> Option<EntryMeta> {
+        let e = self.read(table, key, now)?;
+        *values = e.values;
+        Some(EntryMeta {
+            expire_ms: e.expire_ms,
+            changed_at: e.changed_at,
+        })
+    }
     /// A table's definition as sent on the wire.
     fn definition(&self, table: TableId) -> Option<TableDefinition>;
     /// The source's own entries, to teach back to it.
@@ -198,6 +213,16 @@ impl TableStore for Store {
 
     fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry> {
         Store::read(self, table, key, now)
+    }
+
+    fn read_into(
+        &self,
+        table: TableId,
+        key: &Key,
+        now: u64,
+        values: &mut Vec<Value>,
+    ) -> Option<EntryMeta> {
+        Store::read_into(self, table, key, now, values)
     }
 
     fn definition(&self, table: TableId) -> Option<TableDefinition> {

@@ -7,10 +7,12 @@
 //! the wire.
 
 use bytes::BytesMut;
-use std::collections::HashMap;
 use stktagg_wire::frame;
+
+/// Looked up for every update sent (keys: table keys and ids).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use stktagg_wire::{
-    Encoder, Key, Message, SharedUpdate, TableDefinition, Update, Value, WireError,
+    Encoder, Key, Message, SharedUpdate, TableDefinition, UpdateRef, Value, WireError,
 };
 
 /// The caller's name for a table it sends on a session (any number it likes: a store
@@ -95,10 +97,10 @@ impl Tx {
     pub(crate) fn new(max_message_len: usize, downgraded: bool) -> Tx {
         Tx {
             encoder: Encoder::with_max_message_len(max_message_len),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             next_id: 1,
             downgraded,
-            taught_unacked: HashMap::new(),
+            taught_unacked: HashMap::default(),
             updates_sent: 0,
         }
     }
@@ -142,8 +144,8 @@ impl Outbox<'_> {
         &mut self,
         table: TableKey,
         definition: impl FnOnce() -> Option<TableDefinition>,
-        key: Key,
-        values: Vec<Value>,
+        key: &Key,
+        values: &[Value],
         expire_ms: Option<u32>,
     ) -> Result<bool, WireError> {
         let Some((table_id, update_id)) = self.select(table, definition)? else {
@@ -156,15 +158,15 @@ impl Outbox<'_> {
             .is_some_and(|d| d.expire_ms > 0);
         let timed = !self.tx.downgraded && has_expiry && expire_ms.is_some();
         let kind = self.tx.encoder.update_kind(table_id, update_id, timed);
-        let msg = Message::Update(Update {
+        let update = UpdateRef {
             kind,
             table_id,
             update_id,
             expire_ms: if timed { expire_ms } else { None },
             key,
             values,
-        });
-        self.tx.push(&msg, self.buf)?;
+        };
+        self.tx.encoder.encode_update(update, self.buf)?;
         // Only now is the update id used.
         if let Some(e) = self.tx.ids.get_mut(&table) {
             e.1 = update_id;

@@ -45,8 +45,8 @@ impl Queues {
             let sent = out.send(
                 TableKey(t),
                 || Some(table(&name, 60_000)),
-                key(k),
-                vec![Value::Uint(v)],
+                &key(k),
+                &[Value::Uint(v)],
                 Some(30_000),
             );
             assert!(matches!(sent, Ok(true)), "{sent:?}");
@@ -526,8 +526,8 @@ fn an_update_encoded_once_is_framed_by_each_session() {
                 let sent = out.send(
                     TableKey(9),
                     || Some(table("t9", 0)),
-                    key(1),
-                    vec![Value::Uint(1)],
+                    &key(1),
+                    &[Value::Uint(1)],
                     None,
                 );
                 assert!(matches!(sent, Ok(true)));
@@ -838,8 +838,8 @@ impl Feed for DictFeed {
             let sent = out.send(
                 TableKey(50),
                 || Some(def),
-                key(self.0 as u8),
-                vec![Value::Dict(name)],
+                &key(self.0 as u8),
+                &[Value::Dict(name)],
                 None,
             );
             assert!(matches!(sent, Ok(true)), "{sent:?}");

@@ -818,7 +818,7 @@ impl NodeFeed<'_> {
         }
         let def = || Some(table.def.clone());
         // Our own values always match our own definition.
-        let _ = out.send(TableKey(t as u64), def, key, values, Some(EXPIRE_MS));
+        let _ = out.send(TableKey(t as u64), def, &key, &values, Some(EXPIRE_MS));
     }
 }
 

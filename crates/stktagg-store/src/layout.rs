@@ -229,30 +229,33 @@ impl Layout {
     }
 
     /// Turns an aggregate into published values: sums as they are, rates in the
-    /// published shape ([`rules::publish_rate`]).
-    pub fn agg_to_values(&self, agg: &[u32], dict: &dyn Fn(u32) -> DictValue) -> Vec<Value> {
-        self.slots
-            .iter()
-            .map(|slot| {
-                let a = slot.agg;
-                match slot.kind {
-                    SlotKind::Sum32 | SlotKind::Max32 => Value::Uint(agg[a]),
-                    SlotKind::Sum64 => Value::Ull(get_u64(agg, a)),
-                    SlotKind::LatestSint => Value::Sint(agg[a + 1] as i32),
-                    SlotKind::LatestDict => Value::Dict(dict(agg[a])),
-                    SlotKind::Rate { .. } => Value::Freq(rules::publish_rate(agg[a], agg[a + 1])),
-                    SlotKind::SumArray { n } | SlotKind::MaxArray { n } => {
-                        Value::UintArray(agg[a..a + n].to_vec())
-                    }
-                    SlotKind::RateArray { n, .. } => Value::FreqArray(
-                        agg[a..a + 2 * n]
-                            .chunks_exact(2)
-                            .map(|sc| rules::publish_rate(sc[0], sc[1]))
-                            .collect(),
-                    ),
+    /// published shape ([`rules::publish_rate`]), into `out` (cleared first).
+    pub fn agg_to_values_into(
+        &self,
+        agg: &[u32],
+        dict: &dyn Fn(u32) -> DictValue,
+        out: &mut Vec<Value>,
+    ) {
+        out.clear();
+        out.extend(self.slots.iter().map(|slot| {
+            let a = slot.agg;
+            match slot.kind {
+                SlotKind::Sum32 | SlotKind::Max32 => Value::Uint(agg[a]),
+                SlotKind::Sum64 => Value::Ull(get_u64(agg, a)),
+                SlotKind::LatestSint => Value::Sint(agg[a + 1] as i32),
+                SlotKind::LatestDict => Value::Dict(dict(agg[a])),
+                SlotKind::Rate { .. } => Value::Freq(rules::publish_rate(agg[a], agg[a + 1])),
+                SlotKind::SumArray { n } | SlotKind::MaxArray { n } => {
+                    Value::UintArray(agg[a..a + n].to_vec())
                 }
-            })
-            .collect()
+                SlotKind::RateArray { n, .. } => Value::FreqArray(
+                    agg[a..a + 2 * n]
+                        .chunks_exact(2)
+                        .map(|sc| rules::publish_rate(sc[0], sc[1]))
+                        .collect(),
+                ),
+            }
+        }));
     }
 
     /// The values of one record in this table's layout, rates re-aged to `now`.
@@ -262,10 +265,25 @@ impl Layout {
         now: u32,
         dict: &dyn Fn(u32) -> DictValue,
     ) -> Vec<Value> {
-        self.slots
-            .iter()
-            .map(|slot| slot_value(slot, rec, slot.kind_len(), now, dict))
-            .collect()
+        let mut out = Vec::with_capacity(self.slots.len());
+        self.record_to_values_into(rec, now, dict, &mut out);
+        out
+    }
+
+    /// [`Layout::record_to_values`] into a reused buffer (cleared first).
+    pub fn record_to_values_into(
+        &self,
+        rec: &[u32],
+        now: u32,
+        dict: &dyn Fn(u32) -> DictValue,
+        out: &mut Vec<Value>,
+    ) {
+        out.clear();
+        out.extend(
+            self.slots
+                .iter()
+                .map(|slot| slot_value(slot, rec, slot.kind_len(), now, dict)),
+        );
     }
 }
 

@@ -42,8 +42,8 @@ pub use error::StoreError;
 pub use ids::{SourceId, TableId, TableKind};
 pub use layout::Mismatch;
 pub use store::{
-    Applied, ContributionDetail, InputHandle, OutputEntry, RelayHandle, Store, StoreOptions,
-    TableInfo, TableSummary, TaughtEntry, TaughtTable,
+    Applied, ContributionDetail, EntryMeta, InputHandle, OutputEntry, RelayHandle, Store,
+    StoreOptions, TableInfo, TableSummary, TaughtEntry, TaughtTable,
 };
 pub use subscribe::{Change, SharedChange, SharedSlot, Subscription, SubscriptionFilter, Waker};
 

@@ -120,6 +120,16 @@ pub struct OutputEntry {
     pub changed_at: u64,
 }
 
+/// What [`Store::read_into`] tells of an entry besides its values (the other fields
+/// of [`OutputEntry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Remaining lifetime in ms, `None` when it never expires.
+    pub expire_ms: Option<u32>,
+    /// When the entry was last marked for its destinations, 0 if never.
+    pub changed_at: u64,
+}
+
 /// A table's identity and definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
@@ -1342,26 +1352,57 @@ impl Store {
     /// The published values of one entry at `now`: sums for outputs (rates in their
     /// published shape), the active member's values for relays (rates re-aged).
     pub fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry> {
-        let t = self.table(table)?;
-        let g = t.entries.get(key)?;
-        Some(self.entry_values(&t, &g.records, g.pub_at, now))
+        let mut values = Vec::new();
+        let meta = self.read_into(table, key, now, &mut values)?;
+        Some(OutputEntry {
+            values,
+            expire_ms: meta.expire_ms,
+            changed_at: meta.changed_at,
+        })
     }
 
-    fn entry_values(&self, t: &Table, rs: &[u32], changed_at: u64, now: u64) -> OutputEntry {
+    /// [`Store::read`] into a reused values buffer (cleared first): the send path
+    /// reads every entry it sends, and allocates nothing for it this way.
+    pub fn read_into(
+        &self,
+        table: TableId,
+        key: &Key,
+        now: u64,
+        values: &mut Vec<Value>,
+    ) -> Option<EntryMeta> {
+        let t = self.table(table)?;
+        let g = t.entries.get(key)?;
+        Some(self.entry_into(&t, &g.records, g.pub_at, now, values))
+    }
+
+    /// An entry's published values into `values`, and the rest of what it tells.
+    fn entry_into(
+        &self,
+        t: &Table,
+        rs: &[u32],
+        changed_at: u64,
+        now: u64,
+        values: &mut Vec<Value>,
+    ) -> EntryMeta {
         let dict = |id| self.dict.name(id);
         let stride = t.layout.stride;
-        let values = if t.is_relay() {
+        if t.is_relay() {
             match rs.get(..stride) {
-                Some(rec) => t.layout.record_to_values(rec, now as u32, &dict),
-                None => t.def.data.iter().map(layout::zero_value).collect(),
+                Some(rec) => t
+                    .layout
+                    .record_to_values_into(rec, now as u32, &dict, values),
+                None => {
+                    values.clear();
+                    values.extend(t.def.data.iter().map(layout::zero_value));
+                }
             }
         } else {
-            let mut agg = Vec::new();
-            t.layout.aggregate(rs, now as u32, &mut agg);
-            t.layout.agg_to_values(&agg, &dict)
-        };
-        OutputEntry {
-            values,
+            with_scratch(|sc| {
+                t.layout.aggregate(rs, now as u32, &mut sc.after);
+                t.layout.agg_to_values_into(&sc.after, &dict, values);
+            });
+        }
+        EntryMeta {
             expire_ms: entry_remaining(rs, stride, now),
             changed_at,
         }
@@ -1402,10 +1443,14 @@ impl Store {
         t.entries
             .iter()
             .map(|r| {
-                (
-                    r.key().clone(),
-                    self.entry_values(&t, &r.records, r.pub_at, now),
-                )
+                let mut values = Vec::new();
+                let meta = self.entry_into(&t, &r.records, r.pub_at, now, &mut values);
+                let entry = OutputEntry {
+                    values,
+                    expire_ms: meta.expire_ms,
+                    changed_at: meta.changed_at,
+                };
+                (r.key().clone(), entry)
             })
             .collect()
     }

@@ -15,8 +15,8 @@ use crate::dict::{TxDict, TxEntry};
 use crate::error::WireError;
 use crate::frame;
 use crate::key::{Key, KeyType};
-use crate::message::{Message, TableDefinition, Update, UpdateKind};
-use crate::tables::TableMap;
+use crate::message::{Message, TableDefinition, UpdateKind, UpdateRef};
+use crate::tables::{TableMap, layout_of};
 use crate::varint;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -181,7 +181,7 @@ impl Encoder {
                 body.put_u32(*update_id);
                 return self.put(dst, STKT_ACK, &body);
             }
-            Message::Update(u) => return self.encode_update(u, dst),
+            Message::Update(u) => return self.encode_update(u.as_ref(), dst),
         };
         put_frame(dst, class, msg_type, &[]);
         Ok(())
@@ -235,7 +235,13 @@ impl Encoder {
         Ok(())
     }
 
-    fn encode_update(&mut self, u: &Update, dst: &mut BytesMut) -> Result<(), WireError> {
+    /// Appends an update message whose key and values are borrowed: the same bytes,
+    /// checks and state changes as [`Encoder::encode`] of the equivalent
+    /// [`Message::Update`](crate::Message::Update).
+    ///
+    /// # Errors
+    /// As [`Encoder::encode`]; `dst` is then untouched.
+    pub fn encode_update(&mut self, u: UpdateRef<'_>, dst: &mut BytesMut) -> Result<(), WireError> {
         if u.kind.is_timed() != u.expire_ms.is_some() {
             return Err(WireError::ExpireMismatch { kind: u.kind });
         }
@@ -261,8 +267,8 @@ impl Encoder {
             }
         }
         let def = &table.def;
-        check_key(&u.key, def.key_type, def.key_len)?;
-        check_values(&u.values, &def.data)?;
+        check_key(u.key, def.key_type, def.key_len)?;
+        check_values(u.values, &def.data)?;
 
         let mut body = std::mem::take(&mut self.scratch);
         body.clear();
@@ -272,9 +278,9 @@ impl Encoder {
         if let Some(expire) = u.expire_ms {
             body.put_u32(expire);
         }
-        put_key(&mut body, &u.key, def.key_type, def.key_len);
+        put_key(&mut body, u.key, def.key_type, def.key_len);
         let mut dict_insert = None;
-        for v in &u.values {
+        for v in u.values {
             put_value(&mut body, v, &self.dict, &mut dict_insert);
         }
         let msg_type = match u.kind {
@@ -309,17 +315,6 @@ impl Encoder {
 pub struct SharedUpdate {
     bytes: Bytes,
     layout: u64,
-}
-
-/// A fingerprint of what an update's encoding depends on in a definition: key type,
-/// key length, data types and their parameters (no allocation, unlike a copy).
-fn layout_of(def: &TableDefinition) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    def.key_type.hash(&mut h);
-    def.key_len.hash(&mut h);
-    def.data.hash(&mut h);
-    h.finish()
 }
 
 impl SharedUpdate {
@@ -360,8 +355,9 @@ impl SharedUpdate {
         &self.bytes
     }
 
-    fn fits(&self, def: &TableDefinition) -> bool {
-        self.layout == layout_of(def)
+    /// Whether it fits a table whose definition has this layout fingerprint.
+    fn fits(&self, layout: u64) -> bool {
+        self.layout == layout
     }
 }
 
@@ -390,7 +386,7 @@ impl Encoder {
                 selected: self.tables.selected,
             });
         }
-        if !shared.fits(&table.def) {
+        if !shared.fits(table.layout) {
             return Err(WireError::SharedLayout { table_id });
         }
         let incremental = table.last_update_id.map(|l| l.wrapping_add(1)) == Some(update_id);
@@ -577,6 +573,7 @@ mod shared_tests {
     use super::*;
     use crate::data::{DataType, FreqCtr};
     use crate::decode::Decoder;
+    use crate::message::Update;
 
     fn def(data: Vec<DataSpec>) -> TableDefinition {
         TableDefinition {

@@ -74,7 +74,7 @@ pub use hello::{
     Hello, HelloOutcome, HelloParser, LineDecoder, PeerDirectory, StatusCode, Version,
 };
 pub use key::{Key, KeyType};
-pub use message::{Message, TableDefinition, Update, UpdateKind};
+pub use message::{Message, TableDefinition, Update, UpdateKind, UpdateRef};
 #[cfg(feature = "tokio-codec")]
 pub use tokio_codec::PeerCodec;
 pub use varint::VarInt;

@@ -75,6 +75,38 @@ pub struct Update {
     pub values: Vec<Value>,
 }
 
+/// An [`Update`] whose key and values are borrowed: what the encoder needs to send
+/// an entry without the caller building (and allocating) a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateRef<'a> {
+    /// The message form.
+    pub kind: UpdateKind,
+    /// The table id the update belongs to.
+    pub table_id: u32,
+    /// The update id.
+    pub update_id: u32,
+    /// The remaining lifetime in milliseconds, for timed forms.
+    pub expire_ms: Option<u32>,
+    /// The key.
+    pub key: &'a Key,
+    /// One value per data type of the table definition.
+    pub values: &'a [Value],
+}
+
+impl Update {
+    /// The same update, borrowed.
+    pub fn as_ref(&self) -> UpdateRef<'_> {
+        UpdateRef {
+            kind: self.kind,
+            table_id: self.table_id,
+            update_id: self.update_id,
+            expire_ms: self.expire_ms,
+            key: &self.key,
+            values: &self.values,
+        }
+    }
+}
+
 /// A message of protocol 2.1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Message {

@@ -23,6 +23,20 @@ pub(crate) struct TableState<L> {
     pub(crate) unknown_bits: u64,
     /// The last update id, for the incremental forms.
     pub(crate) last_update_id: L,
+    /// The fingerprint of what an update's encoding depends on ([`layout_of`]),
+    /// computed once here rather than for every shared update framed.
+    pub(crate) layout: u64,
+}
+
+/// A fingerprint of what an update's encoding depends on in a definition: key type,
+/// key length, data types and their parameters. Deterministic within the process.
+pub(crate) fn layout_of(def: &TableDefinition) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    def.key_type.hash(&mut h);
+    def.key_len.hash(&mut h);
+    def.data.hash(&mut h);
+    h.finish()
 }
 
 /// The tables of one direction of a session, by table id, plus the selected one.
@@ -74,6 +88,7 @@ impl<L: Clone> TableMap<L> {
         self.by_id.insert(
             id,
             TableState {
+                layout: layout_of(&def),
                 def,
                 unknown_bits,
                 last_update_id: fresh(previous),

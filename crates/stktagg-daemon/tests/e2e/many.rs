@@ -50,7 +50,7 @@ impl Feed for Stream {
             let round = self.next / KEYS + 1;
             let k = self.next % KEYS;
             let v = Value::Uint(round * (self.source + 1));
-            let sent = out.send(TableKey(1), || Some(input()), key(k), vec![v], None);
+            let sent = out.send(TableKey(1), || Some(input()), &key(k), &[v], None);
             assert!(matches!(sent, Ok(true)), "{sent:?}");
             self.next += 1;
         }
