@@ -53,7 +53,10 @@ impl UpdateCounters {
     }
 
     /// Time from a source update to the new value leaving for a peer, in
-    /// milliseconds of the daemon's clock, recorded in seconds.
+    /// milliseconds of the daemon's clock, recorded in seconds. One sample per
+    /// batch of changes written to a peer (up to 256), that of its oldest change:
+    /// an upper bound of the batch's delays, at a cost that does not grow with the
+    /// sums sent (a sample per sum cost a tenth of a fleet's CPU).
     ///
     /// The store stamps changes with that millisecond clock, so a sample is a whole
     /// number of milliseconds (0 means "within the same millisecond") although the

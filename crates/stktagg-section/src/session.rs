@@ -532,34 +532,32 @@ impl<S: TableStore> SessionCore<S> {
         }
     }
 
-    /// Sends one entry of a store table; `live` for a change (as opposed to a full
-    /// resync we teach), which is what the propagation histogram measures.
-    fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key, live: bool) {
-        let Some(o) = self.wanted(table, &key) else {
-            return;
-        };
+    /// Sends one entry of a store table; `Some(when it changed)` if it went out
+    /// (the caller counts what it sent, once per batch).
+    fn send_entry(&mut self, out: &mut Outbox<'_>, table: TableId, key: Key) -> Option<u64> {
+        let o = self.wanted(table, &key)?;
         let store = &self.section.store;
-        let Some(entry) = store.read_into(table, &key, self.now, &mut self.values) else {
-            // Gone since it was marked (expired): there are no deletes on the wire.
-            return;
-        };
+        // None: gone since it was marked (expired); there are no deletes on the wire.
+        let entry = store.read_into(table, &key, self.now, &mut self.values)?;
         let def = || store.definition(table);
         match out.send(o.key, def, &key, &self.values, None) {
-            Ok(true) => {}
-            Ok(false) => return,
+            Ok(true) => Some(entry.changed_at),
+            Ok(false) => None,
             Err(e) => {
                 tracing::error!(section = %self.section.name, peer = %self.peer().name, error = %e, "failed to encode our own update");
-                return;
+                None
             }
         }
-        self.peer()
-            .stats
-            .updates_out
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters.sent.increment(1);
-        if live && entry.changed_at > 0 {
-            self.counters
-                .propagation(self.now.saturating_sub(entry.changed_at));
+    }
+
+    /// Counts `n` entries sent to the peer.
+    fn count_sent(&self, n: u64) {
+        if n > 0 {
+            self.peer()
+                .stats
+                .updates_out
+                .fetch_add(n, Ordering::Relaxed);
+            self.counters.sent.increment(n);
         }
     }
 
@@ -598,32 +596,22 @@ impl<S: TableStore> SessionCore<S> {
 }
 
 impl<S: TableStore> SessionCore<S> {
-    /// Sends a live change encoded once for every destination.
+    /// Sends a live change encoded once for every destination; whether it went out.
     fn send_shared(
         &mut self,
         out: &mut Outbox<'_>,
         table: TableId,
         to: Outgoing,
         shared: &SharedChange,
-    ) {
+    ) -> bool {
         let store = &self.section.store;
         let def = || store.definition(table);
         match out.send_shared(to.key, def, &shared.update) {
-            Ok(true) => {}
-            Ok(false) => return,
+            Ok(sent) => sent,
             Err(e) => {
                 tracing::error!(section = %self.section.name, peer = %self.peer().name, error = %e, "failed to frame a shared update");
-                return;
+                false
             }
-        }
-        self.peer()
-            .stats
-            .updates_out
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters.sent.increment(1);
-        if shared.changed_at > 0 {
-            self.counters
-                .propagation(self.now.saturating_sub(shared.changed_at));
         }
     }
 }
@@ -647,13 +635,17 @@ impl<S: TableStore> Feed for SessionCore<S> {
     }
 
     fn lesson(&mut self, out: &mut Outbox<'_>) -> Progress {
+        let mut sent = 0;
+        let mut progress = Progress::More;
         for _ in 0..BATCH {
             let Some((table, key)) = self.lesson.pop_front() else {
-                return Progress::Done;
+                progress = Progress::Done;
+                break;
             };
-            self.send_entry(out, table, key, false);
+            sent += u64::from(self.send_entry(out, table, key).is_some());
         }
-        Progress::More
+        self.count_sent(sent);
+        progress
     }
 
     /// PARTIAL tells an aggregator not to rely on us yet. A HAProxy node told
@@ -675,21 +667,36 @@ impl<S: TableStore> Feed for SessionCore<S> {
         if batch.is_empty() {
             return Progress::Done;
         }
+        let mut sent = 0;
+        // The batch's propagation sample: when its oldest change sent was made.
+        let mut oldest = u64::MAX;
         for change in batch {
             let Some(to) = self.wanted(change.table, &change.key) else {
                 continue;
             };
-            if let Some(slot) = &change.shared {
-                let store = &self.section.store;
-                let shared =
-                    slot.get_or_init(|| store.shared_change(change.table, &change.key, self.now));
-                if let Some(shared) = shared {
-                    // Encoded once, by whichever session sent it first.
-                    self.send_shared(out, change.table, to, shared);
-                    continue;
+            let store = &self.section.store;
+            let now = self.now;
+            // Encoded once, by whichever session sends it first.
+            let shared = change.shared.as_ref().and_then(|slot| {
+                slot.get_or_init(|| store.shared_change(change.table, &change.key, now))
+                    .as_ref()
+            });
+            let changed_at = match shared {
+                Some(sh) => self
+                    .send_shared(out, change.table, to, sh)
+                    .then_some(sh.changed_at),
+                None => self.send_entry(out, change.table, change.key),
+            };
+            if let Some(at) = changed_at {
+                sent += 1;
+                if at > 0 {
+                    oldest = oldest.min(at);
                 }
             }
-            self.send_entry(out, change.table, change.key, true);
+        }
+        self.count_sent(sent);
+        if oldest != u64::MAX {
+            self.counters.propagation(self.now.saturating_sub(oldest));
         }
         Progress::More
     }

@@ -63,7 +63,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use stktagg_wire::{DictValue, Key, KeyType, TableDefinition, Value};
+use stktagg_wire::{DictValue, Key, KeyType, SharedLayout, SharedUpdate, TableDefinition, Value};
 
 /// Shards of a table's entry map (a power of two).
 const ENTRY_SHARDS: usize = 128;
@@ -235,6 +235,9 @@ struct Table {
     kind: TableKind,
     def: TableDefinition,
     layout: Layout,
+    /// What its changes' shared encodings are checked against (`None`: a table with
+    /// dictionary values, which every destination encodes itself).
+    shared: Option<SharedLayout>,
     entries: DashMap<Key, Entry, KeyHasher>,
     wheel: Mutex<BTreeMap<u64, Vec<Key>>>,
     rate_active: DashMap<Key, (), KeyHasher>,
@@ -694,6 +697,7 @@ impl Store {
                 ..def.clone()
             },
             layout,
+            shared: SharedLayout::of(def),
             // Many small shards: a shard that grows is rehashed under its write lock,
             // and with 128 of them that pause stays short even for millions of keys.
             entries: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), ENTRY_SHARDS),
@@ -1418,11 +1422,13 @@ impl Store {
         now: u64,
     ) -> Option<crate::SharedChange> {
         let t = self.table(table)?;
-        let entry = self.read(table, key, now)?;
-        let update = stktagg_wire::SharedUpdate::encode(&t.def, key, &entry.values).ok()??;
+        let layout = t.shared?;
+        let mut values = Vec::with_capacity(t.def.data.len());
+        let meta = self.read_into(table, key, now, &mut values)?;
+        let update = SharedUpdate::encode_with(layout, &t.def, key, &values).ok()?;
         Some(crate::SharedChange {
             update,
-            changed_at: entry.changed_at,
+            changed_at: meta.changed_at,
         })
     }
 

@@ -44,21 +44,13 @@ impl RxDict {
 }
 
 /// The transmit cache: which slot holds each name we sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct TxDict {
+    /// Empty until the first name is cached: most tables never send one, and a
+    /// shared update's encoder builds a dictionary it never uses.
     slots: Vec<Option<Bytes>>,
     index: HashMap<Bytes, usize>,
     next: usize,
-}
-
-impl Default for TxDict {
-    fn default() -> Self {
-        TxDict {
-            slots: vec![None; DICT_SLOTS],
-            index: HashMap::new(),
-            next: 0,
-        }
-    }
 }
 
 /// How a name is to be sent.
@@ -84,6 +76,9 @@ impl TxDict {
     pub(crate) fn insert(&mut self, name: &Bytes) -> TxEntry {
         if let Some(&slot) = self.index.get(name) {
             return TxEntry::Short(slot_id(slot));
+        }
+        if self.slots.is_empty() {
+            self.slots = vec![None; DICT_SLOTS];
         }
         let slot = self.next;
         self.next = (self.next + 1) % DICT_SLOTS;

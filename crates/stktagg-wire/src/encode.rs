@@ -317,6 +317,24 @@ pub struct SharedUpdate {
     layout: u64,
 }
 
+/// What a table's shared encodings are checked against: computed once per table
+/// ([`SharedLayout::of`]), so that encoding a change does not walk the definition
+/// again. Tables with dictionary values have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedLayout(u64);
+
+impl SharedLayout {
+    /// The layout of a table defined as `def`; `None` if it has dictionary values
+    /// (see [`SharedUpdate`]).
+    pub fn of(def: &TableDefinition) -> Option<SharedLayout> {
+        let dict = def
+            .data
+            .iter()
+            .any(|d| d.data_type.storage() == Storage::Dict);
+        (!dict).then(|| SharedLayout(layout_of(def)))
+    }
+}
+
 impl SharedUpdate {
     /// Encodes `key` and `values` for a table defined as `def` (its table id does not
     /// matter). `Ok(None)` for a table with dictionary values.
@@ -328,26 +346,37 @@ impl SharedUpdate {
         key: &Key,
         values: &[Value],
     ) -> Result<Option<SharedUpdate>, WireError> {
-        if def
-            .data
-            .iter()
-            .any(|d| d.data_type.storage() == Storage::Dict)
-        {
-            return Ok(None);
+        match SharedLayout::of(def) {
+            Some(layout) => SharedUpdate::encode_with(layout, def, key, values).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// [`SharedUpdate::encode`] for a table whose layout the caller keeps.
+    ///
+    /// # Errors
+    /// The key or the values do not match the definition.
+    pub fn encode_with(
+        layout: SharedLayout,
+        def: &TableDefinition,
+        key: &Key,
+        values: &[Value],
+    ) -> Result<SharedUpdate, WireError> {
         check_key(key, def.key_type, def.key_len)?;
         check_values(values, &def.data)?;
-        let mut body = BytesMut::new();
+        // A key's length prefix and bytes, then about 5 bytes per value: one
+        // allocation, no regrowth for the usual tables.
+        let mut body = BytesMut::with_capacity(key.as_bytes().len() + 5 + 8 * values.len());
         put_key(&mut body, key, def.key_type, def.key_len);
         let no_dict = TxDict::default();
         let mut unused = None;
         for v in values {
             put_value(&mut body, v, &no_dict, &mut unused);
         }
-        Ok(Some(SharedUpdate {
+        Ok(SharedUpdate {
             bytes: body.freeze(),
-            layout: layout_of(def),
-        }))
+            layout: layout.0,
+        })
     }
 
     /// The encoded key and values.
@@ -666,7 +695,21 @@ mod shared_tests {
         let dict = def(vec![DataSpec::plain(DataType::ServerKey)]);
         let v = [Value::Dict(crate::data::DictValue::Absent)];
         assert_eq!(SharedUpdate::encode(&dict, &key, &v).unwrap(), None);
+        assert_eq!(SharedLayout::of(&dict), None);
         assert!(SharedUpdate::encode(&d, &key, &[]).is_err());
+        // A layout kept by the caller gives the same encoding, and tells tables
+        // apart by what the encoding depends on, not by name or id.
+        let layout = SharedLayout::of(&d).unwrap();
+        let again = SharedUpdate::encode_with(layout, &d, &key, &[Value::Uint(1)]).unwrap();
+        assert_eq!(again, shared);
+        let renamed = TableDefinition {
+            table_id: 9,
+            name: Bytes::from_static(b"/other"),
+            ..d.clone()
+        };
+        assert_eq!(SharedLayout::of(&renamed), Some(layout));
+        let other = def(vec![DataSpec::plain(DataType::Gpc0)]);
+        assert_ne!(SharedLayout::of(&other), Some(layout));
     }
 }
 

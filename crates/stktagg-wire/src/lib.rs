@@ -67,7 +67,7 @@ mod testutil;
 pub use data::{Aggregation, DataSpec, DataType, DictValue, FreqCtr, ParamKind, Storage, Value};
 pub use decode::Decoder;
 pub use dict::DICT_SLOTS;
-pub use encode::{Encoder, SharedUpdate};
+pub use encode::{Encoder, SharedLayout, SharedUpdate};
 pub use error::{Fault, WireError};
 pub use frame::Frame;
 pub use hello::{
