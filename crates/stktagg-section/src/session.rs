@@ -302,10 +302,37 @@ impl<S: TableStore> SessionCore<S> {
     /// Handles every pending event of `engine`; the protocol end, if it closed.
     pub fn handle_events(&mut self, engine: &mut PeerSession, now: u64) -> Option<End> {
         self.now = now;
+        let mut updates = 0;
+        let end = self.handle_some_events(engine, &mut updates);
+        if updates > 0 {
+            // Counted once per read pass, not per update.
+            let peer = self.peer();
+            peer.stats.updates_in.fetch_add(updates, Ordering::Relaxed);
+            self.counters.received.increment(updates);
+        }
+        if end.is_some() {
+            return end;
+        }
+        if let Some(t) = engine.last_heartbeat() {
+            self.peer()
+                .stats
+                .last_heartbeat_ms
+                .store(t, Ordering::Relaxed);
+        }
+        None
+    }
+
+    /// Handles the events waiting, counting updates in `updates`; the end of the
+    /// session if one of them is.
+    fn handle_some_events(&mut self, engine: &mut PeerSession, updates: &mut u64) -> Option<End> {
         while let Some(event) = engine.poll_event() {
             match event {
                 Event::TableDefined(def) => self.on_definition(def),
-                Event::Update(u) => self.on_update(u),
+                Event::Update(u) => {
+                    *updates += 1;
+                    let values = self.on_update(u);
+                    engine.recycle_values(values);
+                }
                 Event::ResyncAsked => {
                     let source = self.peer().source_id();
                     self.section.store.begin_resync(source, self.now);
@@ -318,12 +345,6 @@ impl<S: TableStore> SessionCore<S> {
                 Event::Confirmed => *crate::lock(&self.peer().stats.teach_back_owed) = None,
                 Event::HelloReceived(_) | Event::Established { .. } | Event::Acked { .. } => {}
             }
-        }
-        if let Some(t) = engine.last_heartbeat() {
-            self.peer()
-                .stats
-                .last_heartbeat_ms
-                .store(t, Ordering::Relaxed);
         }
         None
     }
@@ -428,10 +449,9 @@ impl<S: TableStore> SessionCore<S> {
         self.inbound.insert(def.table_id, inbound);
     }
 
-    fn on_update(&mut self, u: Update) {
+    /// Applies an update; gives its values buffer back for the next one.
+    fn on_update(&mut self, u: Update) -> Vec<Value> {
         let peer = &self.section.peers[self.id.0];
-        peer.stats.updates_in.fetch_add(1, Ordering::Relaxed);
-        self.counters.received.increment(1);
         let store = &self.section.store;
         let res = match self.inbound.get(&u.table_id) {
             Some(Inbound::Aggregate(h)) => store.apply(h, &u.key, &u.values, u.expire_ms, self.now),
@@ -439,7 +459,7 @@ impl<S: TableStore> SessionCore<S> {
             Some(Inbound::Relay(h)) => {
                 store.relay_apply(h, &u.key, &u.values, u.expire_ms, self.now)
             }
-            Some(Inbound::Ignored) | None => return,
+            Some(Inbound::Ignored) | None => return u.values,
         };
         match res {
             Ok(_) => {}
@@ -455,6 +475,7 @@ impl<S: TableStore> SessionCore<S> {
                 tracing::debug!(section = %self.section.name, peer = %peer.name, error = %e, "update refused");
             }
         }
+        u.values
     }
 
     fn on_resync_request(&mut self) {

@@ -13,7 +13,7 @@ use crate::resync::{Learning, Teaching};
 use bytes::BytesMut;
 use std::collections::{BTreeMap, VecDeque};
 use stktagg_wire::hello::{HelloOutcome, HelloParser, LineDecoder, decode_status};
-use stktagg_wire::{Decoder, Hello, Message, StatusCode, WireError, frame};
+use stktagg_wire::{Decoder, Hello, Message, StatusCode, Value, WireError, frame};
 
 /// The handshake, on either side.
 #[derive(Debug)]
@@ -292,6 +292,14 @@ impl PeerSession {
                 }
                 Some(t)
             }
+        }
+    }
+
+    /// Hands back the values of an [`Event::Update`] once the caller has used them:
+    /// the next update is decoded into them (see [`Decoder::recycle`]).
+    pub fn recycle_values(&mut self, values: Vec<Value>) {
+        if let State::Established(link) = &mut self.state {
+            link.decoder.recycle(values);
         }
     }
 

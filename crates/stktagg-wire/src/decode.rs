@@ -96,6 +96,9 @@ pub struct Decoder {
     max_tables: usize,
     tables: TableMap<u32>,
     dict: RxDict,
+    /// A values buffer handed back by the caller ([`Decoder::recycle`]), which the
+    /// next update decodes into: a steady stream allocates none.
+    spare: Vec<Value>,
 }
 
 impl Default for Decoder {
@@ -117,6 +120,16 @@ impl Decoder {
             max_tables: DEFAULT_MAX_TABLES,
             tables: TableMap::default(),
             dict: RxDict::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands back the values of a decoded update once the caller is done with
+    /// them: the next update is decoded into the same buffer.
+    pub fn recycle(&mut self, mut values: Vec<Value>) {
+        if values.capacity() > self.spare.capacity() {
+            values.clear();
+            self.spare = values;
         }
     }
 
@@ -355,7 +368,9 @@ impl Decoder {
             None
         };
         let key = decode_key(r, def.key_type, def.key_len)?;
-        let mut values = Vec::with_capacity(def.data.len());
+        let mut values = std::mem::take(&mut self.spare);
+        values.clear();
+        values.reserve(def.data.len());
         let mut dict_fill = None;
         for spec in &def.data {
             values.push(decode_value(r, spec, &self.dict, &mut dict_fill)?);

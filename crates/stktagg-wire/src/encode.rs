@@ -673,6 +673,39 @@ mod shared_tests {
     }
 
     #[test]
+    fn the_decoder_decodes_into_a_recycled_values_buffer() {
+        let d = def(vec![DataSpec::plain(DataType::HttpReqCnt), rate()]);
+        let mut e = Encoder::new();
+        let mut w = BytesMut::new();
+        e.encode(&Message::TableDefinition(d.clone()), &mut w)
+            .unwrap();
+        for (id, n) in [(1u32, 10u32), (2, 20)] {
+            let u = Update {
+                kind: e.update_kind(3, id, false),
+                table_id: 3,
+                update_id: id,
+                expire_ms: None,
+                key: Key::from_u32(n),
+                values: vec![Value::Uint(n), Value::Freq(FreqCtr::default())],
+            };
+            e.encode(&Message::Update(u), &mut w).unwrap();
+        }
+        let mut dec = Decoder::new();
+        let mut next_update = |dec: &mut Decoder| loop {
+            if let Some(Message::Update(u)) = dec.decode(&mut w).unwrap() {
+                return u;
+            }
+        };
+        let first = next_update(&mut dec);
+        let buffer = first.values.as_ptr();
+        dec.recycle(first.values);
+        let second = next_update(&mut dec);
+        assert_eq!(second.values.as_ptr(), buffer);
+        assert_eq!(second.values[0], Value::Uint(20));
+        assert_eq!(second.values.len(), 2);
+    }
+
+    #[test]
     fn shared_updates_refuse_what_they_do_not_fit() {
         let d = def(vec![DataSpec::plain(DataType::HttpReqCnt)]);
         let key = Key::from_ipv4(std::net::Ipv4Addr::new(10, 0, 0, 1));
