@@ -38,10 +38,9 @@ struct Plan {
     fleet_rates: Vec<f64>,
     fleet_secs: f64,
     fleet_keys: u32,
-    /// Rates for propagation latency, one sender and two receivers.
-    latency_rates: Vec<f64>,
+    /// (rate, keys) runs for propagation latency, one sender and two receivers.
+    latency_runs: Vec<(f64, u32)>,
     latency_secs: f64,
-    latency_keys: u32,
     /// Keys and sources for the memory figures.
     memory_keys: u32,
     memory_sources: usize,
@@ -72,9 +71,13 @@ impl Plan {
             fleet_rates: vec![100_000.0, 500_000.0],
             fleet_secs: 5.0,
             fleet_keys: 100_000,
-            latency_rates: vec![10_000.0, 100_000.0, 500_000.0],
+            latency_runs: vec![
+                (10_000.0, 1_000_000),
+                (100_000.0, 100_000),
+                (100_000.0, 1_000_000),
+                (500_000.0, 1_000_000),
+            ],
             latency_secs: 5.0,
-            latency_keys: 1_000_000,
             memory_keys: 1_000_000,
             memory_sources: 10,
             scaling: vec![10_000, 100_000, 1_000_000, 10_000_000],
@@ -94,9 +97,8 @@ impl Plan {
             fleet_rates: vec![20_000.0],
             fleet_secs: 1.0,
             fleet_keys: 10_000,
-            latency_rates: vec![10_000.0, 50_000.0],
+            latency_runs: vec![(10_000.0, 100_000), (50_000.0, 100_000)],
             latency_secs: 1.0,
-            latency_keys: 100_000,
             memory_keys: 100_000,
             memory_sources: 4,
             scaling: vec![10_000, 100_000],
@@ -575,11 +577,11 @@ impl Bench<'_> {
     fn latency(&self) -> Result<Value> {
         let p = self.plan;
         let mut out = Vec::new();
-        for &rate in &p.latency_rates {
-            eprintln!("bench: propagation latency at {rate} updates/s");
+        for &(rate, keys) in &p.latency_runs {
+            eprintln!("bench: propagation latency at {rate} updates/s over {keys} keys");
             let updates = (rate * p.latency_secs) as u64;
             let d = start_daemon(&self.bins.daemon, self.work, "latency", 3)?;
-            let mut args = stream_args(updates, p.latency_keys, "ipv4");
+            let mut args = stream_args(updates, keys, "ipv4");
             args.extend([
                 "--sources".into(),
                 "3".into(),
@@ -594,6 +596,7 @@ impl Bench<'_> {
             let r = self.send(&d, "stktagg", &args)?;
             out.push(json!({
                 "rate": rate,
+                "keys": keys,
                 "updates": r["updates"],
                 "achieved_rate": r["updates_per_s"],
                 "latency": r["latency"],
