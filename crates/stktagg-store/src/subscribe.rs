@@ -23,7 +23,7 @@
 //! collected under a lock and woken after it is released.
 
 use crate::ids::{KeyHasher, TableId, TableKind};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
@@ -99,53 +99,107 @@ pub struct Change {
     pub shared: Option<SharedSlot>,
 }
 
+/// A key in a log and its shared encoding slot; `None` for a hole.
+type Slot = Option<(Key, Option<SharedSlot>)>;
+
 /// Changed keys in order of their latest change, each key once.
+///
+/// A ring of slots in sequence order: a change appends a slot, and the key's older
+/// slot, if any, becomes a hole (an append and one hash-map update per change, no
+/// tree). Holes are passed over when read and compacted away once they outnumber
+/// the live slots, so the log stays within twice its keys whatever the updates.
 #[derive(Default)]
 struct Log {
-    /// Each key's shared encoding slot exists only while several destinations
-    /// follow the table: for one, encoding it once more costs less than sharing.
-    by_seq: BTreeMap<u64, (Key, Option<SharedSlot>)>,
-    seq_of: HashMap<Key, u64, KeyHasher>,
+    /// `(sequence number, the key and its shared encoding slot)`, `None` for a
+    /// hole. Each key's shared encoding slot exists only while several
+    /// destinations follow the table: for one, encoding it once more costs less
+    /// than sharing. The back slot is never a hole (a hole is made by a later
+    /// append).
+    slots: VecDeque<(u64, Slot)>,
+    /// Each live key's slot, as an absolute position (`popped` + its index).
+    pos_of: HashMap<Key, u64, KeyHasher>,
+    /// Slots popped from the front since the log began.
+    popped: u64,
+    holes: usize,
 }
 
 impl Log {
     fn push(&mut self, key: &Key, seq: u64, shared: bool) {
-        if let Some(old) = self.seq_of.insert(key.clone(), seq) {
-            self.by_seq.remove(&old);
+        let pos = self.popped + self.slots.len() as u64;
+        if let Some(old) = self.pos_of.insert(key.clone(), pos) {
+            let live = usize::try_from(old - self.popped)
+                .ok()
+                .and_then(|i| self.slots.get_mut(i))
+                .and_then(|slot| slot.1.take());
+            if live.is_some() {
+                self.holes += 1;
+            }
         }
         let slot = shared.then(SharedSlot::default);
-        self.by_seq.insert(seq, (key.clone(), slot));
+        self.slots.push_back((seq, Some((key.clone(), slot))));
+        if self.holes > 64 && self.holes * 2 > self.slots.len() {
+            self.compact();
+        }
+    }
+
+    /// Drops the holes; live slots keep their order and get new positions.
+    fn compact(&mut self) {
+        self.slots.retain(|(_, item)| item.is_some());
+        self.holes = 0;
+        for (i, (_, item)) in self.slots.iter().enumerate() {
+            if let Some((key, _)) = item
+                && let Some(p) = self.pos_of.get_mut(key)
+            {
+                *p = self.popped + i as u64;
+            }
+        }
     }
 
     /// Up to `max` changes after `cursor`, appended to `out`; the new cursor.
     fn take_after(&self, cursor: u64, max: usize, table: TableId, out: &mut Vec<Change>) -> u64 {
+        let start = self.slots.partition_point(|(seq, _)| *seq <= cursor);
         let mut last = cursor;
-        for (&seq, (key, slot)) in self.by_seq.range(cursor + 1..).take(max) {
-            out.push(Change {
-                table,
-                key: key.clone(),
-                shared: slot.clone(),
-            });
-            last = seq;
+        let mut taken = 0;
+        for (seq, item) in self.slots.range(start..) {
+            if taken == max {
+                break;
+            }
+            last = *seq;
+            if let Some((key, slot)) = item {
+                out.push(Change {
+                    table,
+                    key: key.clone(),
+                    shared: slot.clone(),
+                });
+                taken += 1;
+            }
         }
         last
     }
 
     fn has_after(&self, cursor: u64) -> bool {
-        self.by_seq.range(cursor + 1..).next().is_some()
+        self.slots.back().is_some_and(|(seq, _)| *seq > cursor)
     }
 
     /// Forgets the keys every destination has taken.
     fn trim(&mut self, upto: u64) {
-        while let Some(e) = self.by_seq.first_entry() {
-            if *e.key() > upto {
+        while let Some((seq, _)) = self.slots.front() {
+            if *seq > upto {
                 break;
             }
-            let (key, _) = e.remove();
-            self.seq_of.remove(&key);
+            if let Some((_, item)) = self.slots.pop_front() {
+                match item {
+                    Some((key, _)) => {
+                        self.pos_of.remove(&key);
+                    }
+                    None => self.holes -= 1,
+                }
+            }
+            self.popped += 1;
         }
-        if self.by_seq.is_empty() {
-            self.seq_of.shrink_to(64);
+        if self.slots.is_empty() {
+            self.slots.shrink_to(64);
+            self.pos_of.shrink_to(64);
         }
     }
 }
@@ -561,5 +615,92 @@ impl SubRegistry {
             held.push("a subscription's full-push set");
         }
         held
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// What a log must hold: each key once, at its latest sequence number.
+    #[derive(Default)]
+    struct Model {
+        by_seq: BTreeMap<u64, u32>,
+        seq_of: HashMap<u32, u64>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(u32),
+        /// Trim up to the sequence number this far back from the last.
+        Trim(u64),
+        /// Take up to this many after the sequence number this far back.
+        Take(u64, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            // Few keys and rare trims: many holes, so that compaction runs.
+            16 => (0u32..12).prop_map(Op::Push),
+            1 => (0u64..50).prop_map(Op::Trim),
+            2 => ((0u64..80), (0usize..20)).prop_map(|(b, m)| Op::Take(b, m)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_log_holds_each_key_once_at_its_latest_change(ops in proptest::collection::vec(op(), 1..600)) {
+            let (mut log, mut model, mut seq) = (Log::default(), Model::default(), 0u64);
+            let table = TableId(1);
+            for op in ops {
+                match op {
+                    Op::Push(k) => {
+                        seq += 1;
+                        log.push(&Key::from_u32(k), seq, false);
+                        if let Some(old) = model.seq_of.insert(k, seq) {
+                            model.by_seq.remove(&old);
+                        }
+                        model.by_seq.insert(seq, k);
+                    }
+                    Op::Trim(back) => {
+                        let upto = seq.saturating_sub(back);
+                        log.trim(upto);
+                        while let Some(e) = model.by_seq.first_entry() {
+                            if *e.key() > upto {
+                                break;
+                            }
+                            let k = e.remove();
+                            model.seq_of.remove(&k);
+                        }
+                    }
+                    Op::Take(back, max) => {
+                        let cursor = seq.saturating_sub(back);
+                        let mut out = Vec::new();
+                        let next = log.take_after(cursor, max, table, &mut out);
+                        let want: Vec<(u64, u32)> = model
+                            .by_seq
+                            .range(cursor + 1..)
+                            .take(max)
+                            .map(|(s, k)| (*s, *k))
+                            .collect();
+                        let got: Vec<Key> = out.iter().map(|c| c.key.clone()).collect();
+                        let want_keys: Vec<Key> = want.iter().map(|(_, k)| Key::from_u32(*k)).collect();
+                        prop_assert_eq!(got, want_keys);
+                        // The cursor moves past what was taken, never past a change
+                        // that was not.
+                        let first_not_taken = model.by_seq.range(cursor + 1..).nth(want.len()).map(|(s, _)| *s);
+                        prop_assert!(next >= want.last().map_or(cursor, |w| w.0));
+                        prop_assert!(first_not_taken.is_none_or(|f| next < f));
+                        prop_assert_eq!(log.has_after(cursor), model.by_seq.range(cursor + 1..).next().is_some());
+                    }
+                }
+                // Bounded by the keys, whatever the updates.
+                let live = model.by_seq.len();
+                prop_assert_eq!(log.pos_of.len(), live);
+                prop_assert!(log.slots.len() <= 2 * live + 65, "{} slots for {} keys", log.slots.len(), live);
+            }
+        }
     }
 }
