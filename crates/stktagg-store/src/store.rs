@@ -216,17 +216,61 @@ pub(crate) struct StoreStats {
 
 #[derive(Debug)]
 struct Entry {
-    /// The contributions, `stride` words each (see `layout`).
-    records: Vec<u32>,
+    /// One block for the key's words: first the rate sums and their current parts
+    /// as of `pub_at` (what receivers were given; two words per rate, output tables
+    /// only: `pub_len` words), then the contributions, `stride` words each (see
+    /// `layout`). One heap block per key rather than two.
+    words: Vec<u32>,
     /// The expiry-wheel bucket this entry is queued in, 0 if none.
     sched: u64,
     /// When the entry was last marked dirty.
     pub_at: u64,
-    /// The rate sums and their current parts as of `pub_at` (what receivers were
-    /// given), two words per rate, output tables only.
-    pub_rates: Box<[u32]>,
+    /// How many words of `words` are published rates.
+    pub_len: u32,
     /// Whether the key is in the table's rate-activity set.
     rate_active: bool,
+}
+
+impl Entry {
+    fn split(&self) -> usize {
+        self.pub_len as usize
+    }
+
+    /// The contributions.
+    fn records(&self) -> &[u32] {
+        &self.words[self.split()..]
+    }
+
+    fn has_records(&self) -> bool {
+        self.words.len() > self.split()
+    }
+
+    /// The published rates (sum, current part) and the contributions, apart.
+    fn parts_mut(&mut self) -> (&mut [u32], &mut [u32]) {
+        let at = self.split();
+        self.words.split_at_mut(at)
+    }
+
+    fn pub_rates(&self) -> &[u32] {
+        &self.words[..self.split()]
+    }
+
+    /// Adds a contribution, growing the block by exactly one record: doubling
+    /// would leave up to half the contributions' memory unused.
+    fn push_record(&mut self, rec: &[u32]) {
+        self.words.reserve_exact(rec.len());
+        self.words.extend_from_slice(rec);
+    }
+
+    fn clear_records(&mut self) {
+        self.words.truncate(self.split());
+    }
+
+    /// Removes the records for which `drop` is true; returns how many were removed.
+    fn retain_records(&mut self, stride: usize, drop: impl FnMut(&[u32]) -> bool) -> usize {
+        let at = self.split();
+        retain_records(&mut self.words, at, stride, drop)
+    }
 }
 
 struct Table {
@@ -257,11 +301,13 @@ impl Table {
         } else {
             self.layout.rate_values
         };
+        let mut words = Vec::with_capacity(2 * rates + self.layout.stride);
+        words.resize(2 * rates, 0);
         Entry {
-            records: Vec::with_capacity(self.layout.stride),
+            words,
             sched: 0,
             pub_at: 0,
-            pub_rates: vec![0; 2 * rates].into_boxed_slice(),
+            pub_len: u32::try_from(2 * rates).unwrap_or(u32::MAX),
             rate_active: false,
         }
     }
@@ -349,20 +395,27 @@ fn records(rs: &[u32], stride: usize) -> std::slice::ChunksExact<'_, u32> {
     rs.chunks_exact(stride)
 }
 
-/// Removes the records for which `drop` is true; returns how many were removed.
-fn retain_records(rs: &mut Vec<u32>, stride: usize, mut drop: impl FnMut(&[u32]) -> bool) -> usize {
-    let n = rs.len() / stride;
+/// Removes the records (`stride` words each, from word `at` on) for which `drop`
+/// is true; returns how many were removed.
+fn retain_records(
+    rs: &mut Vec<u32>,
+    at: usize,
+    stride: usize,
+    mut drop: impl FnMut(&[u32]) -> bool,
+) -> usize {
+    let n = rs.len().saturating_sub(at) / stride;
+    let rec = |r: usize| at + r * stride..at + (r + 1) * stride;
     let mut w = 0;
     for r in 0..n {
-        let keep = !drop(&rs[r * stride..(r + 1) * stride]);
+        let keep = !drop(&rs[rec(r)]);
         if keep {
             if w != r {
-                rs.copy_within(r * stride..(r + 1) * stride, w * stride);
+                rs.copy_within(rec(r), at + w * stride);
             }
             w += 1;
         }
     }
-    rs.truncate(w * stride);
+    rs.truncate(at + w * stride);
     n - w
 }
 
@@ -828,7 +881,7 @@ impl Store {
             };
             let stored_key = guard.key().clone();
             let e = guard.value_mut();
-            let is_new = e.records.is_empty();
+            let is_new = !e.has_records();
             if layout.has_latest {
                 // Taken under the entry's lock, so it orders updates of one key as
                 // they were applied.
@@ -840,29 +893,26 @@ impl Store {
                 Replace::Contributor(c) => {
                     // A new entry changes whatever its values: no "before" to compute.
                     if !is_new {
-                        layout.aggregate(&e.records, now32, before);
+                        layout.aggregate(e.records(), now32, before);
                     }
-                    let pos = records(&e.records, stride).position(|r| r[0] == c);
+                    let pos = records(e.records(), stride).position(|r| r[0] == c);
                     match pos {
-                        Some(i) => e.records[i * stride..(i + 1) * stride].copy_from_slice(rec),
-                        None => {
-                            // Grow by exactly one record: doubling would leave up to
-                            // half the contributions' memory unused.
-                            e.records.reserve_exact(stride);
-                            e.records.extend_from_slice(rec);
+                        Some(i) => {
+                            e.parts_mut().1[i * stride..(i + 1) * stride].copy_from_slice(rec)
                         }
+                        None => e.push_record(rec),
                     }
-                    layout.aggregate(&e.records, now32, after);
+                    layout.aggregate(e.records(), now32, after);
                     is_new || before != after
                 }
                 Replace::All => {
                     // Relays publish their record as it is: compare the values, not
                     // the header (generation, expiry, sequence).
                     let skip = HDR + if layout.has_latest { 2 } else { 0 };
-                    let changed =
-                        is_new || e.records.len() != stride || e.records[skip..] != rec[skip..];
-                    e.records.clear();
-                    e.records.extend_from_slice(rec);
+                    let recs = e.records();
+                    let changed = is_new || recs.len() != stride || recs[skip..] != rec[skip..];
+                    e.clear_records();
+                    e.push_record(rec);
                     changed
                 }
             };
@@ -872,19 +922,19 @@ impl Store {
             let mark = changed || keep_alive;
             if mark {
                 e.pub_at = now;
-                if !e.pub_rates.is_empty() {
-                    for (p, (s, c, _)) in
-                        e.pub_rates.chunks_exact_mut(2).zip(layout.rates_of(after))
+                if e.pub_len > 0 {
+                    for (p, (s, c, _)) in e
+                        .parts_mut()
+                        .0
+                        .chunks_exact_mut(2)
+                        .zip(layout.rates_of(after))
                     {
                         p[0] = s;
                         p[1] = c;
                     }
                 }
             }
-            if !e.pub_rates.is_empty()
-                && !e.rate_active
-                && layout.rates_of(after).any(|(s, _, _)| s > 0)
-            {
+            if e.pub_len > 0 && !e.rate_active && layout.rates_of(after).any(|(s, _, _)| s > 0) {
                 e.rate_active = true;
                 table.rate_active.insert(stored_key.clone(), ());
             }
@@ -1023,14 +1073,14 @@ impl Store {
         let mut changed = Vec::new();
         let mut dropped = 0;
         table.entries.retain(|k, e| {
-            let n = retain_records(&mut e.records, stride, &drop);
+            let n = e.retain_records(stride, &drop);
             if n == 0 {
                 return true;
             }
             dropped += n;
             e.pub_at = now;
             changed.push(k.clone());
-            if e.records.is_empty() {
+            if !e.has_records() {
                 if e.rate_active {
                     table.rate_active.remove(k);
                 }
@@ -1081,11 +1131,11 @@ impl Store {
                             continue;
                         }
                         e.sched = 0;
-                        let n = retain_records(&mut e.records, stride, |r| {
+                        let n = e.retain_records(stride, |r| {
                             let x = expire_of(r);
                             x != 0 && x <= now
                         });
-                        let next = records(&e.records, stride)
+                        let next = records(e.records(), stride)
                             .map(expire_of)
                             .filter(|&x| x != 0)
                             .min();
@@ -1095,11 +1145,11 @@ impl Store {
                         if n > 0 {
                             e.pub_at = now;
                         }
-                        (n, e.records.is_empty())
+                        (n, !e.has_records())
                     };
                     if empty {
                         table.entries.remove_if(&key, |_, e| {
-                            let empty = e.records.is_empty();
+                            let empty = !e.has_records();
                             if empty && e.rate_active {
                                 table.rate_active.remove(&key);
                             }
@@ -1196,11 +1246,14 @@ impl Store {
             if !e.rate_active {
                 continue;
             }
-            table.layout.aggregate(&e.records, now32, &mut agg);
+            table.layout.aggregate(e.records(), now32, &mut agg);
             let pub_at = e.pub_at as u32;
             let mut differs = false;
             let mut idle = true;
-            for (p, (s, _, period)) in e.pub_rates.chunks_exact(2).zip(table.layout.rates_of(&agg))
+            for (p, (s, _, period)) in e
+                .pub_rates()
+                .chunks_exact(2)
+                .zip(table.layout.rates_of(&agg))
             {
                 let seen = crate::rules::published_rate_at(p[0], p[1], pub_at, period, now32);
                 differs |= crate::rules::drifted(seen, s);
@@ -1209,7 +1262,8 @@ impl Store {
             if differs {
                 e.pub_at = now;
                 for (p, (s, c, _)) in e
-                    .pub_rates
+                    .parts_mut()
+                    .0
                     .chunks_exact_mut(2)
                     .zip(table.layout.rates_of(&agg))
                 {
@@ -1376,7 +1430,7 @@ impl Store {
     ) -> Option<EntryMeta> {
         let t = self.table(table)?;
         let g = t.entries.get(key)?;
-        Some(self.entry_into(&t, &g.records, g.pub_at, now, values))
+        Some(self.entry_into(&t, g.records(), g.pub_at, now, values))
     }
 
     /// An entry's published values into `values`, and the rest of what it tells.
@@ -1450,7 +1504,7 @@ impl Store {
             .iter()
             .map(|r| {
                 let mut values = Vec::new();
-                let meta = self.entry_into(&t, &r.records, r.pub_at, now, &mut values);
+                let meta = self.entry_into(&t, r.records(), r.pub_at, now, &mut values);
                 let entry = OutputEntry {
                     values,
                     expire_ms: meta.expire_ms,
@@ -1518,7 +1572,7 @@ impl Store {
     /// The contributions behind one entry, in arrival order of their sources.
     pub fn detail(&self, table: TableId, key: &Key, now: u64) -> Option<Vec<ContributionDetail>> {
         let t = self.table(table)?;
-        let recs: Vec<u32> = t.entries.get(key)?.records.clone();
+        let recs: Vec<u32> = t.entries.get(key)?.records().to_vec();
         let dict = |id| self.dict.name(id);
         let reg = self.reg_read();
         Some(
@@ -1558,7 +1612,7 @@ impl Store {
                 let c = input.contributor;
                 let mut entries = Vec::new();
                 for item in t.entries.iter() {
-                    if let Some(r) = records(&item.records, t.layout.stride).find(|r| r[0] == c) {
+                    if let Some(r) = records(item.records(), t.layout.stride).find(|r| r[0] == c) {
                         entries.push(TaughtEntry {
                             key: item.key().clone(),
                             values: mapping.read_back(&t.layout, r, now as u32, &dict),
