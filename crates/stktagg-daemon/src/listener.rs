@@ -88,7 +88,7 @@ pub async fn run(section: Arc<Section>, listener: TcpListener, shutdown: Cancell
 /// hello, answers, and hands a valid session to its peer task. The TLS handshake
 /// and the hello share one deadline, `timeout hello`.
 async fn handshake(section: &Section, tcp: TcpStream, remote: SocketAddr) -> Result<()> {
-    let _ = tcp.set_nodelay(true);
+    crate::peer::tune(&tcp);
     let local = tcp.local_addr()?;
     let deadline = tokio::time::Instant::now() + section.tunables().hello_timeout;
     let Some(acceptor) = section.tls().acceptor() else {

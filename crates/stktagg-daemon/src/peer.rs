@@ -172,7 +172,7 @@ async fn dial(section: &Section, id: PeerId) -> Result<Incoming> {
         .await
         .with_context(|| format!("connecting to {host}:{port} timed out"))?
         .with_context(|| format!("connecting to {host}:{port}"))?;
-    let _ = tcp.set_nodelay(true);
+    tune(&tcp);
     let remote = tcp.peer_addr().context("reading the peer's address")?;
     let local = tcp.local_addr().context("reading our address")?;
     let mut stream = match section.tls().connector(&peer.name) {
@@ -303,6 +303,24 @@ fn jitter(lo: Duration, hi: Duration) -> Duration {
         h.finish() % (span + 1)
     };
     lo + Duration::from_millis(r)
+}
+
+/// Most bytes a peer link keeps queued in the kernel unsent. Above it the socket
+/// is not writable and changes wait in the table's log, where a key changed again
+/// is sent once with its latest value; in a kernel buffer of several megabytes
+/// (Linux's autotuned default) each change would wait its turn, stale. Sums then
+/// reach a slow peer later but fresher.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Socket options of a peer link, ours or the peer's dial: no Nagle delay, and
+/// little unsent data queued in the kernel ([`NOTSENT_LOWAT`]). Best effort: a
+/// kernel without the option still gets a working link.
+pub(crate) fn tune(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+    }
 }
 
 #[cfg(test)]
