@@ -158,6 +158,8 @@ pub struct SessionCore<S: TableStore> {
     shard: Option<ShardFilter>,
     /// How each store table goes out (`None`: a table that is gone).
     outgoing: HashMap<TableId, Option<Outgoing>>,
+    /// The last table looked up in `outgoing` (changes come in runs of one table).
+    last_outgoing: Option<(TableId, Option<Outgoing>)>,
     /// The engine's name for each definition sent (table ids left out).
     keys_by_def: HashMap<TableDefinition, TableKey>,
     counters: crate::metrics::UpdateCounters,
@@ -224,6 +226,7 @@ impl<S: TableStore> SessionCore<S> {
             teach_back_keys: HashMap::default(),
             shard,
             outgoing: HashMap::default(),
+            last_outgoing: None,
             keys_by_def: HashMap::default(),
             counters,
             values: Vec::new(),
@@ -594,8 +597,14 @@ impl<S: TableStore> SessionCore<S> {
 
     /// How store table `table` goes out on this session.
     fn outgoing(&mut self, table: TableId) -> Option<Outgoing> {
-        if let Some(o) = self.outgoing.get(&table) {
-            return *o;
+        if let Some((t, o)) = self.last_outgoing
+            && t == table
+        {
+            return o;
+        }
+        if let Some(&o) = self.outgoing.get(&table) {
+            self.last_outgoing = Some((table, o));
+            return o;
         }
         let o = self.section.store.definition(table).map(|def| {
             let seed = self.shard.as_ref().map_or(0, |f| f.seed(&def.name));

@@ -83,7 +83,7 @@ impl Feed for NothingToSend {}
 pub(crate) struct Tx {
     pub(crate) encoder: Encoder,
     /// Our table id per caller table, with the last update id sent.
-    ids: HashMap<TableKey, (u32, u32)>,
+    ids: TableIds,
     next_id: u32,
     /// The peer announced version 2.0: never send it timed updates.
     downgraded: bool,
@@ -97,7 +97,7 @@ impl Tx {
     pub(crate) fn new(max_message_len: usize, downgraded: bool) -> Tx {
         Tx {
             encoder: Encoder::with_max_message_len(max_message_len),
-            ids: HashMap::default(),
+            ids: TableIds::default(),
             next_id: 1,
             downgraded,
             taught_unacked: HashMap::default(),
@@ -109,6 +109,50 @@ impl Tx {
     /// in the caller's values, reported to it.
     pub(crate) fn push(&mut self, msg: &Message, buf: &mut BytesMut) -> Result<(), WireError> {
         self.encoder.encode(msg, buf)
+    }
+}
+
+/// Our table id and the last update id sent, per caller table. Looked up for every
+/// update sent, and consecutive updates are mostly of one table: the last one found
+/// is tried first, before the index.
+#[derive(Debug, Default)]
+struct TableIds {
+    /// `(caller's table, our table id, last update id sent)`, never removed.
+    entries: Vec<(TableKey, u32, u32)>,
+    index: HashMap<TableKey, usize>,
+    last_found: usize,
+}
+
+impl TableIds {
+    fn find(&mut self, table: TableKey) -> Option<usize> {
+        if self
+            .entries
+            .get(self.last_found)
+            .is_some_and(|e| e.0 == table)
+        {
+            return Some(self.last_found);
+        }
+        let i = *self.index.get(&table)?;
+        self.last_found = i;
+        Some(i)
+    }
+
+    /// Our table id and the last update id sent.
+    fn get(&mut self, table: TableKey) -> Option<(u32, u32)> {
+        let i = self.find(table)?;
+        self.entries.get(i).map(|e| (e.1, e.2))
+    }
+
+    fn set_last(&mut self, table: TableKey, last: u32) {
+        if let Some(e) = self.find(table).and_then(|i| self.entries.get_mut(i)) {
+            e.2 = last;
+        }
+    }
+
+    fn insert(&mut self, table: TableKey, id: u32) {
+        self.index.insert(table, self.entries.len());
+        self.last_found = self.entries.len();
+        self.entries.push((table, id, 0));
     }
 }
 
@@ -168,9 +212,7 @@ impl Outbox<'_> {
         };
         self.tx.encoder.encode_update(update, self.buf)?;
         // Only now is the update id used.
-        if let Some(e) = self.tx.ids.get_mut(&table) {
-            e.1 = update_id;
-        }
+        self.tx.ids.set_last(table, update_id);
         if self.phase == Phase::TeachBack {
             self.tx.taught_unacked.insert(table_id, update_id);
         }
@@ -196,9 +238,7 @@ impl Outbox<'_> {
         self.tx
             .encoder
             .encode_update_shared(table_id, update_id, shared, self.buf)?;
-        if let Some(e) = self.tx.ids.get_mut(&table) {
-            e.1 = update_id;
-        }
+        self.tx.ids.set_last(table, update_id);
         if self.phase == Phase::TeachBack {
             self.tx.taught_unacked.insert(table_id, update_id);
         }
@@ -241,13 +281,10 @@ impl Outbox<'_> {
         let limit = self.tx.encoder.max_message_len();
         let run = scan_updates(updates, limit, self.tx.downgraded, first_update_id)?;
         // The id the first update takes, checked before anything is written.
+        let ours = self.tx.ids.get(table).map(|(id, _)| id);
         let first = match run.first_id {
             Some(id) => Some(id),
-            None => self
-                .tx
-                .ids
-                .get(&table)
-                .map(|&(id, _)| id)
+            None => ours
                 .filter(|&id| self.tx.encoder.selected_table() == Some(id))
                 .and_then(|id| self.tx.encoder.last_update_id(id))
                 .map(|last| last.wrapping_add(1)),
@@ -264,9 +301,7 @@ impl Outbox<'_> {
         let last = run.last_id;
         self.tx.encoder.record_sent_updates(table_id, last)?;
         self.buf.extend_from_slice(updates);
-        if let Some(e) = self.tx.ids.get_mut(&table) {
-            e.1 = last;
-        }
+        self.tx.ids.set_last(table, last);
         if self.phase == Phase::TeachBack {
             self.tx.taught_unacked.insert(table_id, last);
         }
@@ -281,8 +316,8 @@ impl Outbox<'_> {
         table: TableKey,
         definition: impl FnOnce() -> Option<TableDefinition>,
     ) -> Result<Option<(u32, u32)>, WireError> {
-        let (id, last, fresh) = match self.tx.ids.get(&table) {
-            Some(&(id, last)) => (id, last, false),
+        let (id, last, fresh) = match self.tx.ids.get(table) {
+            Some((id, last)) => (id, last, false),
             None => (self.tx.next_id, 0, true),
         };
         if fresh || self.tx.encoder.selected_table() != Some(id) {
@@ -297,7 +332,7 @@ impl Outbox<'_> {
             self.tx.push(&Message::TableDefinition(def), self.buf)?;
             if fresh {
                 self.tx.next_id += 1;
-                self.tx.ids.insert(table, (id, 0));
+                self.tx.ids.insert(table, id);
             }
         }
         Ok(Some((id, last.wrapping_add(1))))

@@ -313,7 +313,11 @@ impl Encoder {
 /// id depending on each session's cache, so [`SharedUpdate::encode`] declines them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedUpdate {
-    bytes: Bytes,
+    /// The whole incremental frame (the usual form: a session sends its updates
+    /// with consecutive ids), copied as it is; its key and values start at
+    /// `body_at`, for the form with an id.
+    frame: Bytes,
+    body_at: usize,
     layout: u64,
 }
 
@@ -364,24 +368,33 @@ impl SharedUpdate {
     ) -> Result<SharedUpdate, WireError> {
         check_key(key, def.key_type, def.key_len)?;
         check_values(values, &def.data)?;
-        // A key's length prefix and bytes, then about 5 bytes per value: one
-        // allocation, no regrowth for the usual tables.
-        let mut body = BytesMut::with_capacity(key.as_bytes().len() + 5 + 8 * values.len());
+        // Room for the frame header, the key's length prefix and bytes, and about
+        // 5 bytes per value: one allocation, no regrowth for the usual tables.
+        let room = 2 + varint::MAX_LEN + key.as_bytes().len() + 5 + 8 * values.len();
+        let mut body = BytesMut::with_capacity(room);
         put_key(&mut body, key, def.key_type, def.key_len);
         let no_dict = TxDict::default();
         let mut unused = None;
         for v in values {
             put_value(&mut body, v, &no_dict, &mut unused);
         }
+        let mut frame = BytesMut::with_capacity(room);
+        frame::put_frame(
+            &mut frame,
+            frame::CLASS_STICK_TABLE,
+            frame::STKT_INCUPDATE,
+            &body,
+        );
         Ok(SharedUpdate {
-            bytes: body.freeze(),
+            body_at: frame.len() - body.len(),
+            frame: frame.freeze(),
             layout: layout.0,
         })
     }
 
     /// The encoded key and values.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.frame[self.body_at..]
     }
 
     /// Whether it fits a table whose definition has this layout fingerprint.
@@ -405,43 +418,38 @@ impl Encoder {
         shared: &SharedUpdate,
         dst: &mut BytesMut,
     ) -> Result<(), WireError> {
+        let max = self.max_message_len;
+        let selected = self.tables.selected;
         let table = self
             .tables
-            .get(table_id)
+            .get_mut(table_id)
             .ok_or(WireError::UndefinedTable { table_id })?;
-        if self.tables.selected != Some(table_id) {
-            return Err(WireError::TableNotSelected {
-                table_id,
-                selected: self.tables.selected,
-            });
+        if selected != Some(table_id) {
+            return Err(WireError::TableNotSelected { table_id, selected });
         }
         if !shared.fits(table.layout) {
             return Err(WireError::SharedLayout { table_id });
         }
         let incremental = table.last_update_id.map(|l| l.wrapping_add(1)) == Some(update_id);
-        let (msg_type, id_len) = if incremental {
-            (frame::STKT_INCUPDATE, 0)
+        let body = shared.as_bytes();
+        let len = if incremental {
+            shared.frame.len()
         } else {
-            (frame::STKT_UPDATE, 4)
+            frame::frame_len(frame::STKT_UPDATE, 4 + body.len())
         };
-        let body_len = id_len + shared.bytes.len();
-        let len = frame::frame_len(msg_type, body_len);
-        if len > self.max_message_len {
-            return Err(WireError::Oversized {
-                len,
-                limit: self.max_message_len,
-            });
+        if len > max {
+            return Err(WireError::Oversized { len, limit: max });
         }
-        dst.reserve(len);
-        dst.put_slice(&[frame::CLASS_STICK_TABLE, msg_type]);
-        varint::encode(body_len as u64, dst);
-        if !incremental {
+        if incremental {
+            dst.extend_from_slice(&shared.frame);
+        } else {
+            dst.reserve(len);
+            dst.put_slice(&[frame::CLASS_STICK_TABLE, frame::STKT_UPDATE]);
+            varint::encode(4 + body.len() as u64, dst);
             dst.put_u32(update_id);
+            dst.put_slice(body);
         }
-        dst.put_slice(&shared.bytes);
-        if let Some(t) = self.tables.get_mut(table_id) {
-            t.last_update_id = Some(update_id);
-        }
+        table.last_update_id = Some(update_id);
         Ok(())
     }
 }

@@ -198,7 +198,10 @@ fn targets(md: &mut String, r: &Value) {
     };
     if let Some(f) = fleet(100.0, 100_000.0) {
         let (cpu, p99) = (n(&f["cpu_s_per_million"]), n(&f["p99_ms"]));
-        let (done, dropped) = (f["complete"].as_bool() == Some(true), n(&f["sessions_dropped"]));
+        let (done, dropped) = (
+            f["complete"].as_bool() == Some(true),
+            n(&f["sessions_dropped"]),
+        );
         let _ = writeln!(
             md,
             "| 100 sources at 100k/s: complete, 0 sessions dropped, ≤ 10 CPU s per million in, p99 to the last source < 50 ms (Fleet, daemon on one core) | {}, {dropped} dropped, {cpu:.2} CPU s, {p99:.0} ms | complete, dropped: {}; CPU: {}; p99: {} |",
@@ -209,7 +212,10 @@ fn targets(md: &mut String, r: &Value) {
         );
     }
     if let Some(f) = fleet(50.0, 500_000.0) {
-        let (done, dropped) = (f["complete"].as_bool() == Some(true), n(&f["sessions_dropped"]));
+        let (done, dropped) = (
+            f["complete"].as_bool() == Some(true),
+            n(&f["sessions_dropped"]),
+        );
         let _ = writeln!(
             md,
             "| 50 sources at 500k/s: complete, 0 sessions dropped (Fleet) | {}, {dropped} dropped | {} |",
