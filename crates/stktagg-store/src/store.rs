@@ -55,7 +55,7 @@ use crate::error::StoreError;
 use crate::ids::{KeyHasher, SourceId, TableId, TableKind};
 use crate::layout::{self, HDR, Layout, Mapping, Mismatch, get_u64, put_u64};
 use crate::subscribe::Urgency;
-use crate::subscribe::{SubRegistry, Subscription, SubscriptionFilter, Waker};
+use crate::subscribe::{SubRegistry, Subscription, SubscriptionFilter, TableLog, Waker};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::VecDeque;
@@ -282,6 +282,8 @@ struct Table {
     /// What its changes' shared encodings are checked against (`None`: a table with
     /// dictionary values, which every destination encodes itself).
     shared: Option<SharedLayout>,
+    /// Its change logs (also in the subscriptions' registry, by id).
+    log: Arc<TableLog>,
     entries: DashMap<Key, Entry, KeyHasher>,
     wheel: Mutex<BTreeMap<u64, Vec<Key>>>,
     rate_active: DashMap<Key, (), KeyHasher>,
@@ -740,6 +742,9 @@ impl Store {
         let id = TableId(reg.tables.len() as u32 + 1);
         let name = Bytes::copy_from_slice(name);
         let layout = Layout::new(&def.data)?;
+        // Still under the registry's lock: a concurrent `subscribe` sees the table
+        // exactly once.
+        let log = self.subs.new_table(id, kind);
         let table = Arc::new(Table {
             id,
             name: name.clone(),
@@ -751,6 +756,7 @@ impl Store {
             },
             layout,
             shared: SharedLayout::of(def),
+            log,
             // Many small shards: a shard that grows is rehashed under its write lock,
             // and with 128 of them that pause stays short even for millions of keys.
             entries: DashMap::with_hasher_and_shard_amount(KeyHasher::default(), ENTRY_SHARDS),
@@ -763,7 +769,6 @@ impl Store {
             TableKind::Output => reg.outputs_by_name.insert(name, id),
             TableKind::Relay { group } => reg.relays_by_name.insert((group, name), id),
         };
-        self.subs.new_table(id, kind);
         Ok(table)
     }
 
@@ -946,8 +951,7 @@ impl Store {
             (applied, mark, stored_key)
         };
         if mark {
-            self.subs
-                .mark(table.id, table.kind, [&stored_key], Urgency::Fresh);
+            self.subs.mark(&table.log, [&stored_key], Urgency::Fresh);
         }
         Ok(applied)
     }
@@ -1098,7 +1102,7 @@ impl Store {
     /// refresh round).
     fn mark_batched(&self, table: &Table, keys: &[Key], urgency: Urgency) {
         for batch in keys.chunks(MARK_BATCH) {
-            self.subs.mark(table.id, table.kind, batch.iter(), urgency);
+            self.subs.mark(&table.log, batch.iter(), urgency);
         }
     }
 

@@ -235,7 +235,7 @@ impl LogState {
 }
 
 /// One table's change logs.
-struct TableLog {
+pub(crate) struct TableLog {
     table: TableId,
     kind: TableKind,
     state: Mutex<LogState>,
@@ -348,18 +348,15 @@ impl SubRegistry {
         }
     }
 
-    /// Appends keys of one table to its log: one insertion per key, whatever the
+    /// Appends keys of one table to its log (the handle [`SubRegistry::new_table`]
+    /// gave: no registry lock on the way): one insertion per key, whatever the
     /// number of destinations; wakes the destinations that were waiting.
     pub(crate) fn mark<'a>(
         &self,
-        table: TableId,
-        _kind: TableKind,
-        keys: impl IntoIterator<Item = &'a Key> + Clone,
+        log: &TableLog,
+        keys: impl IntoIterator<Item = &'a Key>,
         urgency: Urgency,
     ) {
-        let Some(log) = self.logs().get(&table).cloned() else {
-            return;
-        };
         let waiters = {
             let mut st = lock(&log.state);
             if st.cursors.is_empty() {
@@ -385,7 +382,7 @@ impl SubRegistry {
     /// A table was created: every matching subscription follows it from its start
     /// and is woken by its first change (nobody is woken now: there is nothing to
     /// take yet, and the caller holds the store's registry lock).
-    pub(crate) fn new_table(&self, table: TableId, kind: TableKind) {
+    pub(crate) fn new_table(&self, table: TableId, kind: TableKind) -> Arc<TableLog> {
         let mut st = LogState::default();
         for s in self.subs().iter().filter(|s| s.filter.matches(kind)) {
             st.cursors.insert(s.id, Cursor::default());
@@ -399,7 +396,8 @@ impl SubRegistry {
         self.logs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(table, log);
+            .insert(table, log.clone());
+        log
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -220,7 +220,10 @@ impl Eq for Key {}
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
+        // The bytes alone, without the length prefix a slice adds: every map
+        // lookup of the data path hashes a key, and one write is cheaper than two.
+        // Equal keys still hash equally.
+        state.write(self.as_bytes());
     }
 }
 
