@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use stktagg_session::{End, Event, Feed, Outbox, PeerSession, Progress, ResyncPolicy, TableKey};
-use stktagg_store::{SharedChange, StoreError, SubscriptionFilter, TableId, Waker};
+use stktagg_store::{Change, SharedChange, StoreError, SubscriptionFilter, TableId, Waker};
 use stktagg_topology::{IgnoreReason, PeerId, Role, Route, SourceKind};
 use stktagg_wire::shard::{key_shard, local_id, table_seed};
 use stktagg_wire::{Key, KeyType, TableDefinition, Update, Value};
@@ -166,6 +166,8 @@ pub struct SessionCore<S: TableStore> {
     /// The values of the entry being sent (reused: the send path allocates nothing
     /// per entry).
     values: Vec<Value>,
+    /// The changes being sent (reused, as `values`).
+    batch: Vec<Change>,
     sub: S::Sub,
     now: u64,
 }
@@ -230,6 +232,7 @@ impl<S: TableStore> SessionCore<S> {
             keys_by_def: HashMap::default(),
             counters,
             values: Vec::new(),
+            batch: Vec::new(),
             sub,
             now,
             section,
@@ -693,14 +696,16 @@ impl<S: TableStore> Feed for SessionCore<S> {
         if !self.section.publishing(self.now) {
             return Progress::Done;
         }
-        let batch = self.section.store.drain(&self.sub, BATCH);
+        let mut batch = std::mem::take(&mut self.batch);
+        self.section.store.drain_into(&self.sub, BATCH, &mut batch);
         if batch.is_empty() {
+            self.batch = batch;
             return Progress::Done;
         }
         let mut sent = 0;
         // The batch's propagation sample: when its oldest change sent was made.
         let mut oldest = u64::MAX;
-        for change in batch {
+        for change in batch.drain(..) {
             let Some(to) = self.wanted(change.table, &change.key) else {
                 continue;
             };
@@ -724,6 +729,7 @@ impl<S: TableStore> Feed for SessionCore<S> {
                 }
             }
         }
+        self.batch = batch;
         self.count_sent(sent);
         if oldest != u64::MAX {
             self.counters.propagation(self.now.saturating_sub(oldest));

@@ -67,6 +67,10 @@ pub trait TableStore: Send + Sync + 'static {
     /// At most `max` changed entries of the subscription, each with its encoding
     /// shared by every destination when there is one.
     fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<Change>;
+    /// [`TableStore::drain`] into a reused buffer (cleared first).
+    fn drain_into(&self, sub: &Self::Sub, max: usize, out: &mut Vec<Change>) {
+        *out = self.drain(sub, max);
+    }
     /// An entry's values encoded once for every destination (`None`: gone, or not
     /// shareable: each destination reads and encodes it).
     fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange>;
@@ -187,6 +191,10 @@ impl TableStore for Store {
 
     fn drain(&self, sub: &Self::Sub, max: usize) -> Vec<Change> {
         sub.drain_changes(max)
+    }
+
+    fn drain_into(&self, sub: &Self::Sub, max: usize, out: &mut Vec<Change>) {
+        sub.drain_changes_into(max, out);
     }
 
     fn shared_change(&self, table: TableId, key: &Key, now: u64) -> Option<SharedChange> {

@@ -448,8 +448,15 @@ impl Subscription {
     /// next change; keep draining while it returns `max`.
     pub fn drain_changes(&self, max: usize) -> Vec<Change> {
         let mut out = Vec::with_capacity(max.min(1024));
+        self.drain_changes_into(max, &mut out);
+        out
+    }
+
+    /// [`Subscription::drain_changes`] into a reused buffer (cleared first).
+    pub fn drain_changes_into(&self, max: usize, out: &mut Vec<Change>) {
+        out.clear();
         let Some(reg) = self.registry.upgrade() else {
-            return out;
+            return;
         };
         let id = self.shared.id;
         let mut logs = reg.logs_for(self.shared.filter);
@@ -473,11 +480,9 @@ impl Subscription {
                 let room = max - out.len();
                 let before = out.len();
                 if background {
-                    c.background =
-                        st.background
-                            .take_after(c.background, room, log.table, &mut out);
+                    c.background = st.background.take_after(c.background, room, log.table, out);
                 } else {
-                    c.fresh = st.fresh.take_after(c.fresh, room, log.table, &mut out);
+                    c.fresh = st.fresh.take_after(c.fresh, room, log.table, out);
                 }
                 if out.len() > before {
                     st.cursors.insert(id, c);
@@ -489,7 +494,7 @@ impl Subscription {
             let mut own = lock(&self.shared.own);
             // A key of the full push that went out as a change is not sent again.
             if !own.set.is_empty() {
-                for c in &out {
+                for c in out.iter() {
                     own.set.remove(&(c.table, c.key.clone()));
                 }
             }
@@ -530,7 +535,6 @@ impl Subscription {
                 self.shared.waker.wake();
             }
         }
-        out
     }
 
     /// The number of changed keys waiting, each once.

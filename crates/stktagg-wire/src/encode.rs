@@ -368,28 +368,37 @@ impl SharedUpdate {
     ) -> Result<SharedUpdate, WireError> {
         check_key(key, def.key_type, def.key_len)?;
         check_values(values, &def.data)?;
-        // Room for the frame header, the key's length prefix and bytes, and about
-        // 5 bytes per value: one allocation, no regrowth for the usual tables.
-        let room = 2 + varint::MAX_LEN + key.as_bytes().len() + 5 + 8 * values.len();
-        let mut body = BytesMut::with_capacity(room);
-        put_key(&mut body, key, def.key_type, def.key_len);
-        let no_dict = TxDict::default();
-        let mut unused = None;
-        for v in values {
-            put_value(&mut body, v, &no_dict, &mut unused);
+        // The body goes to this thread's scratch buffer first (its length prefixes
+        // the frame), then once into a frame of its size: one allocation.
+        thread_local! {
+            static BODY: std::cell::RefCell<BytesMut> = std::cell::RefCell::default();
         }
-        let mut frame = BytesMut::with_capacity(room);
-        frame::put_frame(
-            &mut frame,
-            frame::CLASS_STICK_TABLE,
-            frame::STKT_INCUPDATE,
-            &body,
-        );
-        Ok(SharedUpdate {
-            body_at: frame.len() - body.len(),
-            frame: frame.freeze(),
-            layout: layout.0,
-        })
+        let encode = |body: &mut BytesMut| {
+            body.clear();
+            put_key(body, key, def.key_type, def.key_len);
+            let no_dict = TxDict::default();
+            let mut unused = None;
+            for v in values {
+                put_value(body, v, &no_dict, &mut unused);
+            }
+            // What `put_frame` reserves: the longest length prefix.
+            let mut frame = BytesMut::with_capacity(2 + varint::MAX_LEN + body.len());
+            frame::put_frame(
+                &mut frame,
+                frame::CLASS_STICK_TABLE,
+                frame::STKT_INCUPDATE,
+                body,
+            );
+            SharedUpdate {
+                body_at: frame.len() - body.len(),
+                frame: frame.freeze(),
+                layout: layout.0,
+            }
+        };
+        Ok(BODY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut body) => encode(&mut body),
+            Err(_) => encode(&mut BytesMut::new()),
+        }))
     }
 
     /// The encoded key and values.
