@@ -90,11 +90,9 @@ pub trait TableStore: Send + Sync + 'static {
         values: &mut Vec<Value>,
     ) -> Option<EntryMeta> {
         let e = self.read(table, key, now)?;
+        let meta = e.meta();
         *values = e.values;
-        Some(EntryMeta {
-            expire_ms: e.expire_ms,
-            changed_at: e.changed_at,
-        })
+        Some(meta)
     }
     /// A table's definition as sent on the wire.
     fn definition(&self, table: TableId) -> Option<TableDefinition>;

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 use stktagg_section::TableStore;
 use stktagg_store::{
-    Applied, Change, OutputEntry, SharedChange, SourceId, Store, StoreError, SubscriptionFilter,
-    TableId, TaughtTable, Waker,
+    Applied, Change, EntryMeta, OutputEntry, SharedChange, SourceId, Store, StoreError,
+    SubscriptionFilter, TableId, TaughtTable, Waker,
 };
 use stktagg_wire::{Key, TableDefinition, Value};
 
@@ -111,6 +111,16 @@ impl TableStore for SimStore {
 
     fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry> {
         TableStore::read(&self.0, table, key, now)
+    }
+
+    fn read_into(
+        &self,
+        table: TableId,
+        key: &Key,
+        now: u64,
+        values: &mut Vec<Value>,
+    ) -> Option<EntryMeta> {
+        TableStore::read_into(&self.0, table, key, now, values)
     }
 
     fn definition(&self, table: TableId) -> Option<TableDefinition> {

@@ -130,6 +130,25 @@ pub struct EntryMeta {
     pub changed_at: u64,
 }
 
+impl OutputEntry {
+    /// An entry of these values and what [`Store::read_into`] tells besides.
+    pub fn new(values: Vec<Value>, meta: EntryMeta) -> OutputEntry {
+        OutputEntry {
+            values,
+            expire_ms: meta.expire_ms,
+            changed_at: meta.changed_at,
+        }
+    }
+
+    /// What it tells besides its values.
+    pub fn meta(&self) -> EntryMeta {
+        EntryMeta {
+            expire_ms: self.expire_ms,
+            changed_at: self.changed_at,
+        }
+    }
+}
+
 /// A table's identity and definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
@@ -1416,11 +1435,7 @@ impl Store {
     pub fn read(&self, table: TableId, key: &Key, now: u64) -> Option<OutputEntry> {
         let mut values = Vec::new();
         let meta = self.read_into(table, key, now, &mut values)?;
-        Some(OutputEntry {
-            values,
-            expire_ms: meta.expire_ms,
-            changed_at: meta.changed_at,
-        })
+        Some(OutputEntry::new(values, meta))
     }
 
     /// [`Store::read`] into a reused values buffer (cleared first): the send path
@@ -1509,12 +1524,7 @@ impl Store {
             .map(|r| {
                 let mut values = Vec::new();
                 let meta = self.entry_into(&t, r.records(), r.pub_at, now, &mut values);
-                let entry = OutputEntry {
-                    values,
-                    expire_ms: meta.expire_ms,
-                    changed_at: meta.changed_at,
-                };
-                (r.key().clone(), entry)
+                (r.key().clone(), OutputEntry::new(values, meta))
             })
             .collect()
     }
